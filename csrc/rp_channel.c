@@ -1,0 +1,451 @@
+/* rp_channel.c - see rp_channel.h */
+#include "rp_channel.h"
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ nodes and handles */
+
+struct rp_node {
+    rp_node *next;
+    size_t len;
+    alignas(16) unsigned char body[];
+};
+
+rp_node *rp_node_alloc(size_t body_len) {
+    if (body_len > SIZE_MAX - sizeof(rp_node)) return NULL;
+    rp_node *n = (rp_node *)malloc(sizeof(rp_node) + body_len);
+    if (n) {
+        n->next = NULL;
+        n->len = body_len;
+    }
+    return n;
+}
+
+rp_node *rp_node_realloc(rp_node *n, size_t body_len) {
+    if (body_len > SIZE_MAX - sizeof(rp_node)) return NULL;
+    rp_node *m = (rp_node *)realloc(n, sizeof(rp_node) + body_len);
+    if (m) m->len = body_len;
+    return m;
+}
+
+void *rp_node_body(rp_node *n) { return n->body; }
+size_t rp_node_len(const rp_node *n) { return n->len; }
+void rp_node_set_len(rp_node *n, size_t body_len) {
+    if (body_len <= n->len) n->len = body_len;
+}
+void rp_node_free(rp_node *n) { free(n); }
+
+void rp_block_release(void *ptr, uint64_t aux) {
+    (void)aux;
+    free(ptr);
+}
+
+void rp_msg_release_handles(rp_msg *m) {
+    rp_handle *h = rp_msg_handles(m);
+    for (uint32_t i = 0; i < m->nhandles; i++) {
+        rp_release_fn f = h[i].release;
+        h[i].release = NULL;
+        if (f) f(h[i].ptr, h[i].aux);
+    }
+}
+
+/* ------------------------------------------------------------------ queues */
+
+typedef struct rp_queue {
+    alignas(64) rp_lock plock; /* producers */
+    alignas(64) rp_lock clock; /* consumers */
+    /* overflow list: touched by the lock-holding producer and the lock-holding consumer */
+    alignas(64) rp_lock olock;
+    atomic_uint ocount;
+    rp_node *ohead, *otail;
+    /* consumers asleep waiting for data */
+    alignas(64) atomic_uint data_seq;
+    atomic_int data_waiters;
+    rp_spin spin;
+    /* bounded mode: producers asleep waiting for room */
+    alignas(64) _Atomic int64_t pending;
+    atomic_uint space_seq;
+    atomic_int space_waiters;
+    rp_ring *ring;
+} rp_queue;
+
+struct rp_channel {
+    atomic_int refs[2];
+    atomic_int sides_alive;
+    atomic_int closed;
+    uint64_t capacity;
+    int64_t max_pending;
+    rp_queue q[2]; /* q[s]: posted by side s, received by side 1 - s */
+};
+
+static void *aligned_block(size_t size) {
+    size_t rounded = (size + 63u) & ~(size_t)63u;
+    void *p = aligned_alloc(64, rounded);
+    if (p) memset(p, 0, rounded);
+    return p;
+}
+
+static int queue_init(rp_queue *q, uint64_t capacity) {
+    rp_lock_init(&q->plock);
+    rp_lock_init(&q->clock);
+    rp_lock_init(&q->olock);
+    atomic_init(&q->ocount, 0u);
+    q->ohead = q->otail = NULL;
+    atomic_init(&q->data_seq, 0u);
+    atomic_init(&q->data_waiters, 0);
+    rp_spin_init(&q->spin);
+    atomic_init(&q->pending, 0);
+    atomic_init(&q->space_seq, 0u);
+    atomic_init(&q->space_waiters, 0);
+    size_t sz = rp_ring_size(capacity);
+    if (sz == 0) return RP_EINVAL;
+    q->ring = (rp_ring *)aligned_block(sz);
+    if (!q->ring) return RP_ENOMEM;
+    return rp_ring_init(q->ring, capacity);
+}
+
+/* Drop every queued message, releasing what each one owns. */
+static void queue_drain(rp_queue *q) {
+    uint32_t len;
+    rp_msg *m;
+    while ((m = (rp_msg *)rp_ring_peek(q->ring, &len)) != NULL) {
+        if (rp_msg_valid(m, len)) rp_msg_release_handles(m);
+        rp_ring_consume(q->ring);
+    }
+    rp_lock_acquire(&q->olock, RP_FOREVER, 0, NULL);
+    rp_node *n = q->ohead;
+    q->ohead = q->otail = NULL;
+    atomic_store_explicit(&q->ocount, 0u, memory_order_release);
+    rp_lock_release(&q->olock);
+    while (n) {
+        rp_node *next = n->next;
+        if (rp_msg_valid((rp_msg *)n->body, n->len)) rp_msg_release_handles((rp_msg *)n->body);
+        free(n);
+        n = next;
+    }
+    atomic_store_explicit(&q->pending, 0, memory_order_release);
+}
+
+static void queue_free(rp_queue *q) {
+    if (q->ring) {
+        queue_drain(q);
+        rp_ring_destroy(q->ring);
+        free(q->ring);
+        q->ring = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------ channels */
+
+rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
+    if (rp_ring_size(capacity) == 0 || max_pending < 0) return NULL;
+    rp_channel *ch = (rp_channel *)aligned_block(sizeof(rp_channel));
+    if (!ch) return NULL;
+    atomic_init(&ch->refs[0], 1);
+    atomic_init(&ch->refs[1], 1);
+    atomic_init(&ch->sides_alive, 2);
+    atomic_init(&ch->closed, 0);
+    ch->capacity = capacity;
+    ch->max_pending = max_pending;
+    if (queue_init(&ch->q[0], capacity) != RP_OK || queue_init(&ch->q[1], capacity) != RP_OK) {
+        queue_free(&ch->q[0]);
+        queue_free(&ch->q[1]);
+        free(ch);
+        return NULL;
+    }
+    return ch;
+}
+
+uint64_t rp_channel_capacity(const rp_channel *ch) { return ch->capacity; }
+int64_t rp_channel_max_pending(const rp_channel *ch) { return ch->max_pending; }
+int64_t rp_channel_pending_bytes(rp_channel *ch, int side) {
+    rp_queue *q = &ch->q[side & 1];
+    if (ch->max_pending) return atomic_load_explicit(&q->pending, memory_order_acquire);
+    /* unbounded queues do not count (it would cost a shared write per message): estimate */
+    return (int64_t)rp_ring_used(q->ring) +
+           (atomic_load_explicit(&q->ocount, memory_order_acquire) ? 1 : 0);
+}
+
+void rp_channel_incref(rp_channel *ch, int side) {
+    atomic_fetch_add_explicit(&ch->refs[side & 1], 1, memory_order_relaxed);
+}
+
+static void wake_all(rp_queue *q) {
+    atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
+    rp_addr_wake(&q->data_seq, -1);
+    atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
+    rp_addr_wake(&q->space_seq, -1);
+}
+
+void rp_channel_close(rp_channel *ch) {
+    if (atomic_load_explicit(&ch->closed, memory_order_acquire)) return;
+    /* Close under both producer locks: a post either finished before the close, and will be
+     * delivered, or sees the channel closed. */
+    for (int s = 0; s < 2; s++) rp_lock_acquire(&ch->q[s].plock, RP_FOREVER, 0, NULL);
+    atomic_store_explicit(&ch->closed, 1, memory_order_release);
+    for (int s = 1; s >= 0; s--) rp_lock_release(&ch->q[s].plock);
+    wake_all(&ch->q[0]);
+    wake_all(&ch->q[1]);
+}
+
+int rp_channel_closed(rp_channel *ch) { return atomic_load_explicit(&ch->closed, memory_order_acquire); }
+
+void rp_channel_decref(rp_channel *ch, int side) {
+    side &= 1;
+    if (atomic_fetch_sub_explicit(&ch->refs[side], 1, memory_order_acq_rel) != 1) return;
+    /* Nobody can receive on this side any more: close, and drop what was queued toward it, which
+     * also breaks reference cycles made of ports queued into their own channel. */
+    rp_channel_close(ch);
+    rp_queue *in = &ch->q[1 - side];
+    rp_lock_acquire(&in->clock, RP_FOREVER, 0, NULL);
+    queue_drain(in);
+    rp_lock_release(&in->clock);
+    if (atomic_fetch_sub_explicit(&ch->sides_alive, 1, memory_order_acq_rel) == 1) {
+        queue_free(&ch->q[0]);
+        queue_free(&ch->q[1]);
+        free(ch);
+    }
+}
+
+void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)ch, (int)side); }
+
+/* ------------------------------------------------------------------ sending */
+
+static void signal_consumers(rp_queue *q) {
+    /* Pairs with the waiter's increment of data_waiters and re-check (Dekker): either the waiter
+     * sees our data, or we see the waiter and wake it. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&q->data_waiters, memory_order_relaxed) > 0) {
+        atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
+        rp_addr_wake(&q->data_seq, -1);
+    }
+}
+
+static int lock_producer(rp_queue *q, int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel) {
+    if (rp_lock_try(&q->plock)) return RP_OK;
+    return rp_lock_acquire(&q->plock, deadline_ns == 0 ? RP_FOREVER : deadline_ns, slice_ns, cancel);
+}
+
+/* With the producer lock held: wait (unlocking) until the bounded queue has room for len. */
+static int wait_room(rp_channel *ch, rp_queue *q, size_t len, int64_t deadline_ns,
+                     int64_t slice_ns, rp_cancel *cancel) {
+    for (;;) {
+        int64_t p = atomic_load_explicit(&q->pending, memory_order_acquire);
+        /* one message may always go into an empty queue, however big */
+        if (p == 0 || p + (int64_t)len <= ch->max_pending) return RP_OK;
+        rp_lock_release(&q->plock);
+        if (deadline_ns == 0) return RP_EFULL;
+        unsigned seq = atomic_load_explicit(&q->space_seq, memory_order_acquire);
+        atomic_fetch_add_explicit(&q->space_waiters, 1, memory_order_seq_cst);
+        int r = RP_OK;
+        p = atomic_load_explicit(&q->pending, memory_order_seq_cst);
+        if (!(p == 0 || p + (int64_t)len <= ch->max_pending) &&
+            !atomic_load_explicit(&ch->closed, memory_order_acquire))
+            r = rp_sleep_on(&q->space_seq, seq, deadline_ns, slice_ns, cancel);
+        atomic_fetch_sub_explicit(&q->space_waiters, 1, memory_order_relaxed);
+        if (r != RP_OK) return r;
+        int l = lock_producer(q, deadline_ns, slice_ns, cancel);
+        if (l != RP_OK) return l;
+        if (atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+            rp_lock_release(&q->plock);
+            return RP_ECLOSED;
+        }
+    }
+}
+
+static void overflow_push(rp_queue *q, rp_node *n) {
+    n->next = NULL;
+    rp_lock_acquire(&q->olock, RP_FOREVER, 0, NULL);
+    if (q->otail) q->otail->next = n;
+    else q->ohead = n;
+    q->otail = n;
+    atomic_fetch_add_explicit(&q->ocount, 1u, memory_order_release);
+    rp_lock_release(&q->olock);
+}
+
+static int send_common(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
+                       int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel) {
+    rp_queue *q = &ch->q[side & 1];
+    if (len > UINT32_MAX && !node) {
+        node = rp_node_alloc(len);
+        if (!node) return RP_ENOMEM;
+        memcpy(node->body, body, len);
+        int r = send_common(ch, side, NULL, len, node, deadline_ns, slice_ns, cancel);
+        if (r != RP_OK) free(node);
+        return r;
+    }
+    int r = lock_producer(q, deadline_ns, slice_ns, cancel);
+    if (r != RP_OK) return r;
+    if (atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+        rp_lock_release(&q->plock);
+        return RP_ECLOSED;
+    }
+    if (ch->max_pending) {
+        r = wait_room(ch, q, len, deadline_ns, slice_ns, cancel);
+        if (r != RP_OK) return r; /* the lock was released */
+    }
+    void *slot = NULL;
+    /* the ring only while nothing waits in the overflow list: that keeps the order */
+    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0 && len <= UINT32_MAX)
+        slot = rp_ring_reserve(q->ring, (uint32_t)len);
+    if (slot) {
+        memcpy(slot, node ? (const void *)node->body : body, len);
+        rp_ring_commit(q->ring);
+        if (node) free(node);
+    } else {
+        if (!node) {
+            node = rp_node_alloc(len);
+            if (!node) {
+                rp_lock_release(&q->plock);
+                return RP_ENOMEM;
+            }
+            memcpy(node->body, body, len);
+        }
+        overflow_push(q, node);
+    }
+    if (ch->max_pending) atomic_fetch_add_explicit(&q->pending, (int64_t)len, memory_order_acq_rel);
+    rp_lock_release(&q->plock);
+    signal_consumers(q);
+    return RP_OK;
+}
+
+int rp_channel_send(rp_channel *ch, int side, const void *body, size_t len, int64_t deadline_ns,
+                    int64_t slice_ns, rp_cancel *cancel) {
+    return send_common(ch, side, body, len, NULL, deadline_ns, slice_ns, cancel);
+}
+
+int rp_channel_send_node(rp_channel *ch, int side, rp_node *node, int64_t deadline_ns,
+                         int64_t slice_ns, rp_cancel *cancel) {
+    return send_common(ch, side, NULL, node->len, node, deadline_ns, slice_ns, cancel);
+}
+
+/* ------------------------------------------------------------------ receiving */
+
+static int queue_readable(void *arg) {
+    rp_queue *q = (rp_queue *)arg;
+    return rp_ring_readable(q->ring) || atomic_load_explicit(&q->ocount, memory_order_acquire);
+}
+
+/* With the consumer lock held: take the oldest message, if any. */
+static int take(rp_queue *q, rp_recv *out) {
+    uint32_t len;
+    void *p = (void *)rp_ring_peek(q->ring, &len);
+    if (p) {
+        out->msg = (rp_msg *)p;
+        out->len = len;
+        out->node = NULL;
+        return 1;
+    }
+    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0) return 0;
+    rp_lock_acquire(&q->olock, RP_FOREVER, 0, NULL);
+    rp_node *n = q->ohead;
+    if (n) {
+        q->ohead = n->next;
+        if (!q->ohead) q->otail = NULL;
+        atomic_fetch_sub_explicit(&q->ocount, 1u, memory_order_release);
+    }
+    rp_lock_release(&q->olock);
+    if (!n) return 0;
+    out->msg = (rp_msg *)n->body;
+    out->len = n->len;
+    out->node = n;
+    return 1;
+}
+
+/* Try once: lock the consumer side and take a message.  RP_OK (lock held), RP_EAGAIN, or an
+ * error from waiting for the lock. */
+static int try_take(rp_queue *q, rp_recv *out, int64_t deadline_ns, int64_t slice_ns,
+                    rp_cancel *cancel) {
+    if (!rp_lock_try(&q->clock)) {
+        /* another consumer is decoding: it holds the lock only briefly */
+        int r = rp_lock_acquire(&q->clock, deadline_ns == 0 ? RP_FOREVER : deadline_ns, slice_ns,
+                                cancel);
+        if (r != RP_OK) return r;
+    }
+    if (take(q, out)) return RP_OK;
+    rp_lock_release(&q->clock);
+    return RP_EAGAIN;
+}
+
+int rp_channel_poll(rp_channel *ch, int side) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    return queue_readable(q) || atomic_load_explicit(&ch->closed, memory_order_acquire);
+}
+
+int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
+                          int64_t slice_ns, rp_cancel *cancel) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    int r = try_take(q, out, deadline_ns, slice_ns, cancel);
+    if (r != RP_EAGAIN) return r;
+    if (deadline_ns == 0 || atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+        /* closed: everything posted before the close is visible now; re-check once */
+        if (!atomic_load_explicit(&ch->closed, memory_order_acquire)) return RP_EAGAIN;
+        r = try_take(q, out, 0, slice_ns, cancel);
+        return r == RP_EAGAIN ? RP_ECLOSED : r;
+    }
+    int64_t start = rp_now_ns();
+    if (rp_cancel_fired(cancel)) return RP_ECANCELED;
+    if (rp_spin_until(&q->spin, queue_readable, q)) {
+        r = try_take(q, out, deadline_ns, slice_ns, cancel);
+        if (r != RP_EAGAIN) {
+            if (r == RP_OK) rp_spin_feedback(&q->spin, 1, 0);
+            return r;
+        }
+    }
+    for (;;) {
+        unsigned seq = atomic_load_explicit(&q->data_seq, memory_order_acquire);
+        atomic_fetch_add_explicit(&q->data_waiters, 1, memory_order_seq_cst);
+        int w = RP_OK;
+        if (!queue_readable(q) && !atomic_load_explicit(&ch->closed, memory_order_seq_cst))
+            w = rp_sleep_on(&q->data_seq, seq, deadline_ns, slice_ns, cancel);
+        atomic_fetch_sub_explicit(&q->data_waiters, 1, memory_order_relaxed);
+        r = try_take(q, out, deadline_ns, slice_ns, cancel);
+        if (r == RP_OK) {
+            rp_spin_feedback(&q->spin, 0, rp_now_ns() - start);
+            return RP_OK;
+        }
+        if (r != RP_EAGAIN) return r;
+        if (atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+            r = try_take(q, out, 0, slice_ns, cancel);
+            return r == RP_EAGAIN ? RP_ECLOSED : r;
+        }
+        if (w != RP_OK) {
+            if (w == RP_ETIMEDOUT) rp_spin_feedback(&q->spin, 0, rp_now_ns() - start);
+            return w; /* RP_ETIMEDOUT, RP_EINTR (slice end or signal), RP_ECANCELED */
+        }
+    }
+}
+
+int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    if (!queue_readable(q)) {
+        if (!atomic_load_explicit(&ch->closed, memory_order_acquire)) return RP_EAGAIN;
+    }
+    if (!rp_lock_try(&q->clock)) return RP_EAGAIN;
+    if (take(q, out)) return RP_OK;
+    rp_lock_release(&q->clock);
+    return atomic_load_explicit(&ch->closed, memory_order_acquire) && !queue_readable(q)
+               ? RP_ECLOSED
+               : RP_EAGAIN;
+}
+
+void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    if (rp_msg_valid(r->msg, r->len)) rp_msg_release_handles(r->msg);
+    if (r->node) free(r->node);
+    else rp_ring_consume(q->ring);
+    rp_lock_release(&q->clock);
+    if (ch->max_pending) {
+        atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_acq_rel);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&q->space_waiters, memory_order_relaxed) > 0) {
+            atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
+            rp_addr_wake(&q->space_seq, -1);
+        }
+    }
+    r->msg = NULL;
+    r->node = NULL;
+}

@@ -1,0 +1,150 @@
+/* rp_channel.h - how a message crosses: two entangled ports, one queue per direction.
+ *
+ * A queue is a lock-free SPSC ring (rp_ring) plus an ordered overflow list for messages that
+ * do not fit (ring full, or bigger than a ring record may be).  Producers serialize on one
+ * small lock, consumers on another, so any number of threads may post and receive; a single
+ * producer and a single consumer never contend.  Posting never blocks unless the queue was
+ * given a bound on pending bytes; messages are never dropped.
+ *
+ * Waiting: a consumer spins (adaptive budget) and then sleeps on a sequence word; a producer
+ * only makes the wake-up system call when a consumer has said it is asleep, so a busy stream
+ * makes no system calls.
+ *
+ * A message body is an rp_msg header, its handle table, then codec bytes.  Handles are the
+ * things a message owns outside its bytes (out-of-band blocks, transferred ports, shared
+ * buffers); the C layer releases them when a message is dropped unread, so nothing leaks when a
+ * channel dies with messages in it.
+ *
+ * Reference counting: each side of a channel counts the references to it (port objects in any
+ * interpreter, and handles in flight).  When a side loses its last reference the channel
+ * closes; when both sides have, the channel is freed.
+ */
+#ifndef RP_CHANNEL_H
+#define RP_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rp_ring.h"
+#include "rp_wait.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ messages */
+
+typedef void (*rp_release_fn)(void *ptr, uint64_t aux);
+
+typedef struct rp_handle {
+    rp_release_fn release; /* NULL once the receiver adopted it */
+    void *ptr;
+    uint64_t aux;  /* e.g. the side of a port, the size of a block */
+    uint32_t kind; /* RP_H_* */
+    uint32_t reserved;
+} rp_handle;
+
+enum { RP_H_BLOCK = 1, RP_H_PORT = 2, RP_H_SAB = 3 };
+
+/* flags of rp_msg */
+enum {
+    RP_MSG_CODE = 1 /* decoding may run user code (pickle): copy out, then decode unlocked */
+};
+
+typedef struct rp_msg {
+    uint32_t nhandles;
+    uint32_t flags;
+    uint64_t data_len; /* codec bytes right after this header */
+    /* then, at the next multiple of 8: rp_handle handles[nhandles] */
+} rp_msg;
+
+static inline size_t rp_align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
+static inline unsigned char *rp_msg_data(rp_msg *m) { return (unsigned char *)(m + 1); }
+static inline rp_handle *rp_msg_handles(rp_msg *m) {
+    return (rp_handle *)((unsigned char *)(m + 1) + rp_align8((size_t)m->data_len));
+}
+static inline size_t rp_msg_size(uint64_t data_len, uint32_t nhandles) {
+    return sizeof(rp_msg) + rp_align8((size_t)data_len) + (size_t)nhandles * sizeof(rp_handle);
+}
+/* Is a body of len bytes a well-formed rp_msg (sizes agree)?  Bodies are written by this
+ * library only, but a cheap check keeps a bug from turning into an over-read. */
+static inline int rp_msg_valid(const rp_msg *m, size_t len) {
+    if (len < sizeof(rp_msg) || m->data_len > len) return 0;
+    return rp_msg_size(m->data_len, m->nhandles) == len;
+}
+/* Release every handle the receiver did not adopt. */
+void rp_msg_release_handles(rp_msg *m);
+
+/* A message that lives in its own block: the overflow path, and big messages built in place.
+ * Allocate with rp_node_alloc(body_len), fill rp_node_body(), hand to rp_channel_send_node(). */
+typedef struct rp_node rp_node;
+rp_node *rp_node_alloc(size_t body_len);
+rp_node *rp_node_realloc(rp_node *n, size_t body_len);
+void *rp_node_body(rp_node *n);
+size_t rp_node_len(const rp_node *n);
+/* Shrink the message length after building in place (never above the allocated length). */
+void rp_node_set_len(rp_node *n, size_t body_len);
+void rp_node_free(rp_node *n); /* does not release handles */
+
+/* An out-of-band block of bytes (e.g. a big buffer of a pickled array): released by free. */
+void rp_block_release(void *ptr, uint64_t aux);
+
+/* ------------------------------------------------------------------ channels */
+
+typedef struct rp_channel rp_channel;
+
+/* capacity: ring bytes per direction (a power of two).  max_pending: 0 for unbounded, else the
+ * bound on bytes posted and not yet received in each direction. */
+rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending);
+/* Reference counting per side (see above).  The new channel holds one reference per side. */
+void rp_channel_incref(rp_channel *ch, int side);
+void rp_channel_decref(rp_channel *ch, int side);
+/* A port handle's release function: aux is the side. */
+void rp_port_release(void *ch, uint64_t side);
+
+uint64_t rp_channel_capacity(const rp_channel *ch);
+int64_t rp_channel_max_pending(const rp_channel *ch);
+/* Messages and bytes posted by `side` and not yet received (racy, for introspection). */
+int64_t rp_channel_pending_bytes(rp_channel *ch, int side);
+
+/* Close both directions.  Messages already posted are still delivered.  Idempotent. */
+void rp_channel_close(rp_channel *ch);
+int rp_channel_closed(rp_channel *ch);
+
+/* Post a body of len bytes from `side`: copied into the ring, or into an overflow node.
+ * Unbounded queues never block.  Bounded ones wait for room until deadline_ns, coming back
+ * with RP_EINTR at each slice end; RP_EFULL if the deadline is "now" (non-blocking).
+ * Returns RP_OK, RP_ECLOSED, RP_ENOMEM, RP_EFULL, RP_ETIMEDOUT, RP_EINTR or RP_ECANCELED. */
+int rp_channel_send(rp_channel *ch, int side, const void *body, size_t len, int64_t deadline_ns,
+                    int64_t slice_ns, rp_cancel *cancel);
+/* Same, but the body is already in a node: the ring gets a copy when it is small and the ring
+ * has room (and the node is freed), else the node itself is queued.  On error the node is still
+ * the caller's. */
+int rp_channel_send_node(rp_channel *ch, int side, rp_node *node, int64_t deadline_ns,
+                         int64_t slice_ns, rp_cancel *cancel);
+
+/* Receiving on `side` (the messages the other side posted).  A receive is begin + end:
+ * begin waits until a message is there (or deadline/slice/cancel/closed-and-drained), locks
+ * the consumer side and points *body at the message in place; end gives its room back and
+ * unlocks.  Between the two the caller decodes (and adopts handles).
+ * deadline_ns == 0 means do not wait at all. */
+typedef struct rp_recv {
+    rp_msg *msg;
+    size_t len;
+    rp_node *node; /* the overflow node holding it, or NULL when it is in the ring */
+} rp_recv;
+
+int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
+                          int64_t slice_ns, rp_cancel *cancel);
+/* Never waits, not even for the consumer lock (safe to call holding the GIL): RP_OK (locked, as
+ * after begin), RP_EAGAIN (nothing, or another consumer busy), RP_ECLOSED (closed, drained). */
+int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out);
+/* Releases the handles the caller did not adopt (release set to NULL), frees the slot. */
+void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r);
+/* Is a message (or the end of the stream) ready for `side` now? */
+int rp_channel_poll(rp_channel *ch, int side);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RP_CHANNEL_H */

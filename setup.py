@@ -1,0 +1,75 @@
+"""Extension list and build flags only; metadata lives in pyproject.toml.
+
+Build variants, chosen by environment variable:
+  RINGPORT_DEBUG=1                   -O0 -g, C asserts and Cython bounds checks on
+  RINGPORT_SANITIZE=address|thread   compile and link with that sanitizer
+Our own C (csrc/) builds with -Wall -Wextra -Werror as a static library; the Cython-generated C
+is compiled with the warnings Cython's output is clean under.
+"""
+import os
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("RINGPORT_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("RINGPORT_SANITIZE", "")
+if SANITIZE not in ("", "address", "thread"):
+    sys.exit(f"RINGPORT_SANITIZE must be 'address' or 'thread', not {SANITIZE!r}")
+
+CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_shm.c"]
+CSRC = [f for f in CSRC if os.path.exists(f)]
+
+if sys.platform == "win32":
+    common = ["/O2"] if not DEBUG else ["/Od", "/Zi"]
+    ours = common + ["/W4", "/WX", "/std:c11", "/experimental:c11atomics"]
+    link = []
+else:
+    common = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O2", "-DNDEBUG"]
+    common.append("-fno-strict-aliasing")
+    link = []
+    if SANITIZE:
+        common += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
+        link += [f"-fsanitize={SANITIZE}"]
+    ours = common + ["-std=c11", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+
+macros = [
+    # per-interpreter module state and heap types: required to load in several interpreters
+    ("CYTHON_USE_MODULE_STATE", "1"),
+    ("CYTHON_USE_TYPE_SPECS", "1"),
+]
+
+ext = Extension(
+    "ringport._core",
+    sources=["src/ringport/_core.pyx"],
+    include_dirs=["csrc"],
+    define_macros=macros,
+    extra_compile_args=common,
+    extra_link_args=link,
+)
+
+class build_ext_with_clib(build_ext):
+    """Build the csrc/ static library first, also for `build_ext --inplace` and editable installs."""
+
+    def run(self):
+        self.run_command("build_clib")
+        super().run()
+
+
+setup(
+    cmdclass={"build_ext": build_ext_with_clib},
+    libraries=[("ringport_c", {"sources": CSRC, "include_dirs": ["csrc"], "cflags": ours})],
+    ext_modules=cythonize(
+        [ext],
+        language_level=3,
+        compiler_directives={
+            "freethreading_compatible": True,
+            "subinterpreters_compatible": "own_gil",
+            "boundscheck": DEBUG,
+            "wraparound": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+    ),
+)

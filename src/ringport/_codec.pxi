@@ -1,0 +1,981 @@
+# The structured-clone codec: Python values <-> bytes, written straight into a message body.
+#
+# Wire format: one tag byte per value, then its payload; counts and lengths are LEB128 varints.
+#   N T F           None, True, False
+#   i <8>           int that fits int64 (little endian)      I <varint n> <n bytes>  any other int
+#   f <8>           float64                                   c <8><8>                complex
+#   a <n> <bytes>   ASCII str                                 u <kind> <n> <pad> <n*kind bytes> str
+#   b <n> <bytes>   bytes                                     B <n> <bytes>           bytearray
+#   l t d s z <n>   list, tuple, dict (n pairs), set, frozenset, followed by their items
+#   R <k>           the k-th memoized object again (shared references and cycles)
+#   D <d> <k>       right after a tuple completed at nesting depth d: the tuple was memoized
+#                   while its items were encoded (a cycle through it): use object k instead.
+#                   The depth tells apart nested tuples that complete at the same position.
+#   P <n> <pickle> <m> then m buffers: o <n> <bytes> (in band) | h <k> (handle k: a block)
+#   H <k>           a MessagePort, moved in by handle k
+#   S <k>           a shared object (SharedArrayBuffer, typed array) by handle k: see _shm.pxi
+# Memoized (in this order on both sides): list, dict, set, bytearray and shared objects when their
+# tag is written; tuple and frozenset once complete; pickled objects once pickled.
+#
+# Encoding and decoding are iterative (an explicit stack), so nesting depth is bounded by memory,
+# not by the C stack.  The decoder treats its input as untrusted: every read is bounds-checked,
+# counts are checked against the bytes left, and bad input raises DecodeError.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_SIMPLE, PyBUF_WRITABLE,
+                             PyBuffer_Release, PyObject_GetBuffer)
+from cpython.dict cimport PyDict_New, PyDict_Next, PyDict_SetItem, PyDict_Size
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.set cimport PySet_Add, PySet_New, PyFrozenSet_New
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    int PyUnicode_KIND(object o)
+    void *PyUnicode_DATA(object o)
+    object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
+    object PyUnicode_DecodeASCII(const char *s, Py_ssize_t size, const char *errors)
+    object PyByteArray_FromStringAndSize(const char *s, Py_ssize_t n)
+    object PyComplex_FromDoubles(double real, double imag)
+    double PyComplex_RealAsDouble(object op) except? -1.0
+    double PyComplex_ImagAsDouble(object op) except? -1.0
+    PyObject *PyTuple_GET_ITEM(PyObject *p, Py_ssize_t pos)
+    Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
+    PyObject *PyList_GET_ITEM(PyObject *p, Py_ssize_t pos)
+    int PyList_Append(object lst, object item) except -1
+    object PySequence_Tuple(object o)
+
+import pickle as _pickle
+
+# Out-of-band buffers of a pickled object at least this big travel in their own block (copied
+# once, adopted by the receiver without a copy); smaller ones are inlined in the message.
+cdef enum:
+    OOB_MIN = 65536
+    STACK_BYTES = 1024
+    STACK_WORDS = STACK_BYTES // 8
+    MEMO_STACK = 32
+    FRAMES_STACK = 32
+
+# ---------------------------------------------------------------------------- writer
+
+cdef struct Writer:
+    unsigned char *buf
+    size_t pos
+    size_t cap
+    rp_node *node          # the heap node buf lives in, once the stack buffer overflowed
+    rp_handle *handles
+    uint32_t nhandles
+    uint32_t hcap
+    uint32_t flags
+    bint allow_handles     # False for dumps(): bytes cannot carry ports or shared memory
+    # memo: open addressing, object address -> index
+    void **mkeys
+    Py_ssize_t *mvals
+    size_t mcap
+    size_t mcount
+    Py_ssize_t next_index
+    bint memo_heap
+    bint handles_heap
+
+
+cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
+                        void **mkeys, Py_ssize_t *mvals) noexcept:
+    w.buf = stackbuf
+    w.cap = stackcap
+    w.pos = sizeof(rp_msg)
+    w.node = NULL
+    w.handles = NULL
+    w.nhandles = 0
+    w.hcap = 0
+    w.flags = 0
+    w.allow_handles = True
+    w.mkeys = mkeys
+    w.mvals = mvals
+    w.mcap = MEMO_STACK
+    w.mcount = 0
+    w.next_index = 0
+    w.memo_heap = False
+    w.handles_heap = False
+    memset(mkeys, 0, MEMO_STACK * sizeof(void *))
+
+
+cdef void w_release(Writer *w) noexcept:
+    """Free what the writer owns, releasing handles not yet sent."""
+    cdef uint32_t i
+    cdef rp_release_fn f
+    for i in range(w.nhandles):
+        f = w.handles[i].release
+        w.handles[i].release = NULL
+        if f != NULL:
+            f(w.handles[i].ptr, w.handles[i].aux)
+    w.nhandles = 0
+    if w.handles != NULL:
+        free(w.handles)
+        w.handles = NULL
+    if w.node != NULL:
+        rp_node_free(w.node)
+        w.node = NULL
+    if w.memo_heap:
+        free(w.mkeys)
+        free(w.mvals)
+        w.memo_heap = False
+
+
+cdef int w_grow(Writer *w, size_t need) except -1:
+    cdef size_t newcap = w.cap * 2
+    cdef rp_node *n
+    if need > (<size_t>-1) - w.pos - 64:
+        raise MemoryError("message too large")
+    while newcap < w.pos + need:
+        newcap *= 2
+    if w.node == NULL:
+        n = rp_node_alloc(newcap)
+        if n == NULL:
+            raise MemoryError()
+        memcpy(rp_node_body(n), w.buf, w.pos)
+    else:
+        n = rp_node_realloc(w.node, newcap)
+        if n == NULL:
+            raise MemoryError()
+    w.node = n
+    w.buf = <unsigned char *>rp_node_body(n)
+    w.cap = newcap
+    return 0
+
+
+cdef inline int w_need(Writer *w, size_t n) except -1:
+    if w.pos + n > w.cap:
+        w_grow(w, n)
+    return 0
+
+
+cdef inline int w_byte(Writer *w, unsigned char b) except -1:
+    if w.pos + 1 > w.cap:
+        w_grow(w, 1)
+    w.buf[w.pos] = b
+    w.pos += 1
+    return 0
+
+
+cdef inline int w_varint(Writer *w, uint64_t v) except -1:
+    if w.pos + 10 > w.cap:
+        w_grow(w, 10)
+    while v >= 0x80:
+        w.buf[w.pos] = <unsigned char>(v | 0x80)
+        w.pos += 1
+        v >>= 7
+    w.buf[w.pos] = <unsigned char>v
+    w.pos += 1
+    return 0
+
+
+cdef inline int w_tag_varint(Writer *w, unsigned char tag, uint64_t v) except -1:
+    w_byte(w, tag)
+    return w_varint(w, v)
+
+
+cdef inline int w_raw(Writer *w, const void *p, size_t n) except -1:
+    if w.pos + n > w.cap:
+        w_grow(w, n)
+    memcpy(w.buf + w.pos, p, n)
+    w.pos += n
+    return 0
+
+
+cdef inline int w_u64(Writer *w, unsigned char tag, uint64_t v) except -1:
+    # little endian on every platform we build for; keep the byte order explicit anyway
+    cdef unsigned char b[9]
+    cdef int k
+    b[0] = tag
+    for k in range(8):
+        b[1 + k] = <unsigned char>(v >> (8 * k))
+    return w_raw(w, b, 9)
+
+
+cdef uint32_t w_add_handle(Writer *w, rp_release_fn release, void *ptr, uint64_t aux,
+                           uint32_t kind) except? 0xFFFFFFFF:
+    cdef rp_handle *h
+    cdef uint32_t newcap
+    if w.nhandles == w.hcap:
+        newcap = 8 if w.hcap == 0 else w.hcap * 2
+        h = <rp_handle *>realloc(w.handles, newcap * sizeof(rp_handle))
+        if h == NULL:
+            # the caller still owns ptr: release it so nothing leaks
+            release(ptr, aux)
+            raise MemoryError()
+        w.handles = h
+        w.hcap = newcap
+    w.handles[w.nhandles].release = release
+    w.handles[w.nhandles].ptr = ptr
+    w.handles[w.nhandles].aux = aux
+    w.handles[w.nhandles].kind = kind
+    w.handles[w.nhandles].reserved = 0
+    w.nhandles += 1
+    return w.nhandles - 1
+
+
+# ---- memo (address -> index), open addressing with linear probing
+
+cdef inline size_t _mhash(void *p, size_t mask) noexcept:
+    cdef size_t h = <size_t>p
+    h = (h >> 4) * <size_t>0x9E3779B97F4A7C15
+    return (h >> 16) & mask
+
+
+cdef Py_ssize_t memo_get(Writer *w, void *key) noexcept:
+    cdef size_t mask = w.mcap - 1
+    cdef size_t i = _mhash(key, mask)
+    while w.mkeys[i] != NULL:
+        if w.mkeys[i] == key:
+            return w.mvals[i]
+        i = (i + 1) & mask
+    return -1
+
+
+cdef int memo_put(Writer *w, void *key) except -1:
+    cdef size_t mask, i, j, oldcap
+    cdef void **ok
+    cdef Py_ssize_t *ov
+    if (w.mcount + 1) * 2 > w.mcap:
+        oldcap = w.mcap
+        ok = w.mkeys
+        ov = w.mvals
+        w.mkeys = <void **>malloc(oldcap * 2 * sizeof(void *))
+        w.mvals = <Py_ssize_t *>malloc(oldcap * 2 * sizeof(Py_ssize_t))
+        if w.mkeys == NULL or w.mvals == NULL:
+            free(w.mkeys)
+            free(w.mvals)
+            w.mkeys = ok
+            w.mvals = ov
+            raise MemoryError()
+        memset(w.mkeys, 0, oldcap * 2 * sizeof(void *))
+        w.mcap = oldcap * 2
+        mask = w.mcap - 1
+        for j in range(oldcap):
+            if ok[j] != NULL:
+                i = _mhash(ok[j], mask)
+                while w.mkeys[i] != NULL:
+                    i = (i + 1) & mask
+                w.mkeys[i] = ok[j]
+                w.mvals[i] = ov[j]
+        if w.memo_heap:
+            free(ok)
+            free(ov)
+        w.memo_heap = True
+    mask = w.mcap - 1
+    i = _mhash(key, mask)
+    while w.mkeys[i] != NULL:
+        i = (i + 1) & mask
+    w.mkeys[i] = key
+    w.mvals[i] = w.next_index
+    w.next_index += 1
+    w.mcount += 1
+    return 0
+
+
+# ---- encoding of leaves
+
+cdef int enc_str(Writer *w, object v) except -1:
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(v)
+    cdef int kind
+    cdef size_t pad
+    if PyUnicode_IS_COMPACT_ASCII(v):
+        w_tag_varint(w, b'a', <uint64_t>n)
+        return w_raw(w, PyUnicode_DATA(v), <size_t>n)
+    kind = PyUnicode_KIND(v)
+    w_byte(w, b'u')
+    w_byte(w, <unsigned char>kind)
+    w_varint(w, <uint64_t>n)
+    # align the code units to their size, relative to the (8-aligned) start of the body
+    pad = (<size_t>kind - (w.pos % <size_t>kind)) % <size_t>kind
+    w_need(w, pad)
+    memset(w.buf + w.pos, 0, pad)
+    w.pos += pad
+    return w_raw(w, PyUnicode_DATA(v), <size_t>n * <size_t>kind)
+
+
+cdef int enc_bigint(Writer *w, object v) except -1:
+    cdef Py_ssize_t nbytes = (v.bit_length() + 8) // 8
+    cdef bytes b = v.to_bytes(nbytes, "little", signed=True)
+    w_tag_varint(w, b'I', <uint64_t>nbytes)
+    return w_raw(w, PyBytes_AS_STRING(b), <size_t>nbytes)
+
+
+cdef int enc_buffer(Writer *w, unsigned char tag, object v) except -1:
+    cdef Py_buffer view
+    PyObject_GetBuffer(v, &view, PyBUF_SIMPLE)
+    try:
+        w_tag_varint(w, tag, <uint64_t>view.len)
+        w_raw(w, view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef int enc_pickled(Writer *w, object v) except -1:
+    cdef list bufs = []
+    cdef bytes data
+    cdef Py_buffer view
+    cdef void *block
+    cdef uint32_t hidx
+    try:
+        data = _pickle.dumps(v, protocol=5, buffer_callback=bufs.append)
+    except BaseException as e:
+        if not isinstance(e, Exception):
+            raise
+        raise DataCloneError(
+            f"{type(v).__module__}.{type(v).__qualname__} object could not be cloned: {e}") from e
+    w.flags |= RP_MSG_CODE
+    w_tag_varint(w, b'P', <uint64_t>PyBytes_GET_SIZE(data))
+    w_raw(w, PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+    w_varint(w, <uint64_t>len(bufs))
+    for pb in bufs:
+        try:
+            raw = pb.raw()
+        except BufferError:
+            raw = memoryview(bytes(pb))   # non-contiguous: its contiguous copy
+        PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)
+        try:
+            if w.allow_handles and view.len >= OOB_MIN:
+                block = malloc(<size_t>view.len)
+                if block == NULL:
+                    raise MemoryError()
+                with nogil:
+                    memcpy(block, view.buf, <size_t>view.len)
+                hidx = w_add_handle(w, rp_block_release, block, <uint64_t>view.len, RP_H_BLOCK)
+                w_tag_varint(w, b'h', hidx)
+            else:
+                w_tag_varint(w, b'o', <uint64_t>view.len)
+                w_raw(w, view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+            pb.release()
+    return 0
+
+
+# ---- the iterative encoder
+
+cdef struct EFrame:
+    PyObject *items     # strong reference: a tuple snapshot of the container's items
+    PyObject *obj       # the container (alive through its parent's snapshot or the caller)
+    Py_ssize_t i
+    Py_ssize_t n
+    char kind           # b't' tuple and b'z' frozenset are memoized when complete
+
+
+cdef object snapshot_dict(dict d):
+    """A flat tuple (k0, v0, k1, v1, ...) taken under the dict's lock on free-threaded builds."""
+    cdef Py_ssize_t pos = 0, j = 0, n
+    cdef PyObject *k
+    cdef PyObject *v
+    cdef tuple out
+    with cython.critical_section(d):
+        n = PyDict_Size(d)
+        out = PyTuple_New(2 * n)
+        while j < n and PyDict_Next(d, &pos, &k, &v):
+            Py_INCREF(<object>k)
+            PyTuple_SET_ITEM(out, 2 * j, <object>k)
+            Py_INCREF(<object>v)
+            PyTuple_SET_ITEM(out, 2 * j + 1, <object>v)
+            j += 1
+    if j != n:
+        raise RuntimeError("dict changed size during post_message")
+    return out
+
+
+cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
+    """Encode root after w.pos.  transfer_ports: a dict {id(port): port} of the ports that may be
+    moved (None: ports are not allowed), as in Node's transfer list."""
+    cdef EFrame stack0[FRAMES_STACK]
+    cdef EFrame *stack = stack0
+    cdef EFrame *grown
+    cdef Py_ssize_t depth = 0, cap = FRAMES_STACK, k
+    cdef EFrame *f
+    cdef object v = root, items
+    cdef type t
+    cdef long long ll
+    cdef int overflow
+    cdef double dd[2]
+    cdef Py_ssize_t idx
+    cdef char kind
+    try:
+        while True:
+            # ---- encode v (a leaf, or a container whose frame is pushed)
+            t = type(v)
+            kind = 0
+            if t is str:
+                enc_str(w, v)
+            elif t is int:
+                ll = PyLong_AsLongLongAndOverflow(v, &overflow)
+                if overflow == 0:
+                    w_u64(w, b'i', <uint64_t>ll)
+                else:
+                    enc_bigint(w, v)
+            elif v is None:
+                w_byte(w, b'N')
+            elif t is bool:
+                w_byte(w, b'T' if v is True else b'F')
+            elif t is float:
+                dd[0] = PyFloat_AS_DOUBLE(v)
+                w_byte(w, b'f')
+                w_raw(w, dd, 8)
+            elif t is list or t is dict or t is tuple or t is set or t is frozenset:
+                idx = memo_get(w, <void *>v)
+                if idx >= 0:
+                    w_tag_varint(w, b'R', <uint64_t>idx)
+                else:
+                    if t is list:
+                        kind = b'l'
+                        items = PySequence_Tuple(v)
+                    elif t is tuple:
+                        kind = b't'
+                        items = v
+                    elif t is dict:
+                        kind = b'd'
+                        items = snapshot_dict(<dict>v)
+                    elif t is set:
+                        kind = b's'
+                        items = PySequence_Tuple(v)
+                    else:
+                        kind = b'z'
+                        items = PySequence_Tuple(v)
+                    k = PyTuple_GET_SIZE(<PyObject *>items)
+                    w_tag_varint(w, <unsigned char>kind,
+                                 <uint64_t>(k // 2 if kind == b'd' else k))
+                    if kind != b't' and kind != b'z':
+                        memo_put(w, <void *>v)
+                    if depth == cap:
+                        grown = <EFrame *>malloc(<size_t>cap * 2 * sizeof(EFrame))
+                        if grown == NULL:
+                            raise MemoryError()
+                        memcpy(grown, stack, <size_t>cap * sizeof(EFrame))
+                        if stack != stack0:
+                            free(stack)
+                        stack = grown
+                        cap *= 2
+                    f = &stack[depth]
+                    Py_INCREF(items)
+                    f.items = <PyObject *>items
+                    f.obj = <PyObject *>v
+                    f.i = 0
+                    f.n = k
+                    f.kind = kind
+                    depth += 1
+            elif t is bytes:
+                w_tag_varint(w, b'b', <uint64_t>PyBytes_GET_SIZE(v))
+                w_raw(w, PyBytes_AS_STRING(v), <size_t>PyBytes_GET_SIZE(v))
+            elif t is bytearray:
+                idx = memo_get(w, <void *>v)
+                if idx >= 0:
+                    w_tag_varint(w, b'R', <uint64_t>idx)
+                else:
+                    enc_buffer(w, b'B', v)
+                    memo_put(w, <void *>v)
+            elif t is complex:
+                dd[0] = PyComplex_RealAsDouble(v)
+                dd[1] = PyComplex_ImagAsDouble(v)
+                w_byte(w, b'c')
+                w_raw(w, dd, 16)
+            elif t is MessagePort:
+                enc_port(w, <MessagePort>v, transfer_ports)
+            elif isinstance(v, _Shared):
+                idx = memo_get(w, <void *>v)
+                if idx >= 0:
+                    w_tag_varint(w, b'R', <uint64_t>idx)
+                else:
+                    if not w.allow_handles:
+                        raise DataCloneError(
+                            f"{t.__qualname__} shares memory and cannot be serialized to bytes")
+                    (<_Shared>v)._encode_shared(w)
+                    memo_put(w, <void *>v)
+            else:
+                idx = memo_get(w, <void *>v)
+                if idx >= 0:
+                    w_tag_varint(w, b'R', <uint64_t>idx)
+                else:
+                    if isinstance(v, MessagePort):
+                        raise DataCloneError("subclasses of MessagePort cannot be transferred")
+                    enc_pickled(w, v)
+                    memo_put(w, <void *>v)
+
+            # ---- pick the next item, completing finished containers
+            while depth > 0:
+                f = &stack[depth - 1]
+                if f.i < f.n:
+                    v = <object>PyTuple_GET_ITEM(f.items, f.i)
+                    f.i += 1
+                    break
+                if f.kind == b't' or f.kind == b'z':
+                    idx = memo_get(w, <void *>f.obj)
+                    if idx >= 0:
+                        w_tag_varint(w, b'D', <uint64_t>depth)   # built through a cycle
+                        w_varint(w, <uint64_t>idx)
+                    else:
+                        memo_put(w, <void *>f.obj)
+                Py_DECREF(<object>f.items)
+                f.items = NULL
+                depth -= 1
+            else:
+                return 0
+    finally:
+        while depth > 0:
+            depth -= 1
+            Py_XDECREF(stack[depth].items)
+        if stack != stack0:
+            free(stack)
+
+
+cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
+    cdef uint32_t hidx
+    if transfer_ports is None or id(p) not in transfer_ports:
+        raise DataCloneError(
+            "a MessagePort in the message must also be listed in transfer=[...]")
+    if not w.allow_handles:
+        raise DataCloneError("MessagePort cannot be serialized to bytes")
+    if p.ch == NULL:
+        raise DataCloneError("MessagePort was already transferred")
+    # the handle takes a reference of its own; the sender's object gives its reference up
+    # only once the message is sent (see _finish_transfer)
+    rp_channel_incref(p.ch, p.side)
+    hidx = w_add_handle(w, rp_port_release, <void *>p.ch, <uint64_t>p.side, RP_H_PORT)
+    w_tag_varint(w, b'H', hidx)
+    return 0
+
+
+cdef int w_finish(Writer *w) except -1:
+    """Append the handle table and fill in the header: the body is buf[0:pos]."""
+    cdef uint64_t data_len = w.pos - sizeof(rp_msg)
+    cdef size_t total = rp_msg_size(data_len, w.nhandles)
+    cdef rp_msg *m
+    w_need(w, total - w.pos)
+    memset(w.buf + w.pos, 0, rp_align8(w.pos) - w.pos)
+    if w.nhandles:
+        memcpy(w.buf + rp_align8(w.pos), w.handles, w.nhandles * sizeof(rp_handle))
+    m = <rp_msg *>w.buf
+    m.nhandles = w.nhandles
+    m.flags = w.flags
+    m.data_len = data_len
+    w.pos = total
+    return 0
+
+
+# ---------------------------------------------------------------------------- reader
+
+cdef struct Reader:
+    const unsigned char *base   # start of the codec bytes (8-aligned in a message)
+    const unsigned char *p
+    const unsigned char *end
+    rp_handle *handles
+    uint32_t nhandles
+
+
+cdef object _decode_error(str what):
+    return DecodeError(f"invalid message bytes: {what}")
+
+
+cdef inline int r_need(Reader *r, size_t n) except -1:
+    if <size_t>(r.end - r.p) < n:
+        raise _decode_error("truncated")
+    return 0
+
+
+cdef inline unsigned char r_byte(Reader *r) except? 0xFF:
+    cdef unsigned char b
+    if r.p >= r.end:
+        raise _decode_error("truncated")
+    b = r.p[0]
+    r.p += 1
+    return b
+
+
+cdef inline uint64_t r_varint(Reader *r) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t v = 0
+    cdef unsigned char b
+    cdef int shift = 0
+    while True:
+        if r.p >= r.end:
+            raise _decode_error("truncated")
+        b = r.p[0]
+        r.p += 1
+        if shift == 63 and b > 1:
+            raise _decode_error("varint overflow")
+        v |= (<uint64_t>(b & 0x7F)) << shift
+        if b < 0x80:
+            return v
+        shift += 7
+        if shift > 63:
+            raise _decode_error("varint overflow")
+
+
+cdef inline uint64_t r_u64(Reader *r) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t v = 0
+    cdef int k
+    r_need(r, 8)
+    for k in range(8):
+        v |= (<uint64_t>r.p[k]) << (8 * k)
+    r.p += 8
+    return v
+
+
+cdef inline Py_ssize_t r_len(Reader *r, size_t unit) except -1:
+    """A length or count of items each taking at least `unit` bytes: checked against the rest."""
+    cdef uint64_t n = r_varint(r)
+    if unit and n > <uint64_t>(r.end - r.p) // unit:
+        raise _decode_error("length exceeds the message")
+    return <Py_ssize_t>n
+
+
+cdef rp_handle *r_handle(Reader *r, uint32_t kind) except NULL:
+    cdef uint64_t k = r_varint(r)
+    cdef rp_handle *h
+    if k >= r.nhandles:
+        raise _decode_error("handle index out of range")
+    h = &r.handles[k]
+    if h.kind != kind or h.release == NULL:
+        raise _decode_error("handle of the wrong kind, or used twice")
+    return h
+
+
+cdef object dec_str(Reader *r):
+    cdef int kind = r_byte(r)
+    cdef Py_ssize_t n, k
+    cdef size_t pad
+    cdef const unsigned char *data
+    cdef void *tmp
+    cdef const uint32_t *u4
+    cdef object s
+    if kind != 1 and kind != 2 and kind != 4:
+        raise _decode_error("bad string kind")
+    n = r_len(r, <size_t>kind)
+    pad = (<size_t>kind - (<size_t>(r.p - r.base) % <size_t>kind)) % <size_t>kind
+    r_need(r, pad + <size_t>n * <size_t>kind)
+    r.p += pad
+    data = r.p
+    r.p += <size_t>n * <size_t>kind
+    tmp = NULL
+    if (<size_t>data) % <size_t>kind:
+        # not aligned in memory (dumps() bytes can sit anywhere): decode from an aligned copy
+        tmp = malloc(<size_t>n * <size_t>kind + 1)
+        if tmp == NULL:
+            raise MemoryError()
+        memcpy(tmp, data, <size_t>n * <size_t>kind)
+        data = <const unsigned char *>tmp
+    try:
+        if kind == 4:
+            u4 = <const uint32_t *>data
+            for k in range(n):
+                if u4[k] > 0x10FFFF:
+                    raise _decode_error("code point out of range")
+        s = PyUnicode_FromKindAndData(kind, data, n)
+    finally:
+        free(tmp)
+    return s
+
+
+cdef object dec_pickled(Reader *r):
+    cdef Py_ssize_t n = r_len(r, 1)
+    cdef bytes data = PyBytes_FromStringAndSize(<const char *>r.p, n)
+    cdef Py_ssize_t nb, j
+    cdef unsigned char how
+    cdef rp_handle *h
+    cdef list buffers
+    r.p += n
+    nb = r_len(r, 2)
+    buffers = []
+    for j in range(nb):
+        how = r_byte(r)
+        if how == b'o':
+            n = r_len(r, 1)
+            buffers.append(PyByteArray_FromStringAndSize(<const char *>r.p, n))
+            r.p += n
+        elif how == b'h':
+            h = r_handle(r, RP_H_BLOCK)
+            buffers.append(_Block._adopt(h))
+        else:
+            raise _decode_error("bad out-of-band buffer tag")
+    try:
+        return _pickle.loads(data, buffers=buffers)
+    except Exception as e:
+        raise DecodeError(f"a pickled object in the message could not be rebuilt: {e!r}") from e
+
+
+cdef bint dup_marker(Reader *r, Py_ssize_t depth) except -1:
+    """Is the next thing a D marker for the tuple completing at this depth?  Consumes it if so."""
+    cdef const unsigned char *save = r.p
+    if r.p >= r.end or r.p[0] != b'D':
+        return False
+    r.p += 1
+    if r_varint(r) == <uint64_t>depth:
+        return True
+    r.p = save
+    return False
+
+
+cdef struct DFrame:
+    PyObject *obj     # strong: the container being filled (a tuple for tuple and frozenset)
+    PyObject *key     # strong: a dict key waiting for its value
+    Py_ssize_t i
+    Py_ssize_t n
+    char kind
+
+
+cdef object decode_value(Reader *r):
+    cdef DFrame stack0[FRAMES_STACK]
+    cdef DFrame *stack = stack0
+    cdef DFrame *grown
+    cdef DFrame *f
+    cdef Py_ssize_t depth = 0, cap = FRAMES_STACK, n
+    cdef list memo = None
+    cdef object v, c
+    cdef unsigned char tag
+    cdef double dd[2]
+    cdef uint64_t k
+    cdef bint have
+    try:
+        while True:
+            tag = r_byte(r)
+            have = True
+            if tag == b'a':
+                n = r_len(r, 1)
+                v = PyUnicode_DecodeASCII(<const char *>r.p, n, NULL)
+                r.p += n
+            elif tag == b'i':
+                v = PyLong_FromLongLong(<long long>r_u64(r))
+            elif tag == b'N':
+                v = None
+            elif tag == b'T':
+                v = True
+            elif tag == b'F':
+                v = False
+            elif tag == b'f':
+                r_need(r, 8)
+                memcpy(dd, r.p, 8)
+                r.p += 8
+                v = PyFloat_FromDouble(dd[0])
+            elif tag == b'u':
+                v = dec_str(r)
+            elif tag == b'l' or tag == b't' or tag == b'd' or tag == b's' or tag == b'z':
+                n = r_len(r, 2 if tag == b'd' else 1)
+                if tag == b'l':
+                    c = PyList_New(n)
+                elif tag == b'd':
+                    c = PyDict_New()
+                elif tag == b's':
+                    c = set()
+                else:
+                    c = PyTuple_New(n)
+                if tag == b'l' or tag == b'd' or tag == b's':
+                    if memo is None:
+                        memo = []
+                    memo.append(c)
+                if n == 0:
+                    v = PyFrozenSet_New(c) if tag == b'z' else c
+                    if tag == b't' or tag == b'z':
+                        if memo is None:
+                            memo = []
+                        memo.append(v)
+                else:
+                    have = False
+                    if depth == cap:
+                        grown = <DFrame *>malloc(<size_t>cap * 2 * sizeof(DFrame))
+                        if grown == NULL:
+                            raise MemoryError()
+                        memcpy(grown, stack, <size_t>cap * sizeof(DFrame))
+                        if stack != stack0:
+                            free(stack)
+                        stack = grown
+                        cap *= 2
+                    f = &stack[depth]
+                    Py_INCREF(c)
+                    f.obj = <PyObject *>c
+                    f.key = NULL
+                    f.i = 0
+                    f.n = n * 2 if tag == b'd' else n
+                    f.kind = <char>tag
+                    depth += 1
+            elif tag == b'R':
+                k = r_varint(r)
+                if memo is None or k >= <uint64_t>len(memo):
+                    raise _decode_error("back-reference to an unknown object")
+                v = memo[k]
+            elif tag == b'I':
+                n = r_len(r, 1)
+                v = int.from_bytes(PyBytes_FromStringAndSize(<const char *>r.p, n), "little",
+                                   signed=True)
+                r.p += n
+            elif tag == b'b':
+                n = r_len(r, 1)
+                v = PyBytes_FromStringAndSize(<const char *>r.p, n)
+                r.p += n
+            elif tag == b'B':
+                n = r_len(r, 1)
+                v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
+                r.p += n
+                if memo is None:
+                    memo = []
+                memo.append(v)
+            elif tag == b'c':
+                r_need(r, 16)
+                memcpy(dd, r.p, 16)
+                r.p += 16
+                v = PyComplex_FromDoubles(dd[0], dd[1])
+            elif tag == b'P':
+                v = dec_pickled(r)
+                if memo is None:
+                    memo = []
+                memo.append(v)
+            elif tag == b'H':
+                v = MessagePort._adopt(r_handle(r, RP_H_PORT))
+            elif tag == b'S':
+                v = _decode_shared(r)
+                if memo is None:
+                    memo = []
+                memo.append(v)
+            else:
+                raise _decode_error(f"unknown tag {tag!r}")
+
+            # ---- deliver v to the innermost container, completing those that fill up
+            while have:
+                if depth == 0:
+                    if r.p != r.end:
+                        raise _decode_error("trailing bytes")
+                    return v
+                f = &stack[depth - 1]
+                c = <object>f.obj
+                if f.kind == b'l':
+                    Py_INCREF(v)
+                    PyList_SET_ITEM(c, f.i, v)
+                elif f.kind == b't' or f.kind == b'z':
+                    Py_INCREF(v)
+                    PyTuple_SET_ITEM(c, f.i, v)
+                elif f.kind == b'd':
+                    if f.i % 2 == 0:
+                        Py_INCREF(v)
+                        f.key = <PyObject *>v
+                    else:
+                        PyDict_SetItem(c, <object>f.key, v)
+                        Py_DECREF(<object>f.key)
+                        f.key = NULL
+                else:
+                    PySet_Add(c, v)
+                f.i += 1
+                if f.i < f.n:
+                    have = False
+                    break
+                # the container is complete
+                if f.kind == b't' or f.kind == b'z':
+                    v = PyFrozenSet_New(c) if f.kind == b'z' else c
+                    if f.kind == b't' and dup_marker(r, depth):
+                        k = r_varint(r)
+                        if memo is None or k >= <uint64_t>len(memo):
+                            raise _decode_error("back-reference to an unknown object")
+                        v = memo[k]
+                    else:
+                        if memo is None:
+                            memo = []
+                        memo.append(v)
+                else:
+                    v = c
+                Py_DECREF(c)
+                f.obj = NULL
+                depth -= 1
+    finally:
+        while depth > 0:
+            depth -= 1
+            Py_XDECREF(stack[depth].obj)
+            Py_XDECREF(stack[depth].key)
+        if stack != stack0:
+            free(stack)
+
+
+# ---------------------------------------------------------------------------- out-of-band blocks
+
+@cython.final
+cdef class _Block:
+    """A block of bytes that arrived out of band; owns it and exposes it as a writable buffer."""
+    cdef void *ptr
+    cdef Py_ssize_t size
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t exports
+
+    def __init__(self):
+        raise TypeError("ringport._core._Block cannot be created from Python")
+
+    @staticmethod
+    cdef _Block _adopt(rp_handle *h):
+        cdef _Block b = _Block.__new__(_Block)
+        b.ptr = h.ptr
+        b.size = <Py_ssize_t>h.aux
+        h.release = NULL
+        return b
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        self.shape[0] = self.size
+        view.buf = self.ptr
+        view.obj = self
+        view.len = self.size
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = b"B"
+        view.ndim = 1
+        view.shape = self.shape if (flags & PyBUF_ND) else NULL
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __len__(self):
+        return self.size
+
+    def __dealloc__(self):
+        free(self.ptr)
+
+
+# ---------------------------------------------------------------------------- bytes API
+
+def dumps(obj):
+    """Encode obj with ringport's structured-clone codec into bytes.
+
+    The same encoding post_message uses, without ports or shared memory (those live in the
+    process and cannot be written to bytes: DataCloneError).
+    """
+    cdef uint64_t stackbuf[STACK_WORDS]
+    cdef void *mk[MEMO_STACK]
+    cdef Py_ssize_t mv[MEMO_STACK]
+    cdef Writer w
+    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
+    w.allow_handles = False
+    try:
+        encode_value(&w, obj, None)
+        return PyBytes_FromStringAndSize(<const char *>w.buf + sizeof(rp_msg),
+                                         <Py_ssize_t>(w.pos - sizeof(rp_msg)))
+    finally:
+        w_release(&w)
+
+
+def loads(data):
+    """Decode bytes made by dumps().  Bad input raises DecodeError, never crashes."""
+    cdef Py_buffer view
+    cdef Reader r
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        r.base = <const unsigned char *>view.buf
+        r.p = r.base
+        r.end = r.base + view.len
+        r.handles = NULL
+        r.nhandles = 0
+        return decode_value(&r)
+    finally:
+        PyBuffer_Release(&view)

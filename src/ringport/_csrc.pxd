@@ -1,0 +1,90 @@
+# Declarations of the plain C layer (csrc/).  Every call that can block is nogil.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+cdef extern from "rp_wait.h" nogil:
+    enum:
+        RP_OK
+        RP_EAGAIN
+        RP_ETIMEDOUT
+        RP_EINTR
+        RP_ECLOSED
+        RP_ENOMEM
+        RP_ECANCELED
+        RP_EINVAL
+        RP_EFULL
+        RP_ENOTEQUAL
+    int64_t RP_FOREVER
+    int64_t RP_NS_PER_SEC
+    ctypedef struct rp_cancel:
+        pass
+    int64_t rp_now_ns()
+    int64_t rp_deadline_after(int64_t timeout_ns)
+    void rp_cancel_init(rp_cancel *c)
+    void rp_cancel_fire(rp_cancel *c)
+    int rp_cancel_fired(const rp_cancel *c)
+    rp_cancel *rp_thread_cancel()
+    void rp_thread_set_cancel(rp_cancel *c)
+    int rp_ncpu()
+
+cdef extern from "rp_ring.h" nogil:
+    ctypedef struct rp_ring:
+        pass
+
+cdef extern from "rp_channel.h" nogil:
+    ctypedef void (*rp_release_fn)(void *ptr, uint64_t aux) noexcept nogil
+    ctypedef struct rp_handle:
+        rp_release_fn release
+        void *ptr
+        uint64_t aux
+        uint32_t kind
+        uint32_t reserved
+    enum:
+        RP_H_BLOCK
+        RP_H_PORT
+        RP_H_SAB
+        RP_MSG_CODE
+    ctypedef struct rp_msg:
+        uint32_t nhandles
+        uint32_t flags
+        uint64_t data_len
+    size_t rp_align8(size_t n)
+    unsigned char *rp_msg_data(rp_msg *m)
+    rp_handle *rp_msg_handles(rp_msg *m)
+    size_t rp_msg_size(uint64_t data_len, uint32_t nhandles)
+    int rp_msg_valid(const rp_msg *m, size_t length)
+    void rp_msg_release_handles(rp_msg *m)
+
+    ctypedef struct rp_node:
+        pass
+    rp_node *rp_node_alloc(size_t body_len)
+    rp_node *rp_node_realloc(rp_node *n, size_t body_len)
+    void *rp_node_body(rp_node *n)
+    size_t rp_node_len(const rp_node *n)
+    void rp_node_set_len(rp_node *n, size_t body_len)
+    void rp_node_free(rp_node *n)
+    void rp_block_release(void *ptr, uint64_t aux)
+
+    ctypedef struct rp_channel:
+        pass
+    rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending)
+    void rp_channel_incref(rp_channel *ch, int side)
+    void rp_channel_decref(rp_channel *ch, int side)
+    void rp_port_release(void *ch, uint64_t side)
+    uint64_t rp_channel_capacity(const rp_channel *ch)
+    int64_t rp_channel_max_pending(const rp_channel *ch)
+    int64_t rp_channel_pending_bytes(rp_channel *ch, int side)
+    void rp_channel_close(rp_channel *ch)
+    int rp_channel_closed(rp_channel *ch)
+    int rp_channel_send(rp_channel *ch, int side, const void *body, size_t length,
+                        int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel)
+    int rp_channel_send_node(rp_channel *ch, int side, rp_node *node, int64_t deadline_ns,
+                             int64_t slice_ns, rp_cancel *cancel)
+    ctypedef struct rp_recv:
+        rp_msg *msg
+        size_t len
+        rp_node *node
+    int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
+                              int64_t slice_ns, rp_cancel *cancel)
+    int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out)
+    void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r)
+    int rp_channel_poll(rp_channel *ch, int side)
