@@ -6,7 +6,7 @@ All state lives in objects or in per-interpreter module state; the module loads 
 of interpreters at once and never turns the GIL back on.
 """
 cimport cython
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy
 
 from ringport._csrc cimport *

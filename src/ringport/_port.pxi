@@ -389,7 +389,7 @@ cdef dict check_transfer(MessagePort source, object transfer):
             raise DataCloneError("the same MessagePort is listed twice in transfer")
         if p.ch == NULL:
             raise DataCloneError("a MessagePort in transfer was already transferred")
-        if p.ch == source.ch:
+        if source is not None and p.ch == source.ch:
             raise DataCloneError("transfer contains the sending port or its peer")
         ports[id(p)] = p
     return ports
@@ -485,3 +485,69 @@ def receive_message_on_port(MessagePort port not None):
     m = ReceivedMessage.__new__(ReceivedMessage)
     m.message = v
     return m
+
+
+# ---------------------------------------------------------------------------- across interpreters
+#
+# A new interpreter (or thread) can only be handed plain data, such as an int.  _export() encodes
+# a value (ports moved with transfer, as by post_message) into a message that lives in its own
+# block and returns the block's address; _import() in the receiving interpreter decodes it and
+# frees the block.  Each token must be imported exactly once, or dropped with _drop_token().
+
+def _export(value, transfer=()):
+    cdef uint64_t stackbuf[STACK_WORDS]
+    cdef void *mk[MEMO_STACK]
+    cdef Py_ssize_t mv[MEMO_STACK]
+    cdef Writer w
+    cdef dict ports = None
+    cdef rp_node *node
+    if transfer:
+        ports = check_transfer(None, transfer)
+    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
+    try:
+        encode_value(&w, value, ports)
+        if ports:
+            for p in ports.values():
+                if not _in_handles(&w, <MessagePort>p):
+                    enc_port_handle_only(&w, <MessagePort>p)
+        w_finish(&w)
+        if w.node == NULL:
+            w_grow(&w, 1)   # move the body into a heap node
+        node = w.node
+        rp_node_set_len(node, w.pos)
+        w.nhandles = 0
+        w.node = NULL
+    finally:
+        w_release(&w)
+    if ports:
+        for p in ports.values():
+            _detach(<MessagePort>p)
+    return <uintptr_t>node
+
+
+def _import(uintptr_t token):
+    cdef rp_node *node = <rp_node *>token
+    cdef rp_msg *m
+    cdef Reader rd
+    if node == NULL:
+        raise ValueError("null token")
+    m = <rp_msg *>rp_node_body(node)
+    try:
+        if not rp_msg_valid(m, rp_node_len(node)):
+            raise DecodeError("invalid token")
+        rd.base = rp_msg_data(m)
+        rd.p = rd.base
+        rd.end = rd.base + m.data_len
+        rd.handles = rp_msg_handles(m)
+        rd.nhandles = m.nhandles
+        return decode_value(&rd)
+    finally:
+        rp_msg_release_handles(m)
+        rp_node_free(node)
+
+
+def _drop_token(uintptr_t token):
+    cdef rp_node *node = <rp_node *>token
+    if node != NULL:
+        rp_msg_release_handles(<rp_msg *>rp_node_body(node))
+        rp_node_free(node)
