@@ -216,9 +216,9 @@ void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)
 
 static void signal_consumers(rp_queue *q) {
     /* Pairs with the waiter's increment of data_waiters and re-check (Dekker): either the waiter
-     * sees our data, or we see the waiter and wake it. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&q->data_waiters, memory_order_relaxed) > 0) {
+     * sees our data, or we see the waiter and wake it.  A seq_cst read-modify-write orders our
+     * earlier tail store before this read (a fence would too; ThreadSanitizer models RMWs). */
+    if (atomic_fetch_add_explicit(&q->data_waiters, 0, memory_order_seq_cst) > 0) {
         atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
         rp_addr_wake(&q->data_seq, -1);
     }
@@ -439,9 +439,8 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     else rp_ring_consume(q->ring);
     rp_lock_release(&q->clock);
     if (ch->max_pending) {
-        atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_acq_rel);
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&q->space_waiters, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_seq_cst);
+        if (atomic_fetch_add_explicit(&q->space_waiters, 0, memory_order_seq_cst) > 0) {
             atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
             rp_addr_wake(&q->space_seq, -1);
         }

@@ -896,6 +896,16 @@ cdef object decode_value(Reader *r):
             free(stack)
 
 
+cdef object decode_checked(Reader *r):
+    """decode_value, with every failure caused by the bytes reported as DecodeError."""
+    try:
+        return decode_value(r)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, OverflowError) as e:  # bad text, unhashable keys, ...
+        raise DecodeError(f"invalid message bytes: {e}") from e
+
+
 # ---------------------------------------------------------------------------- out-of-band blocks
 
 @cython.final
@@ -976,6 +986,6 @@ def loads(data):
         r.end = r.base + view.len
         r.handles = NULL
         r.nhandles = 0
-        return decode_value(&r)
+        return decode_checked(&r)
     finally:
         PyBuffer_Release(&view)

@@ -47,7 +47,7 @@ class Emitter:
                 del self._listeners[event]
                 return
             for i, cur in enumerate(lst):
-                if cur is listener or (isinstance(cur, _Once) and cur.listener is listener):
+                if cur == listener or (isinstance(cur, _Once) and cur.listener == listener):
                     del lst[i]
                     break
             if not lst:

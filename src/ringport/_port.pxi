@@ -184,7 +184,7 @@ cdef class MessagePort:
         rd.handles = rp_msg_handles(m)
         rd.nhandles = m.nhandles
         try:
-            return decode_value(&rd)
+            return decode_checked(&rd)
         finally:
             if copy != NULL:
                 rp_msg_release_handles(m)
@@ -540,7 +540,7 @@ def _import(uintptr_t token):
         rd.end = rd.base + m.data_len
         rd.handles = rp_msg_handles(m)
         rd.nhandles = m.nhandles
-        return decode_value(&rd)
+        return decode_checked(&rd)
     finally:
         rp_msg_release_handles(m)
         rp_node_free(node)

@@ -1,0 +1,327 @@
+"""MessageChannel / MessagePort: delivery, order, blocking, close, transfer, errors, threads."""
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import ringport
+from ringport import (DataCloneError, DecodeError, Empty, Full, MessageChannel, MessagePort,
+                      PortClosed, receive_message_on_port)
+
+from conftest import FREE_THREADED
+
+
+def test_both_directions(channel):
+    channel.port1.post_message("to 2")
+    channel.port2.post_message({"to": 1})
+    assert channel.port2.receive() == "to 2"
+    assert channel.port1.receive() == {"to": 1}
+
+
+def test_channel_unpacks_and_ports_cannot_be_built_directly():
+    p1, p2 = MessageChannel()
+    assert isinstance(p1, MessagePort) and isinstance(p2, MessagePort)
+    with pytest.raises(TypeError):
+        MessagePort()
+
+
+def test_receive_timeout_raises_empty(channel):
+    t0 = time.monotonic()
+    with pytest.raises(Empty) as ei:
+        channel.port2.receive(timeout=0.05)
+    assert time.monotonic() - t0 >= 0.045
+    assert isinstance(ei.value, queue.Empty) and isinstance(ei.value, TimeoutError)
+    with pytest.raises(Empty):
+        channel.port2.receive(timeout=0)
+    channel.port1.post_message(1)
+    assert channel.port2.receive(timeout=0) == 1
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "1", [1]])
+def test_bad_timeouts(channel, bad):
+    with pytest.raises((ValueError, TypeError)):
+        channel.port2.receive(timeout=bad)
+    channel.port1.post_message("still fine")
+    assert channel.port2.receive() == "still fine"
+
+
+def test_receive_message_on_port(channel):
+    assert receive_message_on_port(channel.port2) is None
+    channel.port1.post_message([1, 2])
+    got = receive_message_on_port(channel.port2)
+    assert got.message == [1, 2]
+    assert "ReceivedMessage" in repr(got)
+    assert receive_message_on_port(channel.port2) is None
+    with pytest.raises(TypeError):
+        receive_message_on_port("not a port")
+
+
+def test_order_kept_through_ring_and_overflow():
+    ch = MessageChannel(capacity=256)  # tiny ring: most messages take the overflow path
+    big = b"x" * 1000
+    for i in range(2000):
+        ch.port1.post_message((i, big) if i % 7 == 0 else i)
+    for i in range(2000):
+        m = ch.port2.receive(timeout=5)
+        assert (m[0] if isinstance(m, tuple) else m) == i
+    with pytest.raises(Empty):
+        ch.port2.receive(timeout=0)
+
+
+def test_posting_never_blocks_without_a_bound():
+    ch = MessageChannel(capacity=1024)
+    for i in range(20000):
+        ch.port1.post_message(i)
+    assert [ch.port2.receive() for _ in range(20000)] == list(range(20000))
+
+
+def test_big_message_64mib(channel):
+    blob = os.urandom(1 << 20) * 64
+    channel.port1.post_message(blob)
+    out = channel.port2.receive(timeout=30)
+    assert out == blob
+
+
+def test_numpy_array_through_a_port(channel):
+    np = pytest.importorskip("numpy")
+    a = np.random.default_rng(1).random((256, 512))  # 1 MiB float64
+    channel.port1.post_message(a)
+    out = channel.port2.receive(timeout=10)
+    assert out.dtype == a.dtype and out.shape == a.shape and (out == a).all()
+    assert out.flags.writeable
+    out[0, 0] = -1  # the receiver owns its copy
+    assert a[0, 0] != -1
+
+
+def test_close_delivers_earlier_messages_then_raises_port_closed():
+    ch = MessageChannel()
+    for i in range(5):
+        ch.port1.post_message(i)
+    ch.port1.close()
+    assert ch.port1.closed and ch.port2.closed
+    assert [m for m in ch.port2] == [0, 1, 2, 3, 4]
+    with pytest.raises(PortClosed) as ei:
+        ch.port2.receive()
+    assert isinstance(ei.value, EOFError)
+    with pytest.raises(PortClosed):
+        ch.port1.post_message("after close")
+    with pytest.raises(PortClosed):
+        ch.port2.post_message("after close")
+    ch.port1.close()  # idempotent
+
+
+def test_close_from_the_receiving_side_wakes_a_blocked_receiver(rethread):
+    ch = MessageChannel()
+    t = rethread(lambda: pytest.raises(PortClosed, ch.port2.receive))
+    time.sleep(0.05)
+    ch.port2.close()
+    t.join(5)
+
+
+def test_peer_garbage_collected_closes_the_stream():
+    ch = MessageChannel()
+    p1, p2 = ch.port1, ch.port2
+    del ch
+    p1.post_message("last words")
+    del p1
+    assert p2.receive(timeout=1) == "last words"
+    with pytest.raises(PortClosed):
+        p2.receive(timeout=1)
+
+
+def test_bounded_mode_raises_full_and_recovers():
+    ch = MessageChannel(max_pending_bytes=4096)
+    assert ch.port1.max_pending_bytes == 4096
+    n = 0
+    with pytest.raises(Full) as ei:
+        while True:
+            ch.port1.post_message(b"x" * 100, timeout=0)
+            n += 1
+    assert isinstance(ei.value, queue.Full)
+    assert 10 < n < 50
+    t0 = time.monotonic()
+    with pytest.raises(Full):
+        ch.port1.post_message(b"x" * 100, timeout=0.05)
+    assert time.monotonic() - t0 >= 0.045
+    ch.port2.receive()
+    ch.port1.post_message(b"y", timeout=0)
+    assert len([ch.port2.receive() for _ in range(n)]) == n
+
+
+def test_bounded_mode_blocks_until_room(rethread):
+    ch = MessageChannel(max_pending_bytes=1000)
+    total = 300
+
+    def consume():
+        time.sleep(0.05)
+        return [ch.port2.receive(timeout=10) for _ in range(total)]
+
+    t = rethread(consume)
+    for i in range(total):
+        ch.port1.post_message(i, timeout=10)
+    assert t.join(20) == list(range(total))
+
+
+def test_uncloneable_value_sends_nothing_and_port_stays_usable(channel):
+    with pytest.raises(DataCloneError, match="lock"):
+        channel.port1.post_message({"ok": 1, "bad": threading.Lock()})
+    assert receive_message_on_port(channel.port2) is None
+    channel.port1.post_message("fine")
+    assert channel.port2.receive(timeout=1) == "fine"
+
+
+class _Boom:
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def _explode():
+    raise RuntimeError("cannot rebuild")
+
+
+def test_message_that_fails_to_decode_raises_and_the_next_one_arrives(channel):
+    channel.port1.post_message([1, _Boom()])
+    channel.port1.post_message("next")
+    with pytest.raises(DecodeError, match="cannot rebuild"):
+        channel.port2.receive(timeout=1)
+    assert channel.port2.receive(timeout=1) == "next"
+
+
+def test_transfer_moves_a_port():
+    a = MessageChannel()
+    b = MessageChannel()
+    a.port1.post_message({"reply_to": b.port2}, transfer=[b.port2])
+    with pytest.raises(PortClosed, match="transferred"):
+        b.port2.receive(timeout=0)
+    moved = a.port2.receive(timeout=1)["reply_to"]
+    assert isinstance(moved, MessagePort)
+    b.port1.post_message("through the moved port")
+    assert moved.receive(timeout=1) == "through the moved port"
+    moved.post_message("back")
+    assert b.port1.receive(timeout=1) == "back"
+
+
+def test_transfer_errors_send_nothing():
+    a = MessageChannel()
+    b = MessageChannel()
+    with pytest.raises(DataCloneError, match="transfer"):
+        a.port1.post_message(b.port1)  # a port must be listed in transfer
+    with pytest.raises(DataCloneError, match="twice"):
+        a.port1.post_message(b.port1, transfer=[b.port1, b.port1])
+    with pytest.raises(DataCloneError, match="not transferable"):
+        a.port1.post_message(1, transfer=[b"bytes"])
+    with pytest.raises(DataCloneError, match="sending port"):
+        a.port1.post_message(a.port2, transfer=[a.port2])
+    assert receive_message_on_port(a.port2) is None
+    b.port1.post_message("b still works")
+    assert b.port2.receive(timeout=1) == "b still works"
+
+
+def test_ports_cannot_be_pickled(channel):
+    import pickle
+    with pytest.raises(DataCloneError):
+        pickle.dumps(channel.port1)
+
+
+def test_listeners_via_dispatch(channel):
+    got, closed = [], []
+    channel.port2.on("message", got.append)
+    channel.port2.on("close", lambda: closed.append(True))
+    channel.port1.post_message(1)
+    channel.port1.post_message(2)
+    assert channel.port2._dispatch() == 2
+    assert got == [1, 2]
+    channel.port2.off("message", got.append)
+    channel.port2.once("message", got.append)
+    channel.port1.post_message(3)
+    channel.port1.post_message(4)
+    channel.port2._dispatch()
+    assert got == [1, 2, 3]
+    channel.port1.close()
+    channel.port2.start()
+    channel.port2._dispatch()
+    channel.port2._dispatch()
+    assert closed == [True]
+    assert channel.port2.has_ref()
+    channel.port2.unref()
+    assert not channel.port2.has_ref()
+
+
+def test_messageerror_event(channel):
+    errors = []
+    channel.port2.on("messageerror", errors.append)
+    channel.port2.on("message", lambda m: None)
+    channel.port1.post_message(_Boom())
+    channel.port2._dispatch()
+    assert len(errors) == 1 and isinstance(errors[0], DecodeError)
+
+
+def test_many_producers_and_consumers_deliver_exactly_once_in_order(rethread):
+    _mpmc(producers=4, consumers=2, per_producer=5000, rethread=rethread)
+
+
+@pytest.mark.stress
+def test_stress_mpmc(rethread):
+    _mpmc(producers=8, consumers=4, per_producer=100_000, rethread=rethread, capacity=4096)
+
+
+def _mpmc(producers, consumers, per_producer, rethread, capacity=65536):
+    ch = MessageChannel(capacity=capacity)
+    start = threading.Barrier(producers + consumers)
+
+    def produce(pid):
+        start.wait()
+        for i in range(per_producer):
+            ch.port1.post_message((pid, i, b"p" * (i % 50)))
+
+    def consume():
+        start.wait()
+        seen = []
+        while True:
+            try:
+                m = ch.port2.receive(timeout=20)
+            except PortClosed:
+                return seen
+            seen.append(m[:2])
+
+    cs = [rethread(consume) for _ in range(consumers)]
+    ps = [rethread(produce, p) for p in range(producers)]
+    for t in ps:
+        t.join(120)
+    ch.port1.close()
+    results = [t.join(120) for t in cs]
+    everything = [m for r in results for m in r]
+    assert len(everything) == producers * per_producer
+    assert len(set(everything)) == len(everything)
+    for r in results:  # each consumer sees every producer's messages in posting order
+        last = {}
+        for pid, i in r:
+            assert i > last.get(pid, -1)
+            last[pid] = i
+
+
+def test_ctrl_c_interrupts_a_blocking_receive():
+    code = textwrap.dedent("""
+        import os, signal, threading, time, ringport
+        ch = ringport.MessageChannel()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            ch.port2.receive()
+        except KeyboardInterrupt:
+            print("interrupted after", round(time.monotonic() - t0, 2))
+            ch.port1.post_message("still usable")
+            print(ch.port2.receive(timeout=1))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0].startswith("interrupted after")
+    assert float(lines[0].split()[-1]) < 2
+    assert lines[1] == "still usable"
