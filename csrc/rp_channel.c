@@ -64,7 +64,7 @@ typedef struct rp_queue {
     /* consumers asleep waiting for data */
     alignas(64) atomic_uint data_seq;
     atomic_int data_waiters;
-    rp_spin spin;
+    alignas(64) rp_spin spin; /* read by every spinning consumer: a line of its own */
     /* bounded mode: producers asleep waiting for room */
     alignas(64) _Atomic int64_t pending;
     atomic_uint space_seq;
@@ -216,9 +216,8 @@ void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)
 
 static void signal_consumers(rp_queue *q) {
     /* Pairs with the waiter's increment of data_waiters and re-check (Dekker): either the waiter
-     * sees our data, or we see the waiter and wake it.  A seq_cst read-modify-write orders our
-     * earlier tail store before this read (a fence would too; ThreadSanitizer models RMWs). */
-    if (atomic_fetch_add_explicit(&q->data_waiters, 0, memory_order_seq_cst) > 0) {
+     * sees our data, or we see the waiter and wake it. */
+    if (rp_load_after_stores(&q->data_waiters) > 0) {
         atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
         rp_addr_wake(&q->data_seq, -1);
     }
@@ -440,7 +439,7 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     rp_lock_release(&q->clock);
     if (ch->max_pending) {
         atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_seq_cst);
-        if (atomic_fetch_add_explicit(&q->space_waiters, 0, memory_order_seq_cst) > 0) {
+        if (rp_load_after_stores(&q->space_waiters) > 0) {
             atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
             rp_addr_wake(&q->space_seq, -1);
         }

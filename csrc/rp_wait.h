@@ -100,6 +100,25 @@ int rp_spin_until(rp_spin *s, int (*ready)(void *), void *arg);
 /* After a wait that went on to sleep: how long the whole wait took. */
 void rp_spin_feedback(rp_spin *s, int spun_ok, int64_t waited_ns);
 
+/* Dekker handshake helper: a full barrier between the caller's earlier stores and this load.
+ * ThreadSanitizer does not model fences, so under it a seq_cst read-modify-write of the loaded
+ * word gives the same order (at the price of taking its cache line exclusively). */
+#if defined(__SANITIZE_THREAD__)
+#define RP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RP_TSAN 1
+#endif
+#endif
+static inline int rp_load_after_stores(atomic_int *w) {
+#ifdef RP_TSAN
+    return atomic_fetch_add_explicit(w, 0, memory_order_seq_cst);
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load_explicit(w, memory_order_relaxed);
+#endif
+}
+
 /* CPU relax hint. */
 static inline void rp_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

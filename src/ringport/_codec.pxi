@@ -1,6 +1,8 @@
 # The structured-clone codec: Python values <-> bytes, written straight into a message body.
 #
-# Wire format: one tag byte per value, then its payload; counts and lengths are LEB128 varints.
+# Wire format: a flags byte (bit 0: the value has back-references, so the decoder must keep a
+# memo; other bits must be 0), then one tag byte per value and its payload; counts and lengths
+# are LEB128 varints.
 #   N T F           None, True, False
 #   i <8>           int that fits int64 (little endian)      I <varint n> <n bytes>  any other int
 #   f <8>           float64                                   c <8><8>                complex
@@ -34,7 +36,7 @@ from cpython.set cimport PySet_Add, PySet_New, PyFrozenSet_New
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -42,7 +44,7 @@ cdef extern from "Python.h":
     int PyUnicode_KIND(object o)
     void *PyUnicode_DATA(object o)
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
-    object PyUnicode_DecodeASCII(const char *s, Py_ssize_t size, const char *errors)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     object PyByteArray_FromStringAndSize(const char *s, Py_ssize_t n)
     object PyComplex_FromDoubles(double real, double imag)
     double PyComplex_RealAsDouble(object op) except? -1.0
@@ -58,10 +60,13 @@ import pickle as _pickle
 # Out-of-band buffers of a pickled object at least this big travel in their own block (copied
 # once, adopted by the receiver without a copy); smaller ones are inlined in the message.
 cdef enum:
+    STRCACHE = 64           # per-port cache of decoded short ASCII strings (a power of two)
+    STRCACHE_MAXLEN = 32
     OOB_MIN = 65536
     STACK_BYTES = 1024
     STACK_WORDS = STACK_BYTES // 8
     MEMO_STACK = 32
+    MEMO_LINEAR = 8
     FRAMES_STACK = 32
 
 # ---------------------------------------------------------------------------- writer
@@ -83,14 +88,15 @@ cdef struct Writer:
     size_t mcount
     Py_ssize_t next_index
     bint memo_heap
-    bint handles_heap
+    bint has_refs          # an R or D was written: the decoder must keep a memo
 
 
 cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
                         void **mkeys, Py_ssize_t *mvals) noexcept:
     w.buf = stackbuf
     w.cap = stackcap
-    w.pos = sizeof(rp_msg)
+    w.buf[sizeof(rp_msg)] = 0   # the codec's flags byte, filled in by w_flags()
+    w.pos = sizeof(rp_msg) + 1
     w.node = NULL
     w.handles = NULL
     w.nhandles = 0
@@ -99,12 +105,16 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.allow_handles = True
     w.mkeys = mkeys
     w.mvals = mvals
-    w.mcap = MEMO_STACK
     w.mcount = 0
     w.next_index = 0
     w.memo_heap = False
-    w.handles_heap = False
-    memset(mkeys, 0, MEMO_STACK * sizeof(void *))
+    w.has_refs = False
+    # the memo table is cleared on first use: most messages never memoize anything
+    w.mcap = 0
+
+
+cdef inline void w_flags(Writer *w) noexcept:
+    w.buf[sizeof(rp_msg)] = 1 if w.has_refs else 0
 
 
 cdef void w_release(Writer *w) noexcept:
@@ -182,6 +192,11 @@ cdef inline int w_tag_varint(Writer *w, unsigned char tag, uint64_t v) except -1
     return w_varint(w, v)
 
 
+cdef inline int w_ref(Writer *w, uint64_t idx) except -1:
+    w.has_refs = True
+    return w_tag_varint(w, b'R', idx)
+
+
 cdef inline int w_raw(Writer *w, const void *p, size_t n) except -1:
     if w.pos + n > w.cap:
         w_grow(w, n)
@@ -191,13 +206,15 @@ cdef inline int w_raw(Writer *w, const void *p, size_t n) except -1:
 
 
 cdef inline int w_u64(Writer *w, unsigned char tag, uint64_t v) except -1:
-    # little endian on every platform we build for; keep the byte order explicit anyway
-    cdef unsigned char b[9]
-    cdef int k
-    b[0] = tag
-    for k in range(8):
-        b[1 + k] = <unsigned char>(v >> (8 * k))
-    return w_raw(w, b, 9)
+    # Fixed-size numbers travel in native byte order, which is little endian on every platform
+    # ringport builds for (see RP_STATIC_ASSERT_LE in rp_channel.h): messages never leave the
+    # process, and dumps() output is documented as not portable across byte orders.
+    if w.pos + 9 > w.cap:
+        w_grow(w, 9)
+    w.buf[w.pos] = tag
+    memcpy(w.buf + w.pos + 1, &v, 8)
+    w.pos += 9
+    return 0
 
 
 cdef uint32_t w_add_handle(Writer *w, rp_release_fn release, void *ptr, uint64_t aux,
@@ -222,7 +239,8 @@ cdef uint32_t w_add_handle(Writer *w, rp_release_fn release, void *ptr, uint64_t
     return w.nhandles - 1
 
 
-# ---- memo (address -> index), open addressing with linear probing
+# ---- memo (address -> index): a short list scanned linearly (most messages memoize a few
+# containers at most), then an open-addressing table with linear probing
 
 cdef inline size_t _mhash(void *p, size_t mask) noexcept:
     cdef size_t h = <size_t>p
@@ -230,7 +248,17 @@ cdef inline size_t _mhash(void *p, size_t mask) noexcept:
     return (h >> 16) & mask
 
 
-cdef Py_ssize_t memo_get(Writer *w, void *key) noexcept:
+cdef inline Py_ssize_t memo_get(Writer *w, void *key) noexcept:
+    cdef size_t i
+    if w.mcap == 0:
+        for i in range(w.mcount):
+            if w.mkeys[i] == key:
+                return w.mvals[i]
+        return -1
+    return memo_find(w, key)
+
+
+cdef Py_ssize_t memo_find(Writer *w, void *key) noexcept:
     cdef size_t mask = w.mcap - 1
     cdef size_t i = _mhash(key, mask)
     while w.mkeys[i] != NULL:
@@ -240,36 +268,57 @@ cdef Py_ssize_t memo_get(Writer *w, void *key) noexcept:
     return -1
 
 
-cdef int memo_put(Writer *w, void *key) except -1:
-    cdef size_t mask, i, j, oldcap
-    cdef void **ok
-    cdef Py_ssize_t *ov
-    if (w.mcount + 1) * 2 > w.mcap:
-        oldcap = w.mcap
-        ok = w.mkeys
-        ov = w.mvals
-        w.mkeys = <void **>malloc(oldcap * 2 * sizeof(void *))
-        w.mvals = <Py_ssize_t *>malloc(oldcap * 2 * sizeof(Py_ssize_t))
-        if w.mkeys == NULL or w.mvals == NULL:
-            free(w.mkeys)
-            free(w.mvals)
-            w.mkeys = ok
-            w.mvals = ov
+cdef int memo_rehash(Writer *w, size_t newcap, void **ok, Py_ssize_t *ov, size_t n,
+                     bint linear) except -1:
+    """Insert the n old entries (ok, ov) into a fresh table of newcap slots."""
+    cdef void **nk
+    cdef Py_ssize_t *nv
+    cdef size_t j, i, mask = newcap - 1
+    if newcap <= MEMO_STACK and not w.memo_heap:
+        nk = w.mkeys
+        nv = w.mvals
+    else:
+        nk = <void **>malloc(newcap * sizeof(void *))
+        nv = <Py_ssize_t *>malloc(newcap * sizeof(Py_ssize_t))
+        if nk == NULL or nv == NULL:
+            free(nk)
+            free(nv)
             raise MemoryError()
-        memset(w.mkeys, 0, oldcap * 2 * sizeof(void *))
-        w.mcap = oldcap * 2
-        mask = w.mcap - 1
-        for j in range(oldcap):
-            if ok[j] != NULL:
-                i = _mhash(ok[j], mask)
-                while w.mkeys[i] != NULL:
-                    i = (i + 1) & mask
-                w.mkeys[i] = ok[j]
-                w.mvals[i] = ov[j]
-        if w.memo_heap:
-            free(ok)
-            free(ov)
+    memset(nk, 0, newcap * sizeof(void *))
+    for j in range(n):
+        if ok[j] != NULL:
+            i = _mhash(ok[j], mask)
+            while nk[i] != NULL:
+                i = (i + 1) & mask
+            nk[i] = ok[j]
+            nv[i] = ov[j]
+    if nk != w.mkeys and w.memo_heap:
+        free(w.mkeys)
+        free(w.mvals)
+    if nk != w.mkeys:
         w.memo_heap = True
+    w.mkeys = nk
+    w.mvals = nv
+    w.mcap = newcap
+    return 0
+
+
+cdef int memo_put(Writer *w, void *key) except -1:
+    cdef size_t mask, i
+    cdef void *tk[MEMO_LINEAR]
+    cdef Py_ssize_t tv[MEMO_LINEAR]
+    if w.mcap == 0:
+        if w.mcount < MEMO_LINEAR:
+            w.mkeys[w.mcount] = key
+            w.mvals[w.mcount] = w.next_index
+            w.next_index += 1
+            w.mcount += 1
+            return 0
+        memcpy(tk, w.mkeys, sizeof(tk))
+        memcpy(tv, w.mvals, sizeof(tv))
+        memo_rehash(w, MEMO_STACK, tk, tv, MEMO_LINEAR, True)
+    elif (w.mcount + 1) * 2 > w.mcap:
+        memo_rehash(w, w.mcap * 2, w.mkeys, w.mvals, w.mcap, False)
     mask = w.mcap - 1
     i = _mhash(key, mask)
     while w.mkeys[i] != NULL:
@@ -430,7 +479,7 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
             elif t is list or t is dict or t is tuple or t is set or t is frozenset:
                 idx = memo_get(w, <void *>v)
                 if idx >= 0:
-                    w_tag_varint(w, b'R', <uint64_t>idx)
+                    w_ref(w, <uint64_t>idx)
                 else:
                     if t is list:
                         kind = b'l'
@@ -475,7 +524,7 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
             elif t is bytearray:
                 idx = memo_get(w, <void *>v)
                 if idx >= 0:
-                    w_tag_varint(w, b'R', <uint64_t>idx)
+                    w_ref(w, <uint64_t>idx)
                 else:
                     enc_buffer(w, b'B', v)
                     memo_put(w, <void *>v)
@@ -489,7 +538,7 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
             elif isinstance(v, _Shared):
                 idx = memo_get(w, <void *>v)
                 if idx >= 0:
-                    w_tag_varint(w, b'R', <uint64_t>idx)
+                    w_ref(w, <uint64_t>idx)
                 else:
                     if not w.allow_handles:
                         raise DataCloneError(
@@ -499,7 +548,7 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
             else:
                 idx = memo_get(w, <void *>v)
                 if idx >= 0:
-                    w_tag_varint(w, b'R', <uint64_t>idx)
+                    w_ref(w, <uint64_t>idx)
                 else:
                     if isinstance(v, MessagePort):
                         raise DataCloneError("subclasses of MessagePort cannot be transferred")
@@ -516,6 +565,7 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
                 if f.kind == b't' or f.kind == b'z':
                     idx = memo_get(w, <void *>f.obj)
                     if idx >= 0:
+                        w.has_refs = True
                         w_tag_varint(w, b'D', <uint64_t>depth)   # built through a cycle
                         w_varint(w, <uint64_t>idx)
                     else:
@@ -555,6 +605,7 @@ cdef int w_finish(Writer *w) except -1:
     cdef uint64_t data_len = w.pos - sizeof(rp_msg)
     cdef size_t total = rp_msg_size(data_len, w.nhandles)
     cdef rp_msg *m
+    w_flags(w)
     w_need(w, total - w.pos)
     memset(w.buf + w.pos, 0, rp_align8(w.pos) - w.pos)
     if w.nhandles:
@@ -575,6 +626,58 @@ cdef struct Reader:
     const unsigned char *end
     rp_handle *handles
     uint32_t nhandles
+    PyObject **scache           # STRCACHE recently decoded short ASCII strings, or NULL
+
+
+cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handle *handles,
+                        uint32_t nhandles, PyObject **scache) noexcept:
+    r.base = data
+    r.p = data
+    r.end = data + n
+    r.handles = handles
+    r.nhandles = nhandles
+    r.scache = scache
+
+
+cdef inline size_t _shash(const unsigned char *p, size_t n) noexcept:
+    """A cheap hash of a short byte string (its length and up to 16 of its bytes)."""
+    cdef uint64_t a = 0, b = 0
+    if n >= 8:
+        memcpy(&a, p, 8)
+        memcpy(&b, p + n - 8, 8)
+    else:
+        memcpy(&a, p, n)
+    a = (a ^ (b * <uint64_t>0x9E3779B97F4A7C15) ^ n) * <uint64_t>0xFF51AFD7ED558CCD
+    return <size_t>(a >> 40)
+
+
+cdef object dec_ascii(Reader *r):
+    """An ASCII string.  Short ones come from the port's cache when the same text was decoded
+    before, which also keeps their hash: repeated dict keys cost neither allocation nor hashing."""
+    cdef Py_ssize_t n = r_len(r, 1)
+    cdef const unsigned char *p = r.p
+    cdef size_t h, i, idx = 0
+    cdef unsigned char acc = 0
+    cdef PyObject *c
+    cdef object s
+    r.p += n
+    if r.scache != NULL and n <= STRCACHE_MAXLEN:
+        idx = _shash(p, <size_t>n) & (STRCACHE - 1)
+        c = r.scache[idx]
+        if c != NULL and PyUnicode_GET_LENGTH(<object>c) == n \
+                and memcmp(PyUnicode_DATA(<object>c), p, <size_t>n) == 0:
+            return <object>c
+    for i in range(<size_t>n):
+        acc |= p[i]
+    if acc & 0x80:
+        raise _decode_error("non-ASCII byte in an ASCII string")
+    s = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(s), p, <size_t>n)
+    if r.scache != NULL and n <= STRCACHE_MAXLEN:
+        Py_XDECREF(r.scache[idx])
+        Py_INCREF(s)
+        r.scache[idx] = <PyObject *>s
+    return s
 
 
 cdef object _decode_error(str what):
@@ -616,11 +719,9 @@ cdef inline uint64_t r_varint(Reader *r) except? 0xFFFFFFFFFFFFFFFF:
 
 
 cdef inline uint64_t r_u64(Reader *r) except? 0xFFFFFFFFFFFFFFFF:
-    cdef uint64_t v = 0
-    cdef int k
+    cdef uint64_t v
     r_need(r, 8)
-    for k in range(8):
-        v |= (<uint64_t>r.p[k]) << (8 * k)
+    memcpy(&v, r.p, 8)
     r.p += 8
     return v
 
@@ -739,14 +840,17 @@ cdef object decode_value(Reader *r):
     cdef double dd[2]
     cdef uint64_t k
     cdef bint have
+    cdef unsigned char flags = r_byte(r)
+    if flags > 1:
+        raise _decode_error("unknown codec flags (made by a newer ringport?)")
+    if flags & 1:
+        memo = []   # the value has back-references: remember what they may point at
     try:
         while True:
             tag = r_byte(r)
             have = True
             if tag == b'a':
-                n = r_len(r, 1)
-                v = PyUnicode_DecodeASCII(<const char *>r.p, n, NULL)
-                r.p += n
+                v = dec_ascii(r)
             elif tag == b'i':
                 v = PyLong_FromLongLong(<long long>r_u64(r))
             elif tag == b'N':
@@ -772,15 +876,11 @@ cdef object decode_value(Reader *r):
                     c = set()
                 else:
                     c = PyTuple_New(n)
-                if tag == b'l' or tag == b'd' or tag == b's':
-                    if memo is None:
-                        memo = []
+                if memo is not None and (tag == b'l' or tag == b'd' or tag == b's'):
                     memo.append(c)
                 if n == 0:
                     v = PyFrozenSet_New(c) if tag == b'z' else c
-                    if tag == b't' or tag == b'z':
-                        if memo is None:
-                            memo = []
+                    if memo is not None and (tag == b't' or tag == b'z'):
                         memo.append(v)
                 else:
                     have = False
@@ -819,9 +919,8 @@ cdef object decode_value(Reader *r):
                 n = r_len(r, 1)
                 v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
                 r.p += n
-                if memo is None:
-                    memo = []
-                memo.append(v)
+                if memo is not None:
+                    memo.append(v)
             elif tag == b'c':
                 r_need(r, 16)
                 memcpy(dd, r.p, 16)
@@ -829,16 +928,14 @@ cdef object decode_value(Reader *r):
                 v = PyComplex_FromDoubles(dd[0], dd[1])
             elif tag == b'P':
                 v = dec_pickled(r)
-                if memo is None:
-                    memo = []
-                memo.append(v)
+                if memo is not None:
+                    memo.append(v)
             elif tag == b'H':
                 v = MessagePort._adopt(r_handle(r, RP_H_PORT))
             elif tag == b'S':
                 v = _decode_shared(r)
-                if memo is None:
-                    memo = []
-                memo.append(v)
+                if memo is not None:
+                    memo.append(v)
             else:
                 raise _decode_error(f"unknown tag {tag!r}")
 
@@ -873,14 +970,12 @@ cdef object decode_value(Reader *r):
                 # the container is complete
                 if f.kind == b't' or f.kind == b'z':
                     v = PyFrozenSet_New(c) if f.kind == b'z' else c
-                    if f.kind == b't' and dup_marker(r, depth):
+                    if f.kind == b't' and memo is not None and dup_marker(r, depth):
                         k = r_varint(r)
                         if memo is None or k >= <uint64_t>len(memo):
                             raise _decode_error("back-reference to an unknown object")
                         v = memo[k]
-                    else:
-                        if memo is None:
-                            memo = []
+                    elif memo is not None:
                         memo.append(v)
                 else:
                     v = c
@@ -969,6 +1064,7 @@ def dumps(obj):
     w.allow_handles = False
     try:
         encode_value(&w, obj, None)
+        w_flags(&w)
         return PyBytes_FromStringAndSize(<const char *>w.buf + sizeof(rp_msg),
                                          <Py_ssize_t>(w.pos - sizeof(rp_msg)))
     finally:
@@ -981,11 +1077,7 @@ def loads(data):
     cdef Reader r
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
-        r.base = <const unsigned char *>view.buf
-        r.p = r.base
-        r.end = r.base + view.len
-        r.handles = NULL
-        r.nhandles = 0
+        r_init(&r, <const unsigned char *>view.buf, <size_t>view.len, NULL, 0, NULL)
         return decode_checked(&r)
     finally:
         PyBuffer_Release(&view)

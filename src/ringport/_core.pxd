@@ -1,4 +1,5 @@
 # Layouts of ringport's cdef classes, for other Cython code to cimport.
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t
 from ringport._csrc cimport rp_channel, rp_handle, rp_recv
 
@@ -10,6 +11,7 @@ cdef class MessagePort:
     cdef bint close_emitted      # 'close' was emitted to this object's listeners
     cdef object events           # Emitter, created on first on()/once()
     cdef object __weakref__
+    cdef PyObject *scache[64]    # recently decoded short strings (guarded by the consumer lock)
 
     @staticmethod
     cdef MessagePort _new(rp_channel *ch, int side)
@@ -19,3 +21,4 @@ cdef class MessagePort:
     cdef object _finish(self, rp_recv *r)
     cdef object _receive(self, int64_t deadline, bint *got)
     cdef object _ev(self)
+    cdef object _post(self, object value, object transfer, object timeout)

@@ -72,6 +72,7 @@ cdef class MessagePort:
     cdef MessagePort _new(rp_channel *ch, int side):
         """Wrap one side of ch, taking over one reference to that side."""
         cdef MessagePort p = MessagePort.__new__(MessagePort)
+        memset(p.scache, 0, sizeof(p.scache))
         p.ch = ch
         p.side = side
         p.started = False
@@ -87,6 +88,10 @@ cdef class MessagePort:
 
     def __dealloc__(self):
         cdef rp_channel *ch = self.ch
+        cdef int i
+        for i in range(STRCACHE):
+            Py_XDECREF(self.scache[i])
+            self.scache[i] = NULL
         self.ch = NULL
         if ch != NULL:
             rp_channel_decref(ch, self.side)
@@ -99,14 +104,25 @@ cdef class MessagePort:
 
     # ------------------------------------------------------------------ sending
 
-    def post_message(self, value, transfer=(), timeout=None):
-        """Send a structured clone of value to the other end.
+    def post_message(self, *args, **kwargs):
+        """post_message(value, transfer=(), timeout=None)
+
+        Send a structured clone of value to the other end.
 
         transfer: ports to move to the receiver (they must appear in value, or they are moved
         and dropped); after the call the sender's port objects are unusable.  Never blocks on an
         unbounded channel.  On a channel with max_pending_bytes, waits for room until timeout
         (None: forever; 0: not at all) and raises Full when there is none.
         """
+        # Arguments are parsed by hand: Cython's keyword parsing looks the argument names up in
+        # the per-interpreter module state on every call, a process-wide atomic operation.
+        cdef Py_ssize_t nargs = len(args)
+        if nargs == 1 and not kwargs:
+            return self._post(<object>PyTuple_GET_ITEM(<PyObject *>args, 0), None, None)
+        a = parse_args("post_message", args, kwargs, ("value", "transfer", "timeout"), 1)
+        return self._post(a[0], a[1], a[2])
+
+    cdef object _post(self, object value, object transfer, object timeout):
         cdef rp_channel *ch = self._live("post_message")
         cdef uint64_t stackbuf[STACK_WORDS]
         cdef void *mk[MEMO_STACK]
@@ -178,11 +194,9 @@ cdef class MessagePort:
                 rp_msg_handles(m)[i].release = NULL
             rp_channel_recv_end(ch, self.side, r)
             m = <rp_msg *>rp_node_body(copy)
-        rd.base = rp_msg_data(m)
-        rd.p = rd.base
-        rd.end = rd.base + m.data_len
-        rd.handles = rp_msg_handles(m)
-        rd.nhandles = m.nhandles
+        # the string cache is guarded by the consumer lock: not used on a private copy
+        r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
+               self.scache if copy == NULL else NULL)
         try:
             return decode_checked(&rd)
         finally:
@@ -221,13 +235,16 @@ cdef class MessagePort:
                 raise Empty("receive: no message arrived in time")
             raise_for(rc, "receive")
 
-    def receive(self, timeout=None):
-        """The next message.  Blocks until one arrives; with a timeout (seconds), raises
+    def receive(self, *args, **kwargs):
+        """receive(timeout=None)
+
+        The next message.  Blocks until one arrives; with a timeout (seconds), raises
         ringport.Empty when none came in time.  Raises ringport.PortClosed once the port is
         closed and every message posted before the close was delivered."""
         cdef bint got
-        if timeout is None:
+        if not args and not kwargs:
             return self._receive(RP_FOREVER, &got)
+        timeout, = parse_args("receive", args, kwargs, ("timeout",), 0)
         return self._receive(timeout_to_deadline(timeout), &got)
 
     def __iter__(self):
@@ -370,6 +387,28 @@ cdef class MessagePort:
             n += 1
             self.events.emit("message", v)
         return n
+
+
+cdef tuple parse_args(str fn, tuple args, dict kwargs, tuple names, Py_ssize_t required):
+    """Positional and keyword arguments matched to names; missing optional ones are None."""
+    cdef Py_ssize_t n = len(args), k = len(names)
+    cdef list out
+    if n > k:
+        raise TypeError(f"{fn}() takes at most {k} arguments ({n} given)")
+    out = list(args) + [None] * (k - n)
+    if kwargs:
+        for key, val in kwargs.items():
+            try:
+                i = names.index(key)
+            except ValueError:
+                raise TypeError(f"{fn}() got an unexpected keyword argument {key!r}") from None
+            if i < n:
+                raise TypeError(f"{fn}() got multiple values for argument {key!r}")
+            out[i] = val
+    for i in range(required):
+        if i >= len(args) and names[i] not in (kwargs or ()):
+            raise TypeError(f"{fn}() missing required argument {names[i]!r}")
+    return tuple(out)
 
 
 cdef dict check_transfer(MessagePort source, object transfer):
@@ -535,11 +574,7 @@ def _import(uintptr_t token):
     try:
         if not rp_msg_valid(m, rp_node_len(node)):
             raise DecodeError("invalid token")
-        rd.base = rp_msg_data(m)
-        rd.p = rd.base
-        rd.end = rd.base + m.data_len
-        rd.handles = rp_msg_handles(m)
-        rd.nhandles = m.nhandles
+        r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles, NULL)
         return decode_checked(&rd)
     finally:
         rp_msg_release_handles(m)
