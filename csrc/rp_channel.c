@@ -61,14 +61,16 @@ typedef struct rp_queue {
     alignas(64) rp_lock olock;
     atomic_uint ocount;
     rp_node *ohead, *otail;
-    /* consumers asleep waiting for data */
+    /* consumers asleep waiting for data.  `data_sleepy` is set by a consumer about to sleep and
+     * taken (exchanged to 0) by the first producer that sees it, which then wakes everybody:
+     * one system call per sleep, not one per message posted while a consumer wakes up. */
     alignas(64) atomic_uint data_seq;
-    atomic_int data_waiters;
+    atomic_int data_sleepy;
     alignas(64) rp_spin spin; /* read by every spinning consumer: a line of its own */
     /* bounded mode: producers asleep waiting for room */
     alignas(64) _Atomic int64_t pending;
     atomic_uint space_seq;
-    atomic_int space_waiters;
+    atomic_int space_sleepy;
     rp_ring *ring;
 } rp_queue;
 
@@ -95,11 +97,11 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
     atomic_init(&q->ocount, 0u);
     q->ohead = q->otail = NULL;
     atomic_init(&q->data_seq, 0u);
-    atomic_init(&q->data_waiters, 0);
+    atomic_init(&q->data_sleepy, 0);
     rp_spin_init(&q->spin);
     atomic_init(&q->pending, 0);
     atomic_init(&q->space_seq, 0u);
-    atomic_init(&q->space_waiters, 0);
+    atomic_init(&q->space_sleepy, 0);
     size_t sz = rp_ring_size(capacity);
     if (sz == 0) return RP_EINVAL;
     q->ring = (rp_ring *)aligned_block(sz);
@@ -215,9 +217,10 @@ void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)
 /* ------------------------------------------------------------------ sending */
 
 static void signal_consumers(rp_queue *q) {
-    /* Pairs with the waiter's increment of data_waiters and re-check (Dekker): either the waiter
-     * sees our data, or we see the waiter and wake it. */
-    if (rp_load_after_stores(&q->data_waiters) > 0) {
+    /* Pairs with the waiter's store to data_sleepy and re-check (Dekker): either the waiter
+     * sees our data, or we see the flag and wake it. */
+    if (rp_load_after_stores(&q->data_sleepy) &&
+        atomic_exchange_explicit(&q->data_sleepy, 0, memory_order_seq_cst)) {
         atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
         rp_addr_wake(&q->data_seq, -1);
     }
@@ -238,13 +241,12 @@ static int wait_room(rp_channel *ch, rp_queue *q, size_t len, int64_t deadline_n
         rp_lock_release(&q->plock);
         if (deadline_ns == 0) return RP_EFULL;
         unsigned seq = atomic_load_explicit(&q->space_seq, memory_order_acquire);
-        atomic_fetch_add_explicit(&q->space_waiters, 1, memory_order_seq_cst);
+        atomic_store_explicit(&q->space_sleepy, 1, memory_order_seq_cst);
         int r = RP_OK;
         p = atomic_load_explicit(&q->pending, memory_order_seq_cst);
         if (!(p == 0 || p + (int64_t)len <= ch->max_pending) &&
             !atomic_load_explicit(&ch->closed, memory_order_acquire))
             r = rp_sleep_on(&q->space_seq, seq, deadline_ns, slice_ns, cancel);
-        atomic_fetch_sub_explicit(&q->space_waiters, 1, memory_order_relaxed);
         if (r != RP_OK) return r;
         int l = lock_producer(q, deadline_ns, slice_ns, cancel);
         if (l != RP_OK) return l;
@@ -396,11 +398,10 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
     }
     for (;;) {
         unsigned seq = atomic_load_explicit(&q->data_seq, memory_order_acquire);
-        atomic_fetch_add_explicit(&q->data_waiters, 1, memory_order_seq_cst);
+        atomic_store_explicit(&q->data_sleepy, 1, memory_order_seq_cst);
         int w = RP_OK;
         if (!queue_readable(q) && !atomic_load_explicit(&ch->closed, memory_order_seq_cst))
             w = rp_sleep_on(&q->data_seq, seq, deadline_ns, slice_ns, cancel);
-        atomic_fetch_sub_explicit(&q->data_waiters, 1, memory_order_relaxed);
         r = try_take(q, out, deadline_ns, slice_ns, cancel);
         if (r == RP_OK) {
             rp_spin_feedback(&q->spin, 0, rp_now_ns() - start);
@@ -439,7 +440,8 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     rp_lock_release(&q->clock);
     if (ch->max_pending) {
         atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_seq_cst);
-        if (rp_load_after_stores(&q->space_waiters) > 0) {
+        if (rp_load_after_stores(&q->space_sleepy) &&
+            atomic_exchange_explicit(&q->space_sleepy, 0, memory_order_seq_cst)) {
             atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
             rp_addr_wake(&q->space_seq, -1);
         }

@@ -56,7 +56,12 @@ void rp_ring_destroy(rp_ring *r) { (void)r; /* owns nothing: the caller frees th
 uint64_t rp_ring_capacity(const rp_ring *r) { return r->capacity; }
 uint64_t rp_ring_max_record(const rp_ring *r) { return r->capacity / 4u - sizeof(rp_rec); }
 
-static inline uint64_t rec_span(uint32_t len) { return sizeof(rp_rec) + (((uint64_t)len + 7u) & ~UINT64_C(7)); }
+/* Records start on their own cache line, so the producer writing the next record never
+ * touches the line the consumer is reading (false sharing would bounce it between cores). */
+#define RP_REC_ALIGN UINT64_C(64)
+static inline uint64_t rec_span(uint32_t len) {
+    return (sizeof(rp_rec) + (uint64_t)len + RP_REC_ALIGN - 1) & ~(RP_REC_ALIGN - 1);
+}
 
 void *rp_ring_reserve(rp_ring *r, uint32_t len) {
     if ((uint64_t)len > rp_ring_max_record(r)) return NULL;

@@ -52,6 +52,7 @@ cdef extern from "Python.h":
     PyObject *PyTuple_GET_ITEM(PyObject *p, Py_ssize_t pos)
     Py_ssize_t PyTuple_GET_SIZE(PyObject *p)
     PyObject *PyList_GET_ITEM(PyObject *p, Py_ssize_t pos)
+    Py_ssize_t PyList_GET_SIZE(object o)
     int PyList_Append(object lst, object item) except -1
     object PySequence_Tuple(object o)
 
@@ -412,32 +413,56 @@ cdef int enc_pickled(Writer *w, object v) except -1:
 
 # ---- the iterative encoder
 
+cdef extern from *:
+    """
+    /* Items of a list or dict, as strong references, safely on every build: on free-threaded
+     * builds under the container's lock, on GIL builds with bounds checked at each step (user
+     * code run by the pickle fallback may mutate a container half-way through). */
+    #if PY_VERSION_HEX < 0x030D0000
+    #define Py_BEGIN_CRITICAL_SECTION(op) {
+    #define Py_END_CRITICAL_SECTION() }
+    #endif
+    static PyObject *rp_list_item_ref(PyObject *l, Py_ssize_t i) {
+        PyObject *v = NULL;
+        Py_BEGIN_CRITICAL_SECTION(l);
+        if (i < PyList_GET_SIZE(l)) {
+            v = PyList_GET_ITEM(l, i);
+            Py_INCREF(v);
+        }
+        Py_END_CRITICAL_SECTION();
+        if (v == NULL)
+            PyErr_SetString(PyExc_RuntimeError, "list changed size during post_message");
+        return v;
+    }
+    static int rp_dict_next_ref(PyObject *d, Py_ssize_t *pos, PyObject **k, PyObject **v) {
+        int r;
+        Py_BEGIN_CRITICAL_SECTION(d);
+        r = PyDict_Next(d, pos, k, v);
+        if (r) {
+            Py_INCREF(*k);
+            Py_INCREF(*v);
+        }
+        Py_END_CRITICAL_SECTION();
+        return r;
+    }
+    """
+    object rp_list_item_ref(object l, Py_ssize_t i)
+    int rp_dict_next_ref(object d, Py_ssize_t *pos, PyObject **k, PyObject **v) noexcept
+
+
 cdef struct EFrame:
-    PyObject *items     # strong reference: a tuple snapshot of the container's items
-    PyObject *obj       # the container (alive through its parent's snapshot or the caller)
-    Py_ssize_t i
-    Py_ssize_t n
+    PyObject *obj       # strong: the container
+    PyObject *items     # strong: a tuple snapshot of a set's items, else NULL
+    PyObject *pending   # strong: a dict value to encode after its key, else NULL
+    Py_ssize_t i        # items taken so far (pairs, for a dict)
+    Py_ssize_t n        # items announced in the header
+    Py_ssize_t pos      # PyDict_Next position
     char kind           # b't' tuple and b'z' frozenset are memoized when complete
 
 
-cdef object snapshot_dict(dict d):
-    """A flat tuple (k0, v0, k1, v1, ...) taken under the dict's lock on free-threaded builds."""
-    cdef Py_ssize_t pos = 0, j = 0, n
-    cdef PyObject *k
-    cdef PyObject *v
-    cdef tuple out
-    with cython.critical_section(d):
-        n = PyDict_Size(d)
-        out = PyTuple_New(2 * n)
-        while j < n and PyDict_Next(d, &pos, &k, &v):
-            Py_INCREF(<object>k)
-            PyTuple_SET_ITEM(out, 2 * j, <object>k)
-            Py_INCREF(<object>v)
-            PyTuple_SET_ITEM(out, 2 * j + 1, <object>v)
-            j += 1
-    if j != n:
-        raise RuntimeError("dict changed size during post_message")
-    return out
+cdef object _size_changed(EFrame *f):
+    kind = {b'l': "list", b'd': "dict"}.get(bytes([f.kind]), "container")
+    return RuntimeError(f"{kind} changed size during post_message")
 
 
 cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
@@ -455,6 +480,8 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
     cdef double dd[2]
     cdef Py_ssize_t idx
     cdef char kind
+    cdef PyObject *dk
+    cdef PyObject *dv
     try:
         while True:
             # ---- encode v (a leaf, or a container whose frame is pushed)
@@ -481,24 +508,21 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
                 if idx >= 0:
                     w_ref(w, <uint64_t>idx)
                 else:
+                    items = None
                     if t is list:
                         kind = b'l'
-                        items = PySequence_Tuple(v)
+                        k = PyList_GET_SIZE(v)
                     elif t is tuple:
                         kind = b't'
-                        items = v
+                        k = PyTuple_GET_SIZE(<PyObject *>v)
                     elif t is dict:
                         kind = b'd'
-                        items = snapshot_dict(<dict>v)
-                    elif t is set:
-                        kind = b's'
-                        items = PySequence_Tuple(v)
+                        k = PyDict_Size(v)
                     else:
-                        kind = b'z'
+                        kind = b's' if t is set else b'z'
                         items = PySequence_Tuple(v)
-                    k = PyTuple_GET_SIZE(<PyObject *>items)
-                    w_tag_varint(w, <unsigned char>kind,
-                                 <uint64_t>(k // 2 if kind == b'd' else k))
+                        k = PyTuple_GET_SIZE(<PyObject *>items)
+                    w_tag_varint(w, <unsigned char>kind, <uint64_t>k)
                     if kind != b't' and kind != b'z':
                         memo_put(w, <void *>v)
                     if depth == cap:
@@ -511,11 +535,16 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
                         stack = grown
                         cap *= 2
                     f = &stack[depth]
-                    Py_INCREF(items)
-                    f.items = <PyObject *>items
+                    Py_INCREF(v)
                     f.obj = <PyObject *>v
+                    f.items = NULL
+                    if items is not None:
+                        Py_INCREF(items)
+                        f.items = <PyObject *>items
+                    f.pending = NULL
                     f.i = 0
                     f.n = k
+                    f.pos = 0
                     f.kind = kind
                     depth += 1
             elif t is bytes:
@@ -558,10 +587,30 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
             # ---- pick the next item, completing finished containers
             while depth > 0:
                 f = &stack[depth - 1]
+                if f.pending != NULL:           # a dict value after its key
+                    v = <object>f.pending
+                    Py_DECREF(v)                # v holds the reference now
+                    f.pending = NULL
+                    break
                 if f.i < f.n:
-                    v = <object>PyTuple_GET_ITEM(f.items, f.i)
+                    if f.kind == b'l':
+                        v = rp_list_item_ref(<object>f.obj, f.i)
+                    elif f.kind == b'd':
+                        if not rp_dict_next_ref(<object>f.obj, &f.pos, &dk, &dv):
+                            raise _size_changed(f)
+                        v = <object>dk
+                        Py_DECREF(v)
+                        f.pending = dv
+                    elif f.kind == b't':
+                        v = <object>PyTuple_GET_ITEM(f.obj, f.i)
+                    else:
+                        v = <object>PyTuple_GET_ITEM(f.items, f.i)
                     f.i += 1
                     break
+                if f.kind == b'l' and PyList_GET_SIZE(<object>f.obj) != f.n:
+                    raise _size_changed(f)
+                if f.kind == b'd' and PyDict_Size(<object>f.obj) != f.n:
+                    raise _size_changed(f)
                 if f.kind == b't' or f.kind == b'z':
                     idx = memo_get(w, <void *>f.obj)
                     if idx >= 0:
@@ -570,8 +619,10 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
                         w_varint(w, <uint64_t>idx)
                     else:
                         memo_put(w, <void *>f.obj)
-                Py_DECREF(<object>f.items)
+                Py_XDECREF(f.items)
                 f.items = NULL
+                Py_DECREF(<object>f.obj)
+                f.obj = NULL
                 depth -= 1
             else:
                 return 0
@@ -579,6 +630,8 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
         while depth > 0:
             depth -= 1
             Py_XDECREF(stack[depth].items)
+            Py_XDECREF(stack[depth].pending)
+            Py_XDECREF(stack[depth].obj)
         if stack != stack0:
             free(stack)
 

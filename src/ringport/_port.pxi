@@ -104,7 +104,7 @@ cdef class MessagePort:
 
     # ------------------------------------------------------------------ sending
 
-    def post_message(self, *args, **kwargs):
+    def post_message(self, value, transfer=None, timeout=None, /, **kwargs):
         """post_message(value, transfer=(), timeout=None)
 
         Send a structured clone of value to the other end.
@@ -114,13 +114,12 @@ cdef class MessagePort:
         unbounded channel.  On a channel with max_pending_bytes, waits for room until timeout
         (None: forever; 0: not at all) and raises Full when there is none.
         """
-        # Arguments are parsed by hand: Cython's keyword parsing looks the argument names up in
-        # the per-interpreter module state on every call, a process-wide atomic operation.
-        cdef Py_ssize_t nargs = len(args)
-        if nargs == 1 and not kwargs:
-            return self._post(<object>PyTuple_GET_ITEM(<PyObject *>args, 0), None, None)
-        a = parse_args("post_message", args, kwargs, ("value", "transfer", "timeout"), 1)
-        return self._post(a[0], a[1], a[2])
+        # Keywords are taken from **kwargs by hand: Cython's keyword parsing looks the argument
+        # names up in the per-interpreter module state on every call, a process-wide atomic
+        # operation that costs more than the rest of a small post.
+        if kwargs:
+            transfer, timeout = take_kwargs("post_message", kwargs, transfer, timeout)
+        return self._post(value, transfer, timeout)
 
     cdef object _post(self, object value, object transfer, object timeout):
         cdef rp_channel *ch = self._live("post_message")
@@ -235,16 +234,20 @@ cdef class MessagePort:
                 raise Empty("receive: no message arrived in time")
             raise_for(rc, "receive")
 
-    def receive(self, *args, **kwargs):
+    def receive(self, timeout=None, /, **kwargs):
         """receive(timeout=None)
 
         The next message.  Blocks until one arrives; with a timeout (seconds), raises
         ringport.Empty when none came in time.  Raises ringport.PortClosed once the port is
         closed and every message posted before the close was delivered."""
         cdef bint got
-        if not args and not kwargs:
+        if kwargs:
+            if timeout is not None or list(kwargs) != ["timeout"]:
+                raise TypeError(f"receive() takes one argument, timeout; got {timeout!r} and "
+                                f"keywords {sorted(kwargs)}")
+            timeout = kwargs["timeout"]
+        if timeout is None:
             return self._receive(RP_FOREVER, &got)
-        timeout, = parse_args("receive", args, kwargs, ("timeout",), 0)
         return self._receive(timeout_to_deadline(timeout), &got)
 
     def __iter__(self):
@@ -389,26 +392,18 @@ cdef class MessagePort:
         return n
 
 
-cdef tuple parse_args(str fn, tuple args, dict kwargs, tuple names, Py_ssize_t required):
-    """Positional and keyword arguments matched to names; missing optional ones are None."""
-    cdef Py_ssize_t n = len(args), k = len(names)
-    cdef list out
-    if n > k:
-        raise TypeError(f"{fn}() takes at most {k} arguments ({n} given)")
-    out = list(args) + [None] * (k - n)
-    if kwargs:
-        for key, val in kwargs.items():
-            try:
-                i = names.index(key)
-            except ValueError:
-                raise TypeError(f"{fn}() got an unexpected keyword argument {key!r}") from None
-            if i < n:
-                raise TypeError(f"{fn}() got multiple values for argument {key!r}")
-            out[i] = val
-    for i in range(required):
-        if i >= len(args) and names[i] not in (kwargs or ()):
-            raise TypeError(f"{fn}() missing required argument {names[i]!r}")
-    return tuple(out)
+cdef tuple take_kwargs(str fn, dict kwargs, object transfer, object timeout):
+    """The keyword forms of transfer= and timeout= (each may also be given by position)."""
+    for key, val in kwargs.items():
+        if key == "transfer" and transfer is None:
+            transfer = val
+        elif key == "timeout" and timeout is None:
+            timeout = val
+        elif key in ("transfer", "timeout"):
+            raise TypeError(f"{fn}() got multiple values for argument {key!r}")
+        else:
+            raise TypeError(f"{fn}() got an unexpected keyword argument {key!r}")
+    return transfer, timeout
 
 
 cdef dict check_transfer(MessagePort source, object transfer):
