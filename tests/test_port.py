@@ -325,3 +325,47 @@ def test_ctrl_c_interrupts_a_blocking_receive():
     assert lines[0].startswith("interrupted after")
     assert float(lines[0].split()[-1]) < 2
     assert lines[1] == "still usable"
+
+
+def test_keyword_and_positional_arguments(channel):
+    a = MessageChannel()
+    channel.port1.post_message({"p": a.port2}, transfer=[a.port2])
+    assert isinstance(channel.port2.receive(timeout=1)["p"], MessagePort)
+    channel.port1.post_message(1, [], None)
+    channel.port1.post_message(2, timeout=1)
+    assert channel.port2.receive(1) == 1
+    assert channel.port2.receive(timeout=1) == 2
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        channel.port1.post_message(3, transferlist=[])
+    with pytest.raises(TypeError, match="multiple values"):
+        channel.port1.post_message(3, [], transfer=[])
+    with pytest.raises(TypeError):
+        channel.port2.receive(1, timeout=1)
+    with pytest.raises(TypeError):
+        channel.port1.post_message()
+    assert receive_message_on_port(channel.port2) is None
+
+
+class _Mutator:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        self.target.clear()  # user code run by the pickle fallback mutates the message
+        return (int, (1,))
+
+
+@pytest.mark.parametrize("make", [list, dict])
+def test_container_mutated_while_encoding_raises_and_sends_nothing(channel, make):
+    if make is list:
+        value = [1, 2, 3]
+        value.insert(1, _Mutator(value))
+    else:
+        value = {"a": 1}
+        value["m"] = _Mutator(value)
+        value["b"] = 2
+    with pytest.raises(RuntimeError, match="changed size"):
+        channel.port1.post_message(value)
+    assert receive_message_on_port(channel.port2) is None
+    channel.port1.post_message("ok")
+    assert channel.port2.receive(timeout=1) == "ok"

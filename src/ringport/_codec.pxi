@@ -14,6 +14,8 @@
 #                   while its items were encoded (a cycle through it): use object k instead.
 #                   The depth tells apart nested tuples that complete at the same position.
 #   P <n> <pickle> <m> then m buffers: o <n> <bytes> (in band) | h <k> (handle k: a block)
+#   A <dtype> <order> <ndim> <shape...> then o <n> <bytes> | h <k>   a numpy array of plain
+#                   dtype: its bytes in memory order, copied once (a big one in its own block)
 #   H <k>           a MessagePort, moved in by handle k
 #   S <k>           a shared object (SharedArrayBuffer, typed array) by handle k: see _shm.pxi
 # Memoized (in this order on both sides): list, dict, set, bytearray and shared objects when their
@@ -24,7 +26,8 @@
 # counts are checked against the bytes left, and bad input raises DecodeError.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_SIMPLE, PyBUF_WRITABLE,
+from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_FORMAT, PyBUF_ND, PyBUF_SIMPLE,
+                             PyBUF_WRITABLE,
                              PyBuffer_Release, PyObject_GetBuffer)
 from cpython.dict cimport PyDict_New, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
@@ -394,21 +397,108 @@ cdef int enc_pickled(Writer *w, object v) except -1:
             raw = memoryview(bytes(pb))   # non-contiguous: its contiguous copy
         PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)
         try:
-            if w.allow_handles and view.len >= OOB_MIN:
-                block = malloc(<size_t>view.len)
-                if block == NULL:
-                    raise MemoryError()
-                with nogil:
-                    memcpy(block, view.buf, <size_t>view.len)
-                hidx = w_add_handle(w, rp_block_release, block, <uint64_t>view.len, RP_H_BLOCK)
-                w_tag_varint(w, b'h', hidx)
-            else:
-                w_tag_varint(w, b'o', <uint64_t>view.len)
-                w_raw(w, view.buf, <size_t>view.len)
+            enc_data(w, view.buf, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
             pb.release()
     return 0
+
+
+# ---- numpy arrays (without importing numpy: recognized by their type's name)
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        const char *tp_name
+
+cdef extern from *:
+    """
+    static int rp_is_ndarray(PyObject *o) { return strcmp(Py_TYPE(o)->tp_name, "numpy.ndarray") == 0; }
+    """
+    bint rp_is_ndarray(object o) noexcept
+
+
+cdef int enc_data(Writer *w, const void *buf, size_t n) except -1:
+    """Bytes that may travel out of band: o <n> <bytes> inline, or h <k> in a block of their own."""
+    cdef void *block
+    cdef uint32_t hidx
+    if w.allow_handles and n >= OOB_MIN:
+        block = malloc(n)
+        if block == NULL:
+            raise MemoryError()
+        with nogil:
+            memcpy(block, buf, n)
+        hidx = w_add_handle(w, rp_block_release, block, <uint64_t>n, RP_H_BLOCK)
+        return w_tag_varint(w, b'h', hidx)
+    w_tag_varint(w, b'o', <uint64_t>n)
+    return w_raw(w, buf, n)
+
+
+cdef object dec_data(Reader *r):
+    """The counterpart of enc_data: a writable buffer (bytearray, or the adopted block)."""
+    cdef unsigned char how = r_byte(r)
+    cdef Py_ssize_t n
+    if how == b'o':
+        n = r_len(r, 1)
+        v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
+        r.p += n
+        return v
+    if how == b'h':
+        return _Block._adopt(r_handle(r, RP_H_BLOCK))
+    raise _decode_error("bad data tag")
+
+
+cdef int enc_ndarray(Writer *w, object a) except -1:
+    """Encode a numpy array of plain dtype; returns 0, or 1 when it must be pickled instead."""
+    cdef Py_buffer view
+    cdef bytes ds
+    dt = a.dtype
+    if dt.hasobject or dt.fields is not None or dt.subdtype is not None:
+        return 1
+    flags = a.flags
+    if flags.c_contiguous:
+        order = b'C'
+    elif flags.f_contiguous:
+        order = b'F'
+    else:
+        a = a.copy(order="C")   # non-contiguous: its contiguous copy
+        order = b'C'
+    ds = dt.str.encode("ascii")
+    PyObject_GetBuffer(a, &view, PyBUF_ANY_CONTIGUOUS)
+    try:
+        w_tag_varint(w, b'A', <uint64_t>len(ds))
+        w_raw(w, PyBytes_AS_STRING(ds), <size_t>len(ds))
+        w_byte(w, order[0])
+        w_varint(w, <uint64_t>a.ndim)
+        for d in a.shape:
+            w_varint(w, <uint64_t>d)
+        enc_data(w, view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef object dec_ndarray(Reader *r):
+    cdef Py_ssize_t n = r_len(r, 1), ndim, j
+    cdef bytes ds = PyBytes_FromStringAndSize(<const char *>r.p, n)
+    cdef unsigned char order
+    cdef list shape = []
+    r.p += n
+    order = r_byte(r)
+    if order != b'C' and order != b'F':
+        raise _decode_error("bad array order")
+    ndim = r_len(r, 1)
+    for j in range(ndim):
+        shape.append(r_varint(r))
+    data = dec_data(r)
+    try:
+        import numpy
+    except ImportError as e:
+        raise DecodeError(f"a numpy array arrived but numpy cannot be imported here: {e}") from e
+    try:
+        dt = numpy.dtype(ds.decode("ascii"))
+        return numpy.frombuffer(data, dtype=dt).reshape(shape, order="C" if order == b'C' else "F")
+    except (TypeError, ValueError) as e:
+        raise DecodeError(f"invalid array in the message: {e}") from e
 
 
 # ---- the iterative encoder
@@ -581,7 +671,8 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
                 else:
                     if isinstance(v, MessagePort):
                         raise DataCloneError("subclasses of MessagePort cannot be transferred")
-                    enc_pickled(w, v)
+                    if not rp_is_ndarray(v) or enc_ndarray(w, v):
+                        enc_pickled(w, v)
                     memo_put(w, <void *>v)
 
             # ---- pick the next item, completing finished containers
@@ -845,16 +936,7 @@ cdef object dec_pickled(Reader *r):
     nb = r_len(r, 2)
     buffers = []
     for j in range(nb):
-        how = r_byte(r)
-        if how == b'o':
-            n = r_len(r, 1)
-            buffers.append(PyByteArray_FromStringAndSize(<const char *>r.p, n))
-            r.p += n
-        elif how == b'h':
-            h = r_handle(r, RP_H_BLOCK)
-            buffers.append(_Block._adopt(h))
-        else:
-            raise _decode_error("bad out-of-band buffer tag")
+        buffers.append(dec_data(r))
     try:
         return _pickle.loads(data, buffers=buffers)
     except Exception as e:
@@ -981,6 +1063,10 @@ cdef object decode_value(Reader *r):
                 v = PyComplex_FromDoubles(dd[0], dd[1])
             elif tag == b'P':
                 v = dec_pickled(r)
+                if memo is not None:
+                    memo.append(v)
+            elif tag == b'A':
+                v = dec_ndarray(r)
                 if memo is not None:
                     memo.append(v)
             elif tag == b'H':
