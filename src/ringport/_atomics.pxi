@@ -637,3 +637,35 @@ def fill(arr, value):
                 rp_elem_rmw(code, RP_OP_STORE, s.base + k * s.stride, v)
     finally:
         _release_span(&s)
+
+
+@cython.final
+cdef class _TestCancelToken:
+    """A cancel token for tests (a worker's bootstrap installs the real one): install() makes it
+    the calling thread's token, fire() fires it from any thread, as worker.terminate() does."""
+    cdef rp_cancel *c
+    cdef bint installed
+
+    def __cinit__(self):
+        self.c = <rp_cancel *>malloc(sizeof(rp_cancel))
+        if self.c == NULL:
+            raise MemoryError()
+        rp_cancel_init(self.c)
+        self.installed = False
+
+    def install(self):
+        rp_thread_set_cancel(self.c)
+        self.installed = True
+
+    def uninstall(self):
+        if rp_thread_cancel() == self.c:
+            rp_thread_set_cancel(NULL)
+        self.installed = False
+
+    def fire(self):
+        rp_cancel_fire(self.c)
+
+    def __dealloc__(self):
+        # the owner must uninstall first; a token still installed is leaked, not freed
+        if not self.installed:
+            free(self.c)
