@@ -5,9 +5,12 @@
 #     from ringport.atomics cimport add_i32, wait_i32, notify, import_atomics
 #     import_atomics()          # once, at module level (needed by wait_*/notify only)
 #
-#     cdef int[::1] counts = ringport.Int32Array(1024)   # the recommended way to get at a typed
-#     with nogil:                                         # array's memory: a typed memoryview
-#         add_i32(&counts[0], 1)                          # (zero-copy; shape[0] is the length)
+#     cdef int32_t[::1] counts = ringport.Int32Array(1024)  # the recommended way to get at a
+#     with nogil:                                            # typed array's memory: a typed
+#         add_i32(&counts[0], 1)                             # memoryview (zero-copy, writable;
+#                                                            # counts.shape[0] is the length)
+# Use the fixed-width types (int32_t[::1], int64_t[::1], float[::1], double[::1]) so the
+# element pointers match these functions' signatures.
 #
 # Build with include_dirs=[ringport.get_include()].  See ringport/atomics.h for the semantics:
 # read-modify-writes return the old value, everything is sequentially consistent, integer
