@@ -154,6 +154,8 @@ def test_typed_array_constructors_and_buffer(cls, fmt, size, lo, hi):
     assert cls() == []
     assert cls(iter([4, 5])) == (4, 5)
     assert cls(b) == b
+    k = cls(buffer=s, byte_offset=size, length=2)
+    assert k.byte_offset == size and len(k) == 2
 
 
 @pytest.mark.parametrize("cls, fmt, size, lo, hi", TYPES, ids=ids)
@@ -175,7 +177,9 @@ def test_typed_array_bad_construction(cls, fmt, size, lo, hi):
     with pytest.raises(TypeError):
         cls("abc")
     with pytest.raises(TypeError):
-        cls(4, 0)                         # offset without a buffer
+        cls(4, 4)                         # offset without a buffer
+    with pytest.raises(TypeError):
+        cls([1], length=1)
     with pytest.raises(TypeError):
         cls(s, 0.0)
     with pytest.raises(TypeError):

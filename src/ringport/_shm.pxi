@@ -410,26 +410,27 @@ cdef class _TypedArray(_Shared):
     cdef int code            # RP_T_*, set by the concrete class
     cdef int itemsize
 
-    def __init__(self, arg=0, byte_offset=None, length=None):
+    def __init__(self, buffer=0, byte_offset=0, length=None):
         cdef Py_ssize_t off, n, i
         cdef list values
         if self.buffer is not None:
             raise TypeError(f"{type(self).__name__} is already initialized")
-        if isinstance(arg, SharedArrayBuffer):
-            off = 0 if byte_offset is None else _as_size(byte_offset, "byte_offset")
+        if isinstance(buffer, SharedArrayBuffer):
+            off = _as_size(byte_offset, "byte_offset")
             n = -1 if length is None else _as_size(length, "length")
-            self._setup(<SharedArrayBuffer>arg, off, n)
+            self._setup(<SharedArrayBuffer>buffer, off, n)
             return
-        if byte_offset is not None or length is not None:
+        if (byte_offset is not None and byte_offset != 0) or length is not None:
             raise TypeError(f"{type(self).__name__}(): byte_offset and length apply only to a "
                             f"SharedArrayBuffer")
-        if PyIndex_Check(arg):
-            self._alloc(_as_size(arg, "length"))
+        if PyIndex_Check(buffer):
+            self._alloc(_as_size(buffer, "length"))
             return
-        if isinstance(arg, (str, bytes, bytearray, memoryview)) or not hasattr(arg, "__iter__"):
+        if isinstance(buffer, (str, bytes, bytearray, memoryview)) or \
+                not hasattr(buffer, "__iter__"):
             raise TypeError(f"{type(self).__name__}() takes a SharedArrayBuffer, a length or an "
-                            f"iterable of numbers, not {type(arg).__name__}")
-        values = list(arg)
+                            f"iterable of numbers, not {type(buffer).__name__}")
+        values = list(buffer)
         self._alloc(len(values))
         for i in range(len(values)):
             self._set(i, values[i])
