@@ -18,8 +18,9 @@ SANITIZE = os.environ.get("RINGPORT_SANITIZE", "")
 if SANITIZE not in ("", "address", "thread"):
     sys.exit(f"RINGPORT_SANITIZE must be 'address' or 'thread', not {SANITIZE!r}")
 
-CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_shm.c"]
-CSRC = [f for f in CSRC if os.path.exists(f)]
+CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_shm.c", "csrc/rp_park.c"]
+# csrc/ and the public header ringport/atomics.h (shipped for C and Cython users)
+INCLUDE = ["csrc", "src/ringport/include"]
 
 if sys.platform == "win32":
     common = ["/O2"] if not DEBUG else ["/Od", "/Zi"]
@@ -38,12 +39,14 @@ macros = [
     # per-interpreter module state and heap types: required to load in several interpreters
     ("CYTHON_USE_MODULE_STATE", "1"),
     ("CYTHON_USE_TYPE_SPECS", "1"),
+    # ringport/atomics.h: the core defines the C API, it does not import it
+    ("RINGPORT_BUILDING_CORE", "1"),
 ]
 
 ext = Extension(
     "ringport._core",
     sources=["src/ringport/_core.pyx"],
-    include_dirs=["csrc"],
+    include_dirs=INCLUDE,
     define_macros=macros,
     extra_compile_args=common,
     extra_link_args=link,
@@ -59,7 +62,7 @@ class build_ext_with_clib(build_ext):
 
 setup(
     cmdclass={"build_ext": build_ext_with_clib},
-    libraries=[("ringport_c", {"sources": CSRC, "include_dirs": ["csrc"], "cflags": ours})],
+    libraries=[("ringport_c", {"sources": CSRC, "include_dirs": INCLUDE, "cflags": ours})],
     ext_modules=cythonize(
         [ext],
         language_level=3,

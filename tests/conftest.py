@@ -1,9 +1,17 @@
 import faulthandler
 import os
 import sys
+import sysconfig
 import threading
+import time
 
 import pytest
+
+import ringport
+
+SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ringport.__file__)))
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+HAS_SUBINTERPRETERS = sys.version_info >= (3, 13)
 
 # A hung test dumps every thread's stack and ends the run instead of hanging CI forever.
 WATCHDOG_S = float(os.environ.get("RINGPORT_TEST_WATCHDOG", "300"))
@@ -55,14 +63,56 @@ def rethread():
         t.join(60)
 
 
+def start_threads(fn, n, *args):
+    """n ReThreads running fn(i, barrier, *args), started together on a barrier."""
+    barrier = threading.Barrier(n)
+    ts = [ReThread(fn, i, barrier, *args) for i in range(n)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def wait_until(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.001)
+
+
+def _interpreters():
+    try:
+        import _interpreters
+    except ImportError:
+        return None
+    return _interpreters
+
+
+needs_subinterpreters = pytest.mark.skipif(
+    _interpreters() is None, reason="needs the _interpreters module (CPython 3.13+)")
+
+
+def run_in_subinterpreter(code):
+    """Run code in a new interpreter (in a thread); return a ReThread to join."""
+    I = _interpreters()
+    prelude = f"import sys\nsys.path.insert(0, {SRC_DIR!r})\n"
+
+    def run():
+        iid = I.create()
+        try:
+            err = I.run_string(iid, prelude + code)
+            if err is not None:
+                raise RuntimeError(f"subinterpreter failed: {err}")
+        finally:
+            I.destroy(iid)
+
+    t = ReThread(run)
+    t.start()
+    return t
+
+
 @pytest.fixture
 def channel():
-    import ringport
-
     ch = ringport.MessageChannel()
     yield ch
     ch.port1.close()
-
-
-FREE_THREADED = bool(__import__("sysconfig").get_config_var("Py_GIL_DISABLED"))
-HAS_SUBINTERPRETERS = sys.version_info >= (3, 13)

@@ -40,3 +40,4 @@ cdef inline void _loop_wake() noexcept:
 include "_codec.pxi"
 include "_shm.pxi"
 include "_port.pxi"
+include "_atomics.pxi"

@@ -25,6 +25,7 @@ cdef extern from "rp_wait.h" nogil:
     rp_cancel *rp_thread_cancel()
     void rp_thread_set_cancel(rp_cancel *c)
     int rp_ncpu()
+    void rp_cpu_relax()
 
 cdef extern from "rp_ring.h" nogil:
     ctypedef struct rp_ring:
@@ -88,3 +89,65 @@ cdef extern from "rp_channel.h" nogil:
     int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out)
     void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r)
     int rp_channel_poll(rp_channel *ch, int side)
+
+cdef extern from "rp_shm.h" nogil:
+    ctypedef struct rp_sab:
+        pass
+    rp_sab *rp_sab_new(size_t length, size_t max_length, int growable)
+    void rp_sab_incref(rp_sab *s)
+    void rp_sab_decref(rp_sab *s)
+    void rp_sab_release(void *s, uint64_t aux)
+    void *rp_sab_data(const rp_sab *s)
+    size_t rp_sab_length(const rp_sab *s)
+    size_t rp_sab_max_length(const rp_sab *s)
+    int rp_sab_growable(const rp_sab *s)
+    int rp_sab_grow(rp_sab *s, size_t new_length)
+
+cdef extern from "rp_elem.h" nogil:
+    enum:
+        RP_T_I8
+        RP_T_U8
+        RP_T_I16
+        RP_T_U16
+        RP_T_I32
+        RP_T_U32
+        RP_T_I64
+        RP_T_U64
+        RP_T_F32
+        RP_T_F64
+        RP_T_COUNT
+    enum:
+        RP_OP_LOAD
+        RP_OP_STORE
+        RP_OP_ADD
+        RP_OP_SUB
+        RP_OP_AND
+        RP_OP_OR
+        RP_OP_XOR
+        RP_OP_XCHG
+    ctypedef union rp_val:
+        int64_t i
+        uint64_t u
+        double d
+    int rp_elem_size(int t)
+    bint rp_elem_is_float(int t)
+    bint rp_elem_is_signed(int t)
+    rp_val rp_elem_rmw(int t, int op, void *p, rp_val v)
+    rp_val rp_elem_cas(int t, void *p, rp_val e, rp_val d)
+    rp_val rp_elem_get(int t, const void *p)
+    void rp_elem_set(int t, void *p, rp_val v)
+    bint rp_is_lock_free(int size)
+
+cdef extern from "rp_park.h" nogil:
+    ctypedef struct rp_waiter:
+        pass
+    void rp_waiter_init(rp_waiter *w, int fd)
+    int rp_park_enqueue(rp_waiter *w, void *addr, int size, uint64_t expected)
+    int rp_park_wait(rp_waiter *w, int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel)
+    bint rp_park_woken(rp_waiter *w)
+    bint rp_park_leave(rp_waiter *w)
+    int64_t rp_park_notify(void *addr, int64_t count)
+    int64_t rp_park_waiters(void *addr)
+    int rp_park_fd_open(int *rfd, int *wfd)
+    void rp_park_fd_close(int rfd, int wfd)
+    const void *rp_park_capi()
