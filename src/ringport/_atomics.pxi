@@ -21,14 +21,20 @@ cdef struct _Span:
     Py_buffer view      # held while has_view
 
 
-cdef int _get_span(object arr, _Span *s, str fn) except -1:
+cdef str _s(const char *c):
+    """A C string as str, for error messages (hot paths pass function names as C strings:
+    a str literal would cost a module-state lookup on every call)."""
+    return c.decode("ascii")
+
+
+cdef int _get_span(object arr, _Span *s, const char *fn) except -1:
     """Resolve arr (a typed array, or a writable 1-d buffer with a supported format) without
     touching its memory.  Release with _release_span once has_view is set."""
     cdef _TypedArray ta
     cdef int code, size
     cdef Py_ssize_t st
     s.has_view = False
-    if isinstance(arr, _TypedArray):
+    if rp_is_typed_array(arr):
         ta = <_TypedArray>arr
         s.base = ta.base
         s.n = ta._len()
@@ -36,31 +42,31 @@ cdef int _get_span(object arr, _Span *s, str fn) except -1:
         s.code = ta.code
         return 0
     if isinstance(arr, SharedArrayBuffer):
-        raise TypeError(f"atomics.{fn}: a SharedArrayBuffer has no element type; use a typed "
+        raise TypeError(f"atomics.{_s(fn)}: a SharedArrayBuffer has no element type; use a typed "
                         f"array over it, e.g. Int32Array(buffer)")
     if not PyObject_CheckBuffer(arr):
-        raise TypeError(f"atomics.{fn} takes a typed array or a writable buffer, not "
+        raise TypeError(f"atomics.{_s(fn)} takes a typed array or a writable buffer, not "
                         f"{type(arr).__name__}")
     try:
         PyObject_GetBuffer(arr, &s.view, PyBUF_RECORDS)
     except Exception as e:
-        raise TypeError(f"atomics.{fn} needs a writable buffer ({type(arr).__name__}: {e})") \
+        raise TypeError(f"atomics.{_s(fn)} needs a writable buffer ({type(arr).__name__}: {e})") \
             from None
     s.has_view = True
     try:
         if s.view.ndim != 1:
-            raise TypeError(f"atomics.{fn} takes a one-dimensional buffer, not "
+            raise TypeError(f"atomics.{_s(fn)} takes a one-dimensional buffer, not "
                             f"{s.view.ndim}-dimensional")
         code = _format_code(s.view.format, s.view.itemsize)
         if code < 0:
             fmt = "B" if s.view.format == NULL else s.view.format.decode("ascii", "replace")
-            raise TypeError(f"atomics.{fn}: unsupported item format {fmt!r} "
+            raise TypeError(f"atomics.{_s(fn)}: unsupported item format {fmt!r} "
                             f"(itemsize {s.view.itemsize}); need 1-, 2-, 4- or 8-byte integers, "
                             f"float32 or float64")
         size = rp_elem_size(code)
         st = s.view.strides[0] if s.view.strides != NULL else s.view.itemsize
         if (<uintptr_t>s.view.buf) % <uintptr_t>size or (st % size):
-            raise ValueError(f"atomics.{fn}: the buffer's elements are not aligned to their "
+            raise ValueError(f"atomics.{_s(fn)}: the buffer's elements are not aligned to their "
                              f"size ({size} bytes)")
         s.base = <char *>s.view.buf
         s.n = s.view.shape[0] if s.view.shape != NULL else s.view.len // s.view.itemsize
@@ -78,18 +84,25 @@ cdef inline void _release_span(_Span *s) noexcept:
         PyBuffer_Release(&s.view)
 
 
-cdef char *_element(_Span *s, object index, str fn) except NULL:
+cdef char *_element(_Span *s, object index, const char *fn) except NULL:
     cdef Py_ssize_t i
-    if not PyIndex_Check(index):
-        raise TypeError(f"atomics.{fn}: index must be an int, not {type(index).__name__}")
+    cdef int overflow = 0
+    if type(index) is int:
+        # exact ints: C comparisons only (Python int constants live in module state, whose
+        # lookup is a process-wide atomic operation)
+        i = <Py_ssize_t>PyLong_AsLongLongAndOverflow(index, &overflow)
+        if overflow == 0 and 0 <= i < s.n:
+            return s.base + i * s.stride
+    elif not PyIndex_Check(index):
+        raise TypeError(f"atomics.{_s(fn)}: index must be an int, not {type(index).__name__}")
     index = PyNumber_Index(index)
     if index < 0 or index >= s.n:
-        raise IndexError(f"atomics.{fn}: index {index} out of range for length {s.n}")
+        raise IndexError(f"atomics.{_s(fn)}: index {index} out of range for length {s.n}")
     i = <Py_ssize_t>index
     return s.base + i * s.stride
 
 
-cdef object _rmw(str fn, int op, object arr, object index, object value):
+cdef object _rmw(const char *fn, int op, object arr, object index, object value):
     cdef _Span s
     cdef rp_val v
     cdef char *p
@@ -97,7 +110,7 @@ cdef object _rmw(str fn, int op, object arr, object index, object value):
     try:
         p = _element(&s, index, fn)
         if rp_elem_is_float(s.code) and (op == RP_OP_AND or op == RP_OP_OR or op == RP_OP_XOR):
-            raise TypeError(f"atomics.{fn} is not defined for {_TYPE_NAMES[s.code]} elements "
+            raise TypeError(f"atomics.{_s(fn)} is not defined for {_TYPE_NAMES[s.code]} elements "
                             f"(bitwise operations need integers)")
         v.u = 0
         if op != RP_OP_LOAD:
@@ -107,49 +120,49 @@ cdef object _rmw(str fn, int op, object arr, object index, object value):
         _release_span(&s)
 
 
-def add(arr, index, value):
+def add(arr, index, value, /):
     """Atomically add value to arr[index]; return the old value.  Integer arithmetic wraps
     modulo 2**bits (value itself must fit the element type, else OverflowError); floats use a
     compare-and-swap loop."""
     return _rmw("add", RP_OP_ADD, arr, index, value)
 
 
-def sub(arr, index, value):
+def sub(arr, index, value, /):
     """Atomically subtract value from arr[index]; return the old value."""
     return _rmw("sub", RP_OP_SUB, arr, index, value)
 
 
-def and_(arr, index, value):
+def and_(arr, index, value, /):
     """Atomically arr[index] &= value (integers only); return the old value."""
     return _rmw("and_", RP_OP_AND, arr, index, value)
 
 
-def or_(arr, index, value):
+def or_(arr, index, value, /):
     """Atomically arr[index] |= value (integers only); return the old value."""
     return _rmw("or_", RP_OP_OR, arr, index, value)
 
 
-def xor(arr, index, value):
+def xor(arr, index, value, /):
     """Atomically arr[index] ^= value (integers only); return the old value."""
     return _rmw("xor", RP_OP_XOR, arr, index, value)
 
 
-def exchange(arr, index, value):
+def exchange(arr, index, value, /):
     """Atomically set arr[index] to value; return the old value."""
     return _rmw("exchange", RP_OP_XCHG, arr, index, value)
 
 
-def load(arr, index):
+def load(arr, index, /):
     """Atomically read arr[index] (sequentially consistent)."""
     return _rmw("load", RP_OP_LOAD, arr, index, None)
 
 
-def store(arr, index, value):
+def store(arr, index, value, /):
     """Atomically write value to arr[index]; return the value stored (for float32, rounded)."""
     return _rmw("store", RP_OP_STORE, arr, index, value)
 
 
-def compare_exchange(arr, index, expected, replacement):
+def compare_exchange(arr, index, expected, replacement, /):
     """Atomically: if arr[index] == expected, set it to replacement.  Return the old value
     (the exchange happened iff it equals expected).  Floats compare bit patterns: -0.0 does not
     match 0.0, and a NaN matches a NaN with the same payload."""
@@ -193,9 +206,9 @@ def pause(iterations=1):
 
 # ---------------------------------------------------------------------------- wait / notify
 
-cdef int _waitable(_Span *s, str fn) except -1:
+cdef int _waitable(_Span *s, const char *fn) except -1:
     if s.code != RP_T_I32 and s.code != RP_T_I64:
-        raise TypeError(f"atomics.{fn} works on Int32Array and BigInt64Array (int32 or int64 "
+        raise TypeError(f"atomics.{_s(fn)} works on Int32Array and BigInt64Array (int32 or int64 "
                         f"buffers), not {_TYPE_NAMES[s.code]} elements")
     return 0
 
@@ -281,7 +294,7 @@ def notify(arr, index, count=None):
         _release_span(&s)
 
 
-def _waiters(arr, index):
+def _waiters(arr, index, /):
     """How many waiters (threads and wait_async) wait on arr[index] right now (a test hook)."""
     cdef _Span s
     cdef char *p

@@ -652,7 +652,7 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
                 dd[1] = PyComplex_ImagAsDouble(v)
                 w_byte(w, b'c')
                 w_raw(w, dd, 16)
-            elif t is MessagePort:
+            elif rp_is_port(v):
                 enc_port(w, <MessagePort>v, transfer_ports)
             elif isinstance(v, _Shared):
                 idx = memo_get(w, <void *>v)

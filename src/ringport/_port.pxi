@@ -504,14 +504,16 @@ cdef class MessageChannel:
         return f"<ringport.MessageChannel port1={self.port1!r} port2={self.port2!r}>"
 
 
-def receive_message_on_port(MessagePort port not None):
+def receive_message_on_port(port, /):
     """Never blocks: None when nothing is queued (or the stream ended), else a ReceivedMessage
     whose .message is the message (Node's receiveMessageOnPort)."""
     cdef object v
     cdef bint got
     cdef ReceivedMessage m
+    if not rp_is_port(port):
+        raise TypeError(f"receive_message_on_port() takes a MessagePort, not {type(port).__name__}")
     try:
-        v = port._receive(0, &got)
+        v = (<MessagePort>port)._receive(0, &got)
     except PortClosed:
         return None
     if not got:

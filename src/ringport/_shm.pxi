@@ -355,13 +355,18 @@ cdef int _to_val(int code, object v, rp_val *out) except -1:
                             f"{type(v).__name__}")
         out.d = <double>v
         return 0
-    if not PyIndex_Check(v):
-        raise TypeError(f"{_TYPE_NAMES[code]} elements are integers, not {type(v).__name__}")
-    v = PyNumber_Index(v)
+    if type(v) is not int:
+        if not PyIndex_Check(v):
+            raise TypeError(f"{_TYPE_NAMES[code]} elements are integers, not "
+                            f"{type(v).__name__}")
+        v = PyNumber_Index(v)
     if code == RP_T_U64:
-        if v < 0 or v > 0xFFFFFFFFFFFFFFFF:
+        if v < 0:
             raise _range_error(code, v)
-        out.u = PyLong_AsUnsignedLongLong(v)
+        try:
+            out.u = PyLong_AsUnsignedLongLong(v)
+        except OverflowError:
+            raise _range_error(code, v) from None
         return 0
     s = PyLong_AsLongLongAndOverflow(v, &overflow)
     if overflow or s < _lo(code) or s > _hi(code):
