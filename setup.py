@@ -18,7 +18,8 @@ SANITIZE = os.environ.get("RINGPORT_SANITIZE", "")
 if SANITIZE not in ("", "address", "thread"):
     sys.exit(f"RINGPORT_SANITIZE must be 'address' or 'thread', not {SANITIZE!r}")
 
-CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_shm.c"]
+CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_worker.c",
+        "csrc/rp_shm.c"]
 CSRC = [f for f in CSRC if os.path.exists(f)]
 
 if sys.platform == "win32":

@@ -5,6 +5,7 @@ SharedArrayBuffer and typed arrays with atomics, and Workers that run truly in p
 on free-threaded CPython, subinterpreters with their own GIL on standard CPython 3.13+.
 """
 from ringport._core import (
+    BroadcastChannel,
     MessageChannel,
     MessagePort,
     ReceivedMessage,
@@ -22,9 +23,17 @@ from ringport._errors import (
     WorkerTerminated,
 )
 
+from ringport._worker import (
+    Worker,
+    available_backends,
+    get_environment_data,
+    set_environment_data,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BroadcastChannel",
     "DataCloneError",
     "DecodeError",
     "Empty",
@@ -33,9 +42,41 @@ __all__ = [
     "MessagePort",
     "PortClosed",
     "ReceivedMessage",
+    "Worker",
     "WorkerError",
     "WorkerTerminated",
+    "argv",
+    "available_backends",
     "dumps",
+    "env",
+    "get_environment_data",
+    "is_main_thread",
     "loads",
+    "parent_port",
     "receive_message_on_port",
+    "set_environment_data",
+    "thread_id",
+    "worker_data",
 ]
+
+# Per worker, read at each access (PEP 562): each worker, including several thread-backend
+# workers in one interpreter, sees its own.  In the main thread: parent_port None, worker_data
+# None, is_main_thread True, thread_id 0, argv sys.argv, env os.environ.
+_PER_WORKER = frozenset({"argv", "env", "is_main_thread", "parent_port", "thread_id", "worker_data"})
+
+
+def __getattr__(name):
+    if name in _PER_WORKER:
+        from ringport._worker import context_attr
+
+        return context_attr(name)
+    if name in ("isMainThread", "parentPort", "threadId", "workerData"):
+        from ringport._worker import context_attr
+
+        return context_attr({"isMainThread": "is_main_thread", "parentPort": "parent_port",
+                             "threadId": "thread_id", "workerData": "worker_data"}[name])
+    raise AttributeError(f"module 'ringport' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _PER_WORKER)

@@ -240,6 +240,20 @@ cdef class MessagePort:
         except PortClosed:
             raise StopIteration from None
 
+    # asyncio (ringport._aio): waits ride on the event loop's eventfd, no thread per port
+
+    def receive_async(self, timeout=None):
+        """Awaitable receive(): the next message, without blocking the asyncio event loop."""
+        from ringport._aio import receive_async
+        return receive_async(self, timeout)
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        from ringport._aio import anext_port
+        return anext_port(self)
+
     # ------------------------------------------------------------------ closing and state
 
     def close(self):
@@ -417,6 +431,7 @@ cdef void _detach(MessagePort p) noexcept:
     p.started = False
     if ch != NULL:
         rp_channel_decref(ch, p.side)
+    _loop_update(p)   # its event loop lets go of it
 
 
 cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,
