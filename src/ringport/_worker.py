@@ -28,6 +28,7 @@ Messages that arrive before a listener is attached stay queued for it.
 import asyncio
 import atexit
 import builtins
+import collections
 import importlib
 import os
 import pickle
@@ -159,6 +160,7 @@ class _Loop:
         self.lock = threading.Lock()           # guards watched and the thread fields
         self.dispatch_lock = threading.Lock()  # one listener at a time, across thread hand-overs
         self.watched = {}
+        self.calls = collections.deque()       # call_soon() callbacks
         self.thread = None
         self.thread_daemon = False
         self.stopped = False
@@ -178,13 +180,21 @@ class _Loop:
         self.ws.signal()
 
     def _referenced(self):
-        return any(_loop_state(p) == 2 for p in self.watched.values())
+        return bool(self.calls) or any(_loop_state(p) == 2 for p in self.watched.values())
+
+    def call_soon(self, fn, *args):
+        """Run fn(*args) on this loop, between listeners."""
+        with self.lock:
+            self.calls.append((fn, args))
+            if self.threaded:
+                self._ensure_thread()
+        self.ws.signal()
 
     def _ensure_thread(self):
         # with self.lock held.  A referenced watch needs a non-daemon thread (it keeps the program
         # alive, as in Node); unreferenced ones are served by a daemon thread.  A daemon thread
         # that gets replaced notices (self.thread is not itself) and leaves.
-        if self.stopped or not self.watched:
+        if self.stopped or not (self.watched or self.calls):
             return
         if self._referenced():
             if self.thread is not None and not self.thread_daemon:
@@ -204,6 +214,18 @@ class _Loop:
         exception a listener raised (None: let it propagate)."""
         busy = False
         with self.dispatch_lock:
+            while self.calls:
+                try:
+                    fn, args = self.calls.popleft()
+                except IndexError:
+                    break
+                busy = True
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    if report is None:
+                        raise
+                    report(exc)
             for port in ports:
                 try:
                     if port._dispatch(64):
@@ -361,6 +383,8 @@ class Worker:
         self._error_printed = False
         self._async_waiters = []
         self._refed = True
+        self._missed = {}  # 'online'/'error'/'exit' that happened with no listener: replayed
+        self._loop = parent.get_loop()
         chan, ctl = MessageChannel(), MessageChannel()
         payload = {
             "parent_port": chan.port2,
@@ -457,18 +481,29 @@ class Worker:
 
     # ------------------------------------------------------------------ events
 
+    def _emit(self, event, *args):
+        if not self._events.emit(event, *args):
+            self._missed[event] = args
+            return False
+        return True
+
+    def _replay(self, event):
+        args = self._missed.pop(event, None)
+        if args is not None:
+            self._events.emit(event, *args)
+
     def _on_ctl(self, msg):
         kind = msg[0]
         if kind == "online":
-            self._events.emit("online")
+            self._emit("online")
         elif kind == "exit":
             # the messages the worker posted before it ended come before 'exit'
             self._port._dispatch()
             error = self._error
-            if error is not None and not self._error_printed:
-                if not self._events.emit("error", error):
+            if error is not None:
+                if not self._emit("error", error) and not self._error_printed:
                     _print_worker_error(self, error, None)
-            self._events.emit("exit", msg[1])
+            self._emit("exit", msg[1])
             self._ctlport.close()
 
     def on(self, event, listener):
@@ -479,9 +514,17 @@ class Worker:
                 self._port.unref()
         else:
             self._events.on(event, listener)
+            self._replay_soon(event)
         return self
 
     add_listener = on
+
+    def _replay_soon(self, event):
+        # A worker can start, fail and end before the line after Worker(...) attaches its
+        # listeners (threads are not Node's single loop): 'online', 'error' and 'exit' that
+        # found no listener are delivered to the first one attached later, on the loop.
+        if event in self._missed:
+            self._loop.call_soon(self._replay, event)
 
     def once(self, event, listener):
         if event in ("message", "messageerror"):
@@ -490,6 +533,7 @@ class Worker:
                 self._port.unref()
         else:
             self._events.once(event, listener)
+            self._replay_soon(event)
         return self
 
     def off(self, event, listener=None):
@@ -670,7 +714,12 @@ def _bootstrap(token, ctl_address, func):
                    env_data=payload["env_data"], name=payload["name"],
                    loop=_Loop(threaded=False))
     spec = payload["spec"]
-    script = spec[1] if spec[0] == "file" else ("-c" if spec[0] == "eval" else spec[1])
+    if spec[0] in ("file", "func"):
+        script = spec[1]
+    elif spec[0] == "eval":
+        script = "-c"
+    else:
+        script = getattr(func, "__qualname__", "-c")
     ctx.argv = [script, *payload["argv"]]
     if backend == "thread":
         _tls.ctx = ctx
@@ -793,4 +842,15 @@ def _at_exit():
         w._thread.join(10)
 
 
+def _on_threading_shutdown():
+    """Before threading waits for non-daemon threads (our loop thread among them): if the main
+    module died of an uncaught exception (Ctrl-C included), do as Node does and do not wait for
+    workers: stop them now.  sys.exit() in the main thread still waits, as for threads."""
+    if getattr(sys, "last_exc", None) is None and getattr(sys, "last_value", None) is None:
+        return
+    _at_exit()
+
+
 atexit.register(_at_exit)
+if _interp_ctx is None and hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_on_threading_shutdown)
