@@ -25,18 +25,13 @@ that registered them, one at a time:
 
 Messages that arrive before a listener is attached stay queued for it.
 """
-import asyncio
 import atexit
 import builtins
 import collections
-import importlib
 import os
 import pickle
-import re
 import sys
-import sysconfig
 import threading
-import traceback
 import weakref
 
 from ringport import _core
@@ -61,7 +56,18 @@ except ImportError:  # before 3.13
 
 __all__ = ["Worker", "available_backends", "get_environment_data", "set_environment_data"]
 
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+# (asyncio, traceback, re, importlib and sysconfig are imported where used: a subinterpreter
+# worker imports this module at boot, and asyncio alone costs it ~150 ms on 3.14.)
+
+
+def _free_threaded():
+    if sys.platform != "win32":
+        return "t" in sys.abiflags
+    import sysconfig
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+FREE_THREADED = _free_threaded()
 
 #: The exit code of a worker stopped by terminate() (Node uses 1 as well).
 TERMINATED_EXIT_CODE = 1
@@ -278,6 +284,7 @@ class _Loop:
 
 
 def _report_listener_error(exc):
+    import traceback
     print("Exception in a ringport listener:", file=sys.stderr)
     traceback.print_exception(exc, file=sys.stderr)
 
@@ -313,7 +320,6 @@ _core._loop_hook = _Hook()
 _live = set()              # workers not yet exited, in this interpreter
 _live_lock = threading.Lock()
 _local_errors = {}         # thread backend: the worker's exception object itself, by thread id
-_SUBINTERP_REFUSAL = re.compile(r"module (\S+) does not support loading in subinterpreters")
 
 
 def _target_spec(target, eval_, backend):
@@ -616,6 +622,7 @@ class Worker:
 
     async def wait_exit(self):
         """Await the worker's end in asyncio, without blocking the event loop; the exit code."""
+        import asyncio
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._exit_code is not None:
@@ -653,6 +660,7 @@ def _print_worker_error(worker, error, report):
         if tb and not tb.endswith("\n"):
             print(file=sys.stderr)
     else:
+        import traceback
         traceback.print_exception(error, file=sys.stderr)
 
 
@@ -662,6 +670,7 @@ def _print_worker_error(worker, error, report):
 def _error_report(exc, backend, thread_id=None):
     """What the parent needs to rebuild exc: the object itself for the thread backend (same
     interpreter), else its pickle, plus the type, message and formatted traceback."""
+    import traceback
     tb = "".join(traceback.format_exception(exc))
     report = {"type": type(exc).__qualname__, "module": type(exc).__module__,
               "message": str(exc), "traceback": tb, "pickle": None, "local": None}
@@ -777,7 +786,8 @@ def _system_exit_code(exc):
 
 def _explain_subinterpreter_import(exc):
     if isinstance(exc, ImportError):
-        m = _SUBINTERP_REFUSAL.search(str(exc))
+        import re
+        m = re.search(r"module (\S+) does not support loading in subinterpreters", str(exc))
         if m:
             top = exc.name or m.group(1).split(".")[0]
             new = ImportError(
@@ -795,6 +805,7 @@ def _run_target(ctx, spec, func, backend):
     if kind == "call":
         func()
     elif kind == "func":
+        import importlib
         obj = importlib.import_module(spec[1])
         for part in spec[2].split("."):
             obj = getattr(obj, part)
