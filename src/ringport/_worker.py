@@ -667,10 +667,18 @@ def _print_worker_error(worker, error, report):
 # ---------------------------------------------------------------------------- errors
 
 
+_OWN_FILES = ("_worker.py", "_worker.pxi")
+
+
 def _error_report(exc, backend, thread_id=None):
     """What the parent needs to rebuild exc: the object itself for the thread backend (same
     interpreter), else its pickle, plus the type, message and formatted traceback."""
     import traceback
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.endswith(_OWN_FILES):
+        tb = tb.tb_next  # ringport's own frames above the worker's code say nothing useful
+    if tb is not None:
+        exc.__traceback__ = tb
     tb = "".join(traceback.format_exception(exc))
     report = {"type": type(exc).__qualname__, "module": type(exc).__module__,
               "message": str(exc), "traceback": tb, "pickle": None, "local": None}
