@@ -496,6 +496,10 @@ class Worker:
     def _replay(self, event):
         args = self._missed.pop(event, None)
         if args is not None:
+            if event == "exit":
+                self._port._dispatch()  # messages first, as when 'exit' came in
+                if "error" in self._missed and self._events.count("error"):
+                    self._replay("error")
             self._events.emit(event, *args)
 
     def _on_ctl(self, msg):
