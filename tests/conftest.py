@@ -54,3 +54,13 @@ def start_worker(backend):
             if w.is_alive():
                 stuck.append(w)
     assert not stuck, f"workers did not end: {stuck}"
+
+
+def pytest_collection_modifyitems(config, items):
+    # As pyproject's marker says: stress runs are deselected unless asked for with -m.
+    if config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="stress run: select with -m stress")
+    for item in items:
+        if "stress" in item.keywords:
+            item.add_marker(skip)

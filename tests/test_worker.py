@@ -396,3 +396,64 @@ def test_ctrl_c_stops_a_program_waiting_on_workers(backend):
             p.wait()
     assert "KeyboardInterrupt" in err
     assert p.returncode != 0
+
+
+def test_main_listeners_run_one_at_a_time_on_the_loop_thread(backend):
+    src = "import ringport\nfor i in range(200): ringport.parent_port.post_message(i)"
+    ws = [ringport.Worker(src, eval=True, backend=backend) for _ in range(3)]
+    inside = [0]
+    overlap = []
+    threads = set()
+    got = []
+    done = threading.Event()
+
+    def listener(m):
+        inside[0] += 1
+        if inside[0] > 1:
+            overlap.append(m)
+        threads.add(threading.current_thread().name)
+        got.append(m)
+        time.sleep(0)
+        inside[0] -= 1
+        if len(got) == 600:
+            done.set()
+
+    try:
+        for w in ws:
+            w.on("message", listener)
+        assert done.wait(30)
+    finally:
+        for w in ws:
+            w.join(30)
+    assert not overlap
+    assert threads == {"ringport-loop"}
+    assert sorted(got) == sorted(list(range(200)) * 3)
+
+
+def test_port_listeners_without_workers():
+    ch = ringport.MessageChannel()
+    got = []
+    closed = threading.Event()
+    ch.port1.on("message", got.append)
+    ch.port1.on("close", closed.set)
+    assert ch.port1.has_ref()
+    for i in range(10):
+        ch.port2.post_message(i)
+    ch.port2.close()
+    assert closed.wait(10)
+    assert got == list(range(10))
+
+
+@pytest.mark.stress
+def test_stress_many_workers_count_every_message(backend):
+    n_workers, n_msgs = 8, 20000
+    ws = [ringport.Worker(workerfuncs.echo, backend=backend) for _ in range(n_workers)]
+    try:
+        for w in ws:
+            for i in range(n_msgs):
+                w.post_message(i)
+        for w in ws:
+            assert [w.receive(timeout=60) for _ in range(n_msgs)] == list(range(n_msgs))
+            w.port.close()
+    finally:
+        assert [w.join(60) for w in ws] == [0] * n_workers

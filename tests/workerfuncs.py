@@ -62,6 +62,8 @@ def broadcast_member():
     with ringport.BroadcastChannel(name) as bc:
         ringport.parent_port.post_message("joined")
         msg = bc.receive(timeout=30)
+        while isinstance(msg, tuple):   # another member's reply may come first
+            msg = bc.receive(timeout=30)
         ringport.parent_port.post_message(("got", ringport.thread_id, msg))
         bc.post_message(("reply", ringport.thread_id))
 
