@@ -457,3 +457,32 @@ def test_stress_many_workers_count_every_message(backend):
             w.port.close()
     finally:
         assert [w.join(60) for w in ws] == [0] * n_workers
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_the_program_waits_for_its_listeners(backend):
+    """The main module is done; only the loop keeps the program alive: Ctrl-C ends it."""
+    import signal
+    code = textwrap.dedent("""
+        import sys, ringport
+        w = ringport.Worker("import ringport\\n"
+                            "ringport.parent_port.on('message', print)\\n"
+                            "ringport.parent_port.post_message('up')", eval=True,
+                            backend=sys.argv[1])
+        w.on("message", lambda m: print(m, flush=True))
+    """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(ringport.__file__))
+    p = subprocess.Popen([sys.executable, "-c", code, backend], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline() == "up\n"
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "KeyboardInterrupt" in err
+    assert p.returncode == -signal.SIGINT

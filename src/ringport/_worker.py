@@ -16,15 +16,16 @@ carries its parent port, a control port, worker_data, environment data, argv, en
 Events and the loop.  Listeners of ports and workers are called by an event loop of the context
 that registered them, one at a time:
 
-* in the main thread's context, by a dispatcher thread named ``ringport-loop`` that sleeps on a C
-  wait set until a watched port has something.  It is a non-daemon thread while a referenced
-  worker or a referenced port with 'message' listeners is live, so the program stays alive until
-  then and exits by itself afterwards, as in Node;
+* in the main thread's context, by a daemon dispatcher thread named ``ringport-loop`` that
+  sleeps on a C wait set until a watched port has something.  When the main module is done, the
+  main thread waits (interruptibly) while a referenced worker or a referenced port with 'message'
+  listeners is live, so the program exits by itself afterwards, as in Node;
 * in a worker, by the worker's own thread once its script has run: it keeps dispatching until no
   referenced port with listeners (and no referenced child worker) remains, then the worker exits.
 
 Messages that arrive before a listener is attached stay queued for it.
 """
+import _signal
 import atexit
 import builtins
 import collections
@@ -168,8 +169,8 @@ class _Loop:
         self.watched = {}
         self.calls = collections.deque()       # call_soon() callbacks
         self.thread = None
-        self.thread_daemon = False
         self.stopped = False
+        self.idle = _WaitSet()                 # signalled when what the loop watches changes
 
     def update(self, port):
         state = _loop_state(port)
@@ -184,6 +185,7 @@ class _Loop:
             if self.threaded:
                 self._ensure_thread()
         self.ws.signal()
+        self._changed()
 
     def _referenced(self):
         return bool(self.calls) or any(_loop_state(p) == 2 for p in self.watched.values())
@@ -195,25 +197,20 @@ class _Loop:
             if self.threaded:
                 self._ensure_thread()
         self.ws.signal()
+        self._changed()
 
     def _ensure_thread(self):
-        # with self.lock held.  A referenced watch needs a non-daemon thread (it keeps the program
-        # alive, as in Node); unreferenced ones are served by a daemon thread.  A daemon thread
-        # that gets replaced notices (self.thread is not itself) and leaves.
-        if self.stopped or not (self.watched or self.calls):
+        # with self.lock held.  The dispatcher is a daemon thread: what keeps the program alive
+        # is _on_threading_shutdown, in the main thread, where Ctrl-C still gets through (threading's
+        # own join of non-daemon threads cannot be interrupted on 3.13).
+        if self.stopped or self.thread is not None or not (self.watched or self.calls):
             return
-        if self._referenced():
-            if self.thread is not None and not self.thread_daemon:
-                return
-            daemon = False
-        else:
-            if self.thread is not None:
-                return
-            daemon = True
-        t = threading.Thread(target=self._run_thread, name="ringport-loop", daemon=daemon)
+        t = threading.Thread(target=self._run_thread, name="ringport-loop", daemon=True)
         self.thread = t
-        self.thread_daemon = daemon
         t.start()
+
+    def _changed(self):
+        self.idle.signal()  # whoever waits for the loop to go idle re-checks
 
     def _dispatch_all(self, ports, report):
         """One round over the ports; True if anything was delivered.  report: what to do with an
@@ -255,15 +252,27 @@ class _Loop:
             with self.lock:
                 if self.thread is not me or self.stopped:
                     return
-                if not me.daemon and not self._referenced():
-                    # nothing keeps the program alive: leave it to a daemon successor, if needed
-                    self.thread = None
-                    self._ensure_thread()
+                if not (self.watched or self.calls):
+                    self.thread = None  # update() starts a new one when needed
+                    self._changed()
                     return
                 ports = list(self.watched.values())
-            if self._dispatch_all(ports, _report_listener_error):
-                continue
-            self.ws.wait(seen, None, False)
+            busy = self._dispatch_all(ports, _report_listener_error)
+            self._changed()
+            if not busy:
+                self.ws.wait(seen, None, False)
+
+    def wait_idle(self):
+        """In the main thread at exit: wait until nothing referenced is watched (Node's "the
+        event loop is empty"), interruptibly."""
+        while True:
+            seen = self.idle.seq()
+            with self.lock:
+                if self.stopped or not self._referenced():
+                    return
+            # sliced: PyErr_CheckSignals() runs every 50 ms, so Ctrl-C gets through here even
+            # where a threading.Event wait would not see it (interpreter shutdown, 3.11-3.14)
+            self.idle.wait(seen, None, True)
 
     def run_inline(self):
         """A worker's loop, in the worker's own thread: until nothing referenced is watched."""
@@ -281,6 +290,7 @@ class _Loop:
         with self.lock:
             self.stopped = True
         self.ws.signal()
+        self._changed()
 
 
 def _report_listener_error(exc):
@@ -866,12 +876,32 @@ def _at_exit():
 
 
 def _on_threading_shutdown():
-    """Before threading waits for non-daemon threads (our loop thread among them): if the main
-    module died of an uncaught exception (Ctrl-C included), do as Node does and do not wait for
-    workers: stop them now.  sys.exit() in the main thread still waits, as for threads."""
-    if getattr(sys, "last_exc", None) is None and getattr(sys, "last_value", None) is None:
+    """In the main thread, when its module is done, before threading joins threads: keep the
+    program alive while a referenced worker or port with listeners is live, as Node does.  If
+    the main module died of an uncaught exception, or Ctrl-C comes while waiting, do not wait:
+    stop the workers now (sys.exit() in the main thread still waits, as for threads)."""
+    loop = _main_ctx.loop
+    if getattr(sys, "last_exc", None) is not None or getattr(sys, "last_value", None) is not None:
+        _at_exit()
         return
-    _at_exit()
+    if loop is None:
+        return
+    try:
+        loop.wait_idle()
+    except KeyboardInterrupt:
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # one Ctrl-C stops everything
+        for _ in range(3):
+            try:  # (a trip still pending from the same Ctrl-C may raise once more)
+                _at_exit()
+                break
+            except KeyboardInterrupt:
+                pass
+        print("KeyboardInterrupt", file=sys.stderr, flush=True)
+        if sys.platform != "win32":
+            # exit as a Ctrl-C'ed Python does (status 128 + SIGINT)
+            _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+            os.kill(os.getpid(), _signal.SIGINT)
+        raise
 
 
 atexit.register(_at_exit)
