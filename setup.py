@@ -18,7 +18,8 @@ SANITIZE = os.environ.get("RINGPORT_SANITIZE", "")
 if SANITIZE not in ("", "address", "thread"):
     sys.exit(f"RINGPORT_SANITIZE must be 'address' or 'thread', not {SANITIZE!r}")
 
-CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_shm.c", "csrc/rp_park.c"]
+CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_worker.c",
+        "csrc/rp_shm.c", "csrc/rp_park.c"]
 # csrc/ and the public header ringport/atomics.h (shipped for C and Cython users)
 INCLUDE = ["csrc", "src/ringport/include"]
 

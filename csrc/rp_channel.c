@@ -1,5 +1,6 @@
 /* rp_channel.c - see rp_channel.h */
 #include "rp_channel.h"
+#include "rp_worker.h"
 
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -72,6 +73,8 @@ typedef struct rp_queue {
     atomic_uint space_seq;
     atomic_int space_sleepy;
     rp_ring *ring;
+    /* wait sets watching this queue (event loops; see rp_channel_watch), under plock */
+    _Atomic(rp_waitset *) watch[2];
 } rp_queue;
 
 struct rp_channel {
@@ -102,6 +105,8 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
     atomic_init(&q->pending, 0);
     atomic_init(&q->space_seq, 0u);
     atomic_init(&q->space_sleepy, 0);
+    atomic_init(&q->watch[0], NULL);
+    atomic_init(&q->watch[1], NULL);
     size_t sz = rp_ring_size(capacity);
     if (sz == 0) return RP_EINVAL;
     q->ring = (rp_ring *)aligned_block(sz);
@@ -132,6 +137,10 @@ static void queue_drain(rp_queue *q) {
 }
 
 static void queue_free(rp_queue *q) {
+    for (int i = 0; i < 2; i++) {
+        rp_waitset *ws = atomic_exchange_explicit(&q->watch[i], NULL, memory_order_acq_rel);
+        if (ws) rp_waitset_decref(ws);
+    }
     if (q->ring) {
         queue_drain(q);
         rp_ring_destroy(q->ring);
@@ -175,6 +184,14 @@ void rp_channel_incref(rp_channel *ch, int side) {
     atomic_fetch_add_explicit(&ch->refs[side & 1], 1, memory_order_relaxed);
 }
 
+/* With the producer lock held (which keeps the sets attached): tell the watching loops. */
+static void signal_watchers(rp_queue *q) {
+    for (int i = 0; i < 2; i++) {
+        rp_waitset *ws = atomic_load_explicit(&q->watch[i], memory_order_acquire);
+        if (ws) rp_waitset_signal(ws);
+    }
+}
+
 static void wake_all(rp_queue *q) {
     atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
     rp_addr_wake(&q->data_seq, -1);
@@ -188,6 +205,7 @@ void rp_channel_close(rp_channel *ch) {
      * delivered, or sees the channel closed. */
     for (int s = 0; s < 2; s++) rp_lock_acquire(&ch->q[s].plock, RP_FOREVER, 0, NULL);
     atomic_store_explicit(&ch->closed, 1, memory_order_release);
+    for (int s = 0; s < 2; s++) signal_watchers(&ch->q[s]);
     for (int s = 1; s >= 0; s--) rp_lock_release(&ch->q[s].plock);
     wake_all(&ch->q[0]);
     wake_all(&ch->q[1]);
@@ -308,6 +326,7 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
         overflow_push(q, node);
     }
     if (ch->max_pending) atomic_fetch_add_explicit(&q->pending, (int64_t)len, memory_order_acq_rel);
+    signal_watchers(q);
     rp_lock_release(&q->plock);
     signal_consumers(q);
     return RP_OK;
@@ -448,4 +467,16 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     }
     r->msg = NULL;
     r->node = NULL;
+}
+
+/* ------------------------------------------------------------------ wait sets (rp_worker.h) */
+
+void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    if (ws) rp_waitset_incref(ws);
+    rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
+    rp_waitset *old = atomic_exchange_explicit(&q->watch[slot & 1], ws, memory_order_acq_rel);
+    rp_lock_release(&q->plock);
+    if (old) rp_waitset_decref(old);
+    if (ws) rp_waitset_signal(ws);
 }

@@ -111,6 +111,37 @@ def run_in_subinterpreter(code):
     return t
 
 
+JOIN_TIMEOUT = 20.0
+
+
+@pytest.fixture(params=ringport.available_backends())
+def backend(request):
+    """Each backend that works on this interpreter."""
+    return request.param
+
+
+@pytest.fixture
+def start_worker(backend):
+    """start_worker(target, **kw): a Worker on the test's backend, terminated and joined (with a
+    timeout) at teardown; a worker that does not end fails the test."""
+    started = []
+
+    def start(target, **kw):
+        kw.setdefault("backend", backend)
+        w = ringport.Worker(target, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    stuck = []
+    for w in started:
+        if w.join(JOIN_TIMEOUT) is None:
+            w.terminate(JOIN_TIMEOUT)
+            if w.is_alive():
+                stuck.append(w)
+    assert not stuck, f"workers did not end: {stuck}"
+
+
 @pytest.fixture
 def channel():
     ch = ringport.MessageChannel()

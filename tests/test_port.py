@@ -14,7 +14,7 @@ import ringport
 from ringport import (DataCloneError, DecodeError, Empty, Full, MessageChannel, MessagePort,
                       PortClosed, receive_message_on_port)
 
-from conftest import FREE_THREADED
+from conftest import FREE_THREADED, wait_until
 
 
 def test_both_directions(channel):
@@ -229,25 +229,21 @@ def test_ports_cannot_be_pickled(channel):
         pickle.dumps(channel.port1)
 
 
-def test_listeners_via_dispatch(channel):
+def test_listeners_are_fed_by_the_event_loop(channel):
     got, closed = [], []
     channel.port2.on("message", got.append)
     channel.port2.on("close", lambda: closed.append(True))
     channel.port1.post_message(1)
     channel.port1.post_message(2)
-    assert channel.port2._dispatch() == 2
-    assert got == [1, 2]
+    wait_until(lambda: got == [1, 2])
     channel.port2.off("message", got.append)
     channel.port2.once("message", got.append)
     channel.port1.post_message(3)
-    channel.port1.post_message(4)
-    channel.port2._dispatch()
-    assert got == [1, 2, 3]
+    channel.port1.post_message(4)   # once(): only 3 reaches the listener; 4 stays queued
+    wait_until(lambda: got == [1, 2, 3])
+    assert channel.port2.receive(timeout=5) == 4
     channel.port1.close()
-    channel.port2.start()
-    channel.port2._dispatch()
-    channel.port2._dispatch()
-    assert closed == [True]
+    wait_until(lambda: closed == [True])
     assert channel.port2.has_ref()
     channel.port2.unref()
     assert not channel.port2.has_ref()
@@ -258,8 +254,8 @@ def test_messageerror_event(channel):
     channel.port2.on("messageerror", errors.append)
     channel.port2.on("message", lambda m: None)
     channel.port1.post_message(_Boom())
-    channel.port2._dispatch()
-    assert len(errors) == 1 and isinstance(errors[0], DecodeError)
+    wait_until(lambda: len(errors) == 1)
+    assert isinstance(errors[0], DecodeError)
 
 
 def test_many_producers_and_consumers_deliver_exactly_once_in_order(rethread):

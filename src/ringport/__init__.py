@@ -10,11 +10,12 @@ from ringport import atomics
 from ringport._core import (
     BigInt64Array,
     BigUint64Array,
+    BroadcastChannel,
     Float32Array,
     Float64Array,
-    Int8Array,
     Int16Array,
     Int32Array,
+    Int8Array,
     MessageChannel,
     MessagePort,
     ReceivedMessage,
@@ -36,6 +37,13 @@ from ringport._errors import (
     WorkerTerminated,
 )
 
+from ringport._worker import (
+    Worker,
+    available_backends,
+    get_environment_data,
+    set_environment_data,
+)
+
 __version__ = "0.1.0"
 
 
@@ -48,6 +56,7 @@ def get_include():
 __all__ = [
     "BigInt64Array",
     "BigUint64Array",
+    "BroadcastChannel",
     "DataCloneError",
     "DecodeError",
     "Empty",
@@ -65,11 +74,43 @@ __all__ = [
     "Uint16Array",
     "Uint32Array",
     "Uint8Array",
+    "Worker",
     "WorkerError",
     "WorkerTerminated",
+    "argv",
     "atomics",
+    "available_backends",
     "dumps",
+    "env",
+    "get_environment_data",
     "get_include",
+    "is_main_thread",
     "loads",
+    "parent_port",
     "receive_message_on_port",
+    "set_environment_data",
+    "thread_id",
+    "worker_data",
 ]
+
+# Per worker, read at each access (PEP 562): each worker, including several thread-backend
+# workers in one interpreter, sees its own.  In the main thread: parent_port None, worker_data
+# None, is_main_thread True, thread_id 0, argv sys.argv, env os.environ.
+_PER_WORKER = frozenset({"argv", "env", "is_main_thread", "parent_port", "thread_id", "worker_data"})
+
+
+def __getattr__(name):
+    if name in _PER_WORKER:
+        from ringport._worker import context_attr
+
+        return context_attr(name)
+    if name in ("isMainThread", "parentPort", "threadId", "workerData"):
+        from ringport._worker import context_attr
+
+        return context_attr({"isMainThread": "is_main_thread", "parentPort": "parent_port",
+                             "threadId": "thread_id", "workerData": "worker_data"}[name])
+    raise AttributeError(f"module 'ringport' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _PER_WORKER)

@@ -7,6 +7,7 @@ of interpreters at once and never turns the GIL back on.
 """
 cimport cython
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from ringport._csrc cimport *
@@ -69,5 +70,6 @@ include "_codec.pxi"
 include "_shm.pxi"
 include "_port.pxi"
 include "_atomics.pxi"
+include "_worker.pxi"
 
 rp_register_types(MessagePort, _TypedArray)

@@ -151,3 +151,37 @@ cdef extern from "rp_park.h" nogil:
     int rp_park_fd_open(int *rfd, int *wfd)
     void rp_park_fd_close(int rfd, int wfd)
     const void *rp_park_capi()
+
+cdef extern from "rp_worker.h" nogil:
+    ctypedef struct rp_waitset:
+        pass
+    rp_waitset *rp_waitset_new(int with_fd)
+    void rp_waitset_incref(rp_waitset *ws)
+    void rp_waitset_decref(rp_waitset *ws)
+    void rp_waitset_signal(rp_waitset *ws)
+    unsigned rp_waitset_seq(rp_waitset *ws)
+    int rp_waitset_wait(rp_waitset *ws, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
+                        rp_cancel *cancel)
+    int rp_waitset_fd(rp_waitset *ws)
+    void rp_waitset_arm(rp_waitset *ws)
+    void rp_waitset_drain(rp_waitset *ws)
+    void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws)
+
+    enum:
+        RP_W_STARTING
+        RP_W_RUNNING
+        RP_W_DONE
+    ctypedef struct rp_worker_ctl:
+        rp_cancel cancel
+        int state
+        int64_t thread_id
+    rp_worker_ctl *rp_worker_ctl_new()
+    void rp_worker_ctl_incref(rp_worker_ctl *c)
+    void rp_worker_ctl_decref(rp_worker_ctl *c)
+    int64_t rp_next_thread_id()
+
+    ctypedef struct rp_bc_member:
+        pass
+    rp_bc_member *rp_bc_join(const char *name, size_t length, rp_channel *ch)
+    void rp_bc_leave(rp_bc_member *m)
+    int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap)

@@ -260,6 +260,20 @@ cdef class MessagePort:
         except PortClosed:
             raise StopIteration from None
 
+    # asyncio (ringport._aio): waits ride on the event loop's eventfd, no thread per port
+
+    def receive_async(self, timeout=None):
+        """Awaitable receive(): the next message, without blocking the asyncio event loop."""
+        from ringport._aio import receive_async
+        return receive_async(self, timeout)
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        from ringport._aio import anext_port
+        return anext_port(self)
+
     # ------------------------------------------------------------------ closing and state
 
     def close(self):
@@ -372,7 +386,10 @@ cdef class MessagePort:
         if self.ch == NULL or self.events is None:
             return 0
         while limit < 0 or n < limit:
-            if self.events.count("message") == 0 and not self.started:
+            if self.events.count("message") == 0:   # no listener: messages wait for one
+                if rp_channel_closed(self.ch) and not self.close_emitted:
+                    self.close_emitted = True
+                    self.events.emit("close")
                 break
             try:
                 v = self._receive(0, &got)
@@ -451,6 +468,7 @@ cdef void _detach(MessagePort p) noexcept:
     p.started = False
     if ch != NULL:
         rp_channel_decref(ch, p.side)
+    _loop_update(p)   # its event loop lets go of it
 
 
 cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,

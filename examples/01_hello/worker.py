@@ -1,0 +1,10 @@
+from ringport import parent_port
+
+
+def on_message(message):
+    print(f"Worker received: {message}")
+    parent_port.post_message("Hello, Main Thread!")
+    parent_port.close()  # done: lets the worker, and then the program, end (Node would wait)
+
+
+parent_port.on("message", on_message)
