@@ -46,6 +46,7 @@ def parse(argv):
     ap.add_argument("--no-cimport", action="store_true", help="do not build the cimported loops")
     ap.add_argument("--load", metavar="PATH", help="print (and --plot) results from a JSON "
                     "file instead of running")
+    ap.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown here")
     ap.add_argument("--list", action="store_true", help="list benchmarks and systems, then exit")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)   # smoke test
     return ap.parse_args(argv)
@@ -250,6 +251,33 @@ def print_table(res, file=sys.stdout):
             print(f"  {name:52s} {'skipped':>10}  {why}", file=file)
 
 
+def markdown(res):
+    """The results as Markdown tables (one per benchmark family), for the README and docs."""
+    m, py = res["machine"], res["python"]
+    out = [f"{m['cpu']}, {m['cores']} cores; Python {py['version']}"
+           f"{' free-threaded' if py['free_threaded'] else ''}; node "
+           f"{res['versions'].get('node') or '-'}; {res['date']}; repeats "
+           f"{res['options']['repeat']}", ""]
+    for bid, b in res["benchmarks"].items():
+        lat = b["latency"]
+        out.append(f"**{b['family']}: {b['title']}** ({b['unit']}, {b['better']} is better)")
+        out.append("")
+        out.append("| system | median |" + (" p99 |" if lat else "") + " ringport is |")
+        out.append("|---|---:|" + ("---:|" if lat else "") + "---:|")
+        for name, d in b["systems"].items():
+            r = d.get("ratio")
+            rs = "reference" if name == b["reference"] else "-" if r is None else f"{r:.2f}x"
+            sp = d.get("speedup")
+            if sp is not None and bid != "scaling-1":
+                rs += f" (speed-up {sp:.2f}x)"
+            out.append(f"| {name} | {fmt(d['median'])} |" + (f" {fmt(d.get('p99'))} |"
+                       if lat else "") + f" {rs} |")
+        for name, why in b["skipped"].items():
+            out.append(f"| {name} | skipped: {why} |" + (" |" if lat else "") + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def plot(res, path):
     try:
         import matplotlib
@@ -261,6 +289,11 @@ def plot(res, path):
               "--plot PATH with a Python that has it", file=sys.stderr)
         return False
     fams = {}
+    names = []
+    for b in res["benchmarks"].values():
+        names += [s for s in b["systems"] if s not in names]
+    cmap = plt.get_cmap("tab20")
+    color = {s: cmap(i % 20) for i, s in enumerate(names)}    # one colour per system, everywhere
     for bid, b in res["benchmarks"].items():
         fams.setdefault(b["family"], []).append((bid, b))
     n = len(fams)
@@ -288,7 +321,7 @@ def plot(res, path):
                     xs.append(i + (j - (len(systems) - 1) / 2) * width)
                     ys.append(v)
             vals_all += ys
-            ax.bar(xs, ys, width, label=s)
+            ax.bar(xs, ys, width, label=s, color=color[s])
         ax.set_xticks(range(len(items)))
         ax.set_xticklabels([b["title"] for _, b in items], fontsize=8)
         unit = "speed-up vs 1 worker" if scaling else items[0][1]["unit"]
@@ -304,7 +337,7 @@ def plot(res, path):
     fig.suptitle(f"ringport.bench: {res['machine']['cpu']}, {res['machine']['cores']} cores, "
                  f"Python {py['version']}{' free-threaded' if py['free_threaded'] else ''}, "
                  f"{res['date'][:10]}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -316,6 +349,9 @@ def main(argv=None):
         with open(args.load) as f:
             res = json.load(f)
         print_table(res)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(markdown(res))
         if args.plot and not plot(res, args.plot):
             return 2
         return 0 if res.get("verified") else 1
@@ -351,6 +387,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(res))
     if args.plot:
         plot(res, args.plot)
     if not res["verified"]:
