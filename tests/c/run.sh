@@ -5,8 +5,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 csrc="$here/../../csrc"
 out=${1:-$(mktemp -d)}
 mkdir -p "$out"
-srcs=("$csrc/rp_wait.c" "$csrc/rp_ring.c" "$csrc/rp_channel.c" "$here/test_channel.c")
-flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$csrc" -pthread)
+srcs=("$csrc"/rp_*.c "$here/test_channel.c")
+flags=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$csrc" -I"$here/../../src/ringport/include" -pthread)
 build() { local name=$1; shift; gcc "${flags[@]}" "$@" "${srcs[@]}" -o "$out/$name"; }
 build futex -O2
 build portable -O2 -DRP_PORTABLE_WAIT
