@@ -59,7 +59,11 @@ cdef extern from "Python.h":
     int PyList_Append(object lst, object item) except -1
     object PySequence_Tuple(object o)
 
-import pickle as _pickle
+# pickle is imported on first use: it pulls in re, enum and more, and every subinterpreter
+# worker would pay that at start-up (~10 ms) even if it never meets a pickled value.
+cdef object _pickle_module():
+    import pickle
+    return pickle
 
 # Out-of-band buffers of a pickled object at least this big travel in their own block (copied
 # once, adopted by the receiver without a copy); smaller ones are inlined in the message.
@@ -380,7 +384,7 @@ cdef int enc_pickled(Writer *w, object v) except -1:
     cdef void *block
     cdef uint32_t hidx
     try:
-        data = _pickle.dumps(v, protocol=5, buffer_callback=bufs.append)
+        data = _pickle_module().dumps(v, protocol=5, buffer_callback=bufs.append)
     except BaseException as e:
         if not isinstance(e, Exception):
             raise
@@ -938,7 +942,7 @@ cdef object dec_pickled(Reader *r):
     for j in range(nb):
         buffers.append(dec_data(r))
     try:
-        return _pickle.loads(data, buffers=buffers)
+        return _pickle_module().loads(data, buffers=buffers)
     except Exception as e:
         raise DecodeError(f"a pickled object in the message could not be rebuilt: {e!r}") from e
 

@@ -30,7 +30,6 @@ import atexit
 import builtins
 import collections
 import os
-import pickle
 import sys
 import threading
 import weakref
@@ -701,6 +700,8 @@ def _error_report(exc, backend, thread_id=None):
         report["local"] = thread_id
     else:
         try:
+            import pickle  # lazily: a worker that never fails need not import it
+
             report["pickle"] = pickle.dumps(exc)
         except Exception:
             pass
@@ -716,6 +717,8 @@ def _rebuild_error(report):
     data = report.get("pickle")
     if data is not None:
         try:
+            import pickle
+
             exc = pickle.loads(data)
         except Exception:
             exc = None
