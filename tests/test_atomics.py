@@ -365,9 +365,9 @@ def test_many_waiters_notify_all():
     assert [t.join() for t in ts] == ["ok"] * 6
 
 
-def test_ping_pong():
+def _ping_pong(rounds, join_timeout):
+    """Two threads take turns through wait/notify on one element; every hand-off is counted."""
     a = Int32Array(1)
-    rounds = 300
 
     def pong():
         for i in range(rounds):
@@ -383,8 +383,12 @@ def test_ping_pong():
         atomics.notify(a, 0)
         while atomics.load(a, 0) != 2 * i + 2:
             atomics.wait(a, 0, 2 * i + 1, 5)
-    t.join()
+    t.join(join_timeout)
     assert a[0] == 2 * rounds
+
+
+def test_ping_pong():
+    _ping_pong(300, 60)
 
 
 def test_wait_raises_worker_terminated_on_cancel():
@@ -571,22 +575,4 @@ def test_load_all_and_fill():
 
 @pytest.mark.stress
 def test_stress_wait_notify_many_rounds():
-    a = Int32Array(1)
-    rounds = 20000
-
-    def pong():
-        for i in range(rounds):
-            while atomics.load(a, 0) != 2 * i + 1:
-                atomics.wait(a, 0, 2 * i, 5)
-            atomics.store(a, 0, 2 * i + 2)
-            atomics.notify(a, 0)
-
-    t = ReThread(pong)
-    t.start()
-    for i in range(rounds):
-        atomics.store(a, 0, 2 * i + 1)
-        atomics.notify(a, 0)
-        while atomics.load(a, 0) != 2 * i + 2:
-            atomics.wait(a, 0, 2 * i + 1, 5)
-    t.join(120)
-    assert a[0] == 2 * rounds
+    _ping_pong(20000, 120)

@@ -276,8 +276,8 @@ cdef Py_ssize_t memo_find(Writer *w, void *key) noexcept:
     return -1
 
 
-cdef int memo_rehash(Writer *w, size_t newcap, void **ok, Py_ssize_t *ov, size_t n,
-                     bint linear) except -1:
+cdef int memo_rehash(Writer *w, size_t newcap, void **ok, Py_ssize_t *ov,
+                     size_t n) except -1:
     """Insert the n old entries (ok, ov) into a fresh table of newcap slots."""
     cdef void **nk
     cdef Py_ssize_t *nv
@@ -324,9 +324,9 @@ cdef int memo_put(Writer *w, void *key) except -1:
             return 0
         memcpy(tk, w.mkeys, sizeof(tk))
         memcpy(tv, w.mvals, sizeof(tv))
-        memo_rehash(w, MEMO_STACK, tk, tv, MEMO_LINEAR, True)
+        memo_rehash(w, MEMO_STACK, tk, tv, MEMO_LINEAR)
     elif (w.mcount + 1) * 2 > w.mcap:
-        memo_rehash(w, w.mcap * 2, w.mkeys, w.mvals, w.mcap, False)
+        memo_rehash(w, w.mcap * 2, w.mkeys, w.mvals, w.mcap)
     mask = w.mcap - 1
     i = _mhash(key, mask)
     while w.mkeys[i] != NULL:
