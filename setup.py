@@ -3,11 +3,15 @@
 Build variants, chosen by environment variable:
   RINGPORT_DEBUG=1                   -O0 -g, C asserts and Cython bounds checks on
   RINGPORT_SANITIZE=address|thread   compile and link with that sanitizer
-Our own C (csrc/) builds with -Wall -Wextra -Werror as a static library; the Cython-generated C
-is compiled with the warnings Cython's output is clean under.
+Our own C builds with -Wall -Wextra -Werror as two static libraries: csrc/ (plain C11) and the
+C of the Cython core that needs Python's headers (src/ringport/_glue.c, compiled against this
+interpreter's headers, so a free-threaded build gets Py_GIL_DISABLED from its pyconfig.h).  The
+Cython-generated C is compiled with the warnings Cython's output is clean under.
 """
+import glob
 import os
 import sys
+import sysconfig
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -18,10 +22,14 @@ SANITIZE = os.environ.get("RINGPORT_SANITIZE", "")
 if SANITIZE not in ("", "address", "thread"):
     sys.exit(f"RINGPORT_SANITIZE must be 'address' or 'thread', not {SANITIZE!r}")
 
-CSRC = ["csrc/rp_wait.c", "csrc/rp_ring.c", "csrc/rp_channel.c", "csrc/rp_worker.c",
-        "csrc/rp_shm.c", "csrc/rp_park.c"]
-# csrc/ and the public header ringport/atomics.h (shipped for C and Cython users)
-INCLUDE = ["csrc", "src/ringport/include"]
+CSRC = ["csrc/rp_wait.c", "csrc/rp_registry.c", "csrc/rp_ring.c", "csrc/rp_waitset.c",
+        "csrc/rp_channel.c", "csrc/rp_workerctl.c", "csrc/rp_broadcast.c", "csrc/rp_shm.c",
+        "csrc/rp_park.c"]
+GLUE = ["src/ringport/_glue.c"]
+# csrc/, _glue.h, and the public header ringport/atomics.h (shipped for C and Cython users)
+INCLUDE = ["csrc", "src/ringport", "src/ringport/include"]
+PY_INCLUDE = list(dict.fromkeys([sysconfig.get_paths()["include"],
+                                 sysconfig.get_paths()["platinclude"]]))
 
 if sys.platform == "win32":
     common = ["/O2"] if not DEBUG else ["/Od", "/Zi"]
@@ -49,6 +57,8 @@ ext = Extension(
     sources=["src/ringport/_core.pyx"],
     include_dirs=INCLUDE,
     define_macros=macros,
+    # rebuild the module when the C it links changes (build_clib does not track headers)
+    depends=sorted(glob.glob("csrc/*.[ch]")) + ["src/ringport/_glue.h", *GLUE],
     extra_compile_args=common,
     extra_link_args=link,
 )
@@ -63,7 +73,10 @@ class build_ext_with_clib(build_ext):
 
 setup(
     cmdclass={"build_ext": build_ext_with_clib},
-    libraries=[("ringport_c", {"sources": CSRC, "include_dirs": INCLUDE, "cflags": ours})],
+    # _glue first: a static library must come before the one it calls into
+    libraries=[("ringport_glue", {"sources": GLUE, "include_dirs": INCLUDE + PY_INCLUDE,
+                                  "cflags": ours}),
+               ("ringport_c", {"sources": CSRC, "include_dirs": INCLUDE, "cflags": ours})],
     ext_modules=cythonize(
         [ext],
         language_level=3,

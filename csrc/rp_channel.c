@@ -1,11 +1,21 @@
 /* rp_channel.c - see rp_channel.h */
+#if !defined(_WIN32) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
 #include "rp_channel.h"
-#include "rp_worker.h"
 
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <sys/mman.h>
+#endif
+
+#include "rp_registry.h"
 
 /* ------------------------------------------------------------------ nodes and handles */
 
@@ -51,6 +61,52 @@ void rp_msg_release_handles(rp_msg *m) {
         h[i].release = NULL;
         if (f) f(h[i].ptr, h[i].aux);
     }
+}
+
+/* ------------------------------------------------------------------ tokens */
+
+static void token_destroy(void *node) {
+    rp_node *n = (rp_node *)node;
+    if (rp_msg_valid((rp_msg *)n->body, n->len)) rp_msg_release_handles((rp_msg *)n->body);
+    free(n);
+}
+
+/* no incref: a token has one owner, the registry until it is taken */
+static const rp_reg_ops token_ops = {NULL, token_destroy};
+
+int64_t rp_token_new(rp_node *n) { return rp_registry_add(RP_REG_TOKEN, &token_ops, n); }
+
+int rp_token_take(int64_t id, rp_node **out) {
+    void *p = NULL;
+    int r = rp_registry_take(id, RP_REG_TOKEN, &p);
+    if (r == RP_OK) *out = (rp_node *)p;
+    return r;
+}
+
+int rp_token_drop(int64_t id) { return rp_registry_decref(id, RP_REG_TOKEN); }
+
+/* ------------------------------------------------------------------ ring memory
+ *
+ * Rings are mapped, not allocated and zeroed: the system commits a page on first touch, so a
+ * channel costs its header pages until messages reach further into the ring, and creating one
+ * costs two system calls instead of zero-filling two whole rings. */
+
+static void *ring_map(size_t size) {
+#if defined(_WIN32)
+    return VirtualAlloc(NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+#else
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+#endif
+}
+
+static void ring_unmap(void *p, size_t size) {
+#if defined(_WIN32)
+    (void)size;
+    VirtualFree(p, 0, MEM_RELEASE);
+#else
+    munmap(p, size);
+#endif
 }
 
 /* ------------------------------------------------------------------ queues */
@@ -109,7 +165,7 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
     atomic_init(&q->watch[1], NULL);
     size_t sz = rp_ring_size(capacity);
     if (sz == 0) return RP_EINVAL;
-    q->ring = (rp_ring *)aligned_block(sz);
+    q->ring = (rp_ring *)ring_map(sz);
     if (!q->ring) return RP_ENOMEM;
     return rp_ring_init(q->ring, capacity);
 }
@@ -136,7 +192,7 @@ static void queue_drain(rp_queue *q) {
     atomic_store_explicit(&q->pending, 0, memory_order_release);
 }
 
-static void queue_free(rp_queue *q) {
+static void queue_free(rp_queue *q, uint64_t capacity) {
     for (int i = 0; i < 2; i++) {
         rp_waitset *ws = atomic_exchange_explicit(&q->watch[i], NULL, memory_order_acq_rel);
         if (ws) rp_waitset_decref(ws);
@@ -144,7 +200,7 @@ static void queue_free(rp_queue *q) {
     if (q->ring) {
         queue_drain(q);
         rp_ring_destroy(q->ring);
-        free(q->ring);
+        ring_unmap(q->ring, rp_ring_size(capacity));
         q->ring = NULL;
     }
 }
@@ -162,8 +218,8 @@ rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
     ch->capacity = capacity;
     ch->max_pending = max_pending;
     if (queue_init(&ch->q[0], capacity) != RP_OK || queue_init(&ch->q[1], capacity) != RP_OK) {
-        queue_free(&ch->q[0]);
-        queue_free(&ch->q[1]);
+        queue_free(&ch->q[0], capacity);
+        queue_free(&ch->q[1], capacity);
         free(ch);
         return NULL;
     }
@@ -224,8 +280,8 @@ void rp_channel_decref(rp_channel *ch, int side) {
     queue_drain(in);
     rp_lock_release(&in->clock);
     if (atomic_fetch_sub_explicit(&ch->sides_alive, 1, memory_order_acq_rel) == 1) {
-        queue_free(&ch->q[0]);
-        queue_free(&ch->q[1]);
+        queue_free(&ch->q[0], ch->capacity);
+        queue_free(&ch->q[1], ch->capacity);
         free(ch);
     }
 }
@@ -469,7 +525,7 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     r->node = NULL;
 }
 
-/* ------------------------------------------------------------------ wait sets (rp_worker.h) */
+/* ------------------------------------------------------------------ wait sets (rp_waitset.h) */
 
 void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
     rp_queue *q = &ch->q[1 - (side & 1)];

@@ -27,6 +27,7 @@
 
 #include "rp_ring.h"
 #include "rp_wait.h"
+#include "rp_waitset.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -89,11 +90,23 @@ void rp_node_free(rp_node *n); /* does not release handles */
 /* An out-of-band block of bytes (e.g. a big buffer of a pickled array): released by free. */
 void rp_block_release(void *ptr, uint64_t aux);
 
+/* Tokens: a message in its own node, named by a process-wide id (rp_registry.h) so that plain
+ * data (an int handed to a new thread or interpreter) can carry it.  Each token is taken exactly
+ * once, or dropped; a stale, reused or wrong id is RP_ENOENT, never a crash.
+ * rp_token_new registers n (the registry owns it then) and returns its id, or RP_ENOMEM (n is
+ * still the caller's).  rp_token_take hands the node back (the caller decodes, releases the
+ * handles it did not adopt, frees it).  rp_token_drop releases its handles and frees it. */
+int64_t rp_token_new(rp_node *n);
+int rp_token_take(int64_t id, rp_node **out);
+int rp_token_drop(int64_t id);
+
 /* ------------------------------------------------------------------ channels */
 
 typedef struct rp_channel rp_channel;
 
-/* capacity: ring bytes per direction (a power of two).  max_pending: 0 for unbounded, else the
+/* capacity: ring bytes per direction (a power of two, RP_RING_MIN_CAPACITY to
+ * RP_RING_MAX_CAPACITY).  The rings are mapped, not filled: a channel costs a few KiB until
+ * messages touch its ring pages.  max_pending: 0 for unbounded, else the
  * bound on bytes posted and not yet received in each direction. */
 rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending);
 /* Reference counting per side (see above).  The new channel holds one reference per side. */
@@ -143,6 +156,12 @@ int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out);
 void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r);
 /* Is a message (or the end of the stream) ready for `side` now? */
 int rp_channel_poll(rp_channel *ch, int side);
+
+/* Make the queue that `side` receives from signal ws (slot 0: an event loop thread, slot 1: an
+ * asyncio loop) after every post and on close; ws NULL detaches.  Attaching happens under the
+ * queue's producer lock, so a producer never signals a set that is being released.  The new set
+ * is signalled once, so its owner re-checks the queue. */
+void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws);
 
 #ifdef __cplusplus
 }

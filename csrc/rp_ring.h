@@ -24,7 +24,8 @@ extern "C" {
 typedef struct rp_ring rp_ring;
 
 #define RP_RING_MIN_CAPACITY 256u
-#define RP_RING_MAX_CAPACITY (UINT64_C(1) << 40)
+/* 1 GiB per ring: far above what a queue in memory needs, low enough that a typo fails. */
+#define RP_RING_MAX_CAPACITY (UINT64_C(1) << 30)
 #define RP_RING_ALIGN 64u
 
 /* Bytes needed for a ring whose data area holds `capacity` bytes (a power of two), or 0 if the

@@ -33,7 +33,8 @@ enum {
     RP_ECANCELED = -6, /* the waiting thread's cancel token fired (worker.terminate()) */
     RP_EINVAL = -7,    /* bad argument */
     RP_EFULL = -8,     /* bounded queue full */
-    RP_ENOTEQUAL = -9  /* atomics.wait: value was not the expected one */
+    RP_ENOTEQUAL = -9, /* atomics.wait: value was not the expected one */
+    RP_ENOENT = -10    /* no such id (rp_registry): stale, wrong kind, or never issued */
 };
 
 #define RP_NS_PER_SEC INT64_C(1000000000)

@@ -9,7 +9,7 @@ import asyncio
 import collections
 import weakref
 
-from ringport._core import _WaitSet, receive_message_on_port
+from ringport._core import _new_waitset, receive_message_on_port
 from ringport._errors import Empty, PortClosed
 
 __all__ = ["anext_port", "receive_async"]
@@ -30,7 +30,7 @@ def _try_receive(port):
 class _Hub:
     def __init__(self, loop):
         self.loop = loop
-        self.ws = _WaitSet(True)
+        self.ws = _new_waitset(True)
         self.waiters = {}  # port -> deque of futures, oldest first
         self.ws.arm()
         loop.add_reader(self.ws.fd, self._ready)

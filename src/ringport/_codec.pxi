@@ -414,10 +414,7 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObject:
         const char *tp_name
 
-cdef extern from *:
-    """
-    static int rp_is_ndarray(PyObject *o) { return strcmp(Py_TYPE(o)->tp_name, "numpy.ndarray") == 0; }
-    """
+cdef extern from "_glue.h":
     bint rp_is_ndarray(object o) noexcept
 
 
@@ -507,39 +504,8 @@ cdef object dec_ndarray(Reader *r):
 
 # ---- the iterative encoder
 
-cdef extern from *:
-    """
-    /* Items of a list or dict, as strong references, safely on every build: on free-threaded
-     * builds under the container's lock, on GIL builds with bounds checked at each step (user
-     * code run by the pickle fallback may mutate a container half-way through). */
-    #if PY_VERSION_HEX < 0x030D0000
-    #define Py_BEGIN_CRITICAL_SECTION(op) {
-    #define Py_END_CRITICAL_SECTION() }
-    #endif
-    static PyObject *rp_list_item_ref(PyObject *l, Py_ssize_t i) {
-        PyObject *v = NULL;
-        Py_BEGIN_CRITICAL_SECTION(l);
-        if (i < PyList_GET_SIZE(l)) {
-            v = PyList_GET_ITEM(l, i);
-            Py_INCREF(v);
-        }
-        Py_END_CRITICAL_SECTION();
-        if (v == NULL)
-            PyErr_SetString(PyExc_RuntimeError, "list changed size during post_message");
-        return v;
-    }
-    static int rp_dict_next_ref(PyObject *d, Py_ssize_t *pos, PyObject **k, PyObject **v) {
-        int r;
-        Py_BEGIN_CRITICAL_SECTION(d);
-        r = PyDict_Next(d, pos, k, v);
-        if (r) {
-            Py_INCREF(*k);
-            Py_INCREF(*v);
-        }
-        Py_END_CRITICAL_SECTION();
-        return r;
-    }
-    """
+# Items of a list or dict as strong references, safe against concurrent mutation (_glue.h)
+cdef extern from "_glue.h":
     object rp_list_item_ref(object l, Py_ssize_t i)
     int rp_dict_next_ref(object d, Py_ssize_t *pos, PyObject **k, PyObject **v) noexcept
 

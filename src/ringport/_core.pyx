@@ -16,7 +16,7 @@ from ringport._errors import (DataCloneError, DecodeError, Empty, Full, PortClos
                               WorkerTerminated)
 from ringport._events import Emitter
 
-# Set by ringport._loop once the event loop exists (per interpreter: a module global).
+# Set by ringport._worker once the event loop exists (per interpreter: a module global).
 _loop_hook = None
 
 
@@ -38,38 +38,26 @@ cdef inline void _loop_wake() noexcept:
             pass
 
 
-cdef extern from *:
-    """
-    /* Is this object one of our types?  isinstance() against a cdef class costs a lookup in the
-     * per-interpreter module state (a process-wide atomic operation) on every call; a slot
-     * function of our types is the same code in every interpreter, so comparing it is exact
-     * and free.  Set once per module load; every load stores the same values. */
-    static _Atomic(destructor) rp_port_dealloc_slot;
-    static _Atomic(getbufferproc) rp_typed_getbuffer_slot;
-    static void rp_register_types(PyObject *port_type, PyObject *typed_type) {
-        atomic_store(&rp_port_dealloc_slot,
-                     (destructor)PyType_GetSlot((PyTypeObject *)port_type, Py_tp_dealloc));
-        atomic_store(&rp_typed_getbuffer_slot,
-                     (getbufferproc)PyType_GetSlot((PyTypeObject *)typed_type, Py_bf_getbuffer));
-    }
-    static int rp_is_port(PyObject *o) {  /* MessagePort is final: no subclasses */
-        return Py_TYPE(o)->tp_dealloc == atomic_load_explicit(&rp_port_dealloc_slot, memory_order_relaxed);
-    }
-    static int rp_is_typed_array(PyObject *o) {  /* a typed array, or a subclass of one */
-        PyBufferProcs *b = Py_TYPE(o)->tp_as_buffer;
-        return b != NULL && b->bf_getbuffer != NULL &&
-               b->bf_getbuffer == atomic_load_explicit(&rp_typed_getbuffer_slot, memory_order_relaxed);
-    }
-    """
+# Our type checks without isinstance() (see _glue.h, which holds the C of this core that needs
+# Python's headers, compiled with warnings as errors).
+cdef extern from "_glue.h":
     void rp_register_types(object port_type, object typed_type)
     bint rp_is_port(object o) noexcept
     bint rp_is_typed_array(object o) noexcept
+
+
+# The key that internal classes (_WaitSet, _WorkerCtl) demand of their constructor: this module's
+# factory functions make them.  (A module global, so each interpreter has its own; whoever digs
+# it out still gets exceptions, never a crash: the methods check what they were given.)
+_PRIVATE = object()
 
 
 include "_codec.pxi"
 include "_shm.pxi"
 include "_port.pxi"
 include "_atomics.pxi"
-include "_worker.pxi"
+include "_waitset.pxi"
+include "_workerctl.pxi"
+include "_broadcast.pxi"
 
 rp_register_types(MessagePort, _TypedArray)

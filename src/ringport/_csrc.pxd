@@ -13,6 +13,7 @@ cdef extern from "rp_wait.h" nogil:
         RP_EINVAL
         RP_EFULL
         RP_ENOTEQUAL
+        RP_ENOENT
     int64_t RP_FOREVER
     int64_t RP_NS_PER_SEC
     ctypedef struct rp_cancel:
@@ -27,9 +28,33 @@ cdef extern from "rp_wait.h" nogil:
     int rp_ncpu()
     void rp_cpu_relax()
 
+cdef extern from "rp_registry.h" nogil:
+    int rp_registry_decref(int64_t id, int kind)
+    int rp_registry_contains(int64_t id, int kind)
+    int64_t rp_registry_count()
+    enum:
+        RP_REG_TOKEN
+        RP_REG_WORKER
+
 cdef extern from "rp_ring.h" nogil:
     ctypedef struct rp_ring:
         pass
+    uint64_t RP_RING_MIN_CAPACITY
+    uint64_t RP_RING_MAX_CAPACITY
+
+cdef extern from "rp_waitset.h" nogil:
+    ctypedef struct rp_waitset:
+        pass
+    rp_waitset *rp_waitset_new(int with_fd)
+    void rp_waitset_incref(rp_waitset *ws)
+    void rp_waitset_decref(rp_waitset *ws)
+    void rp_waitset_signal(rp_waitset *ws)
+    unsigned rp_waitset_seq(rp_waitset *ws)
+    int rp_waitset_wait(rp_waitset *ws, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
+                        rp_cancel *cancel)
+    int rp_waitset_fd(rp_waitset *ws)
+    void rp_waitset_arm(rp_waitset *ws)
+    void rp_waitset_drain(rp_waitset *ws)
 
 cdef extern from "rp_channel.h" nogil:
     ctypedef void (*rp_release_fn)(void *ptr, uint64_t aux) noexcept nogil
@@ -64,6 +89,9 @@ cdef extern from "rp_channel.h" nogil:
     void rp_node_set_len(rp_node *n, size_t body_len)
     void rp_node_free(rp_node *n)
     void rp_block_release(void *ptr, uint64_t aux)
+    int64_t rp_token_new(rp_node *n)
+    int rp_token_take(int64_t id, rp_node **out)
+    int rp_token_drop(int64_t id)
 
     ctypedef struct rp_channel:
         pass
@@ -89,6 +117,7 @@ cdef extern from "rp_channel.h" nogil:
     int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out)
     void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r)
     int rp_channel_poll(rp_channel *ch, int side)
+    void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws)
 
 cdef extern from "rp_shm.h" nogil:
     ctypedef struct rp_sab:
@@ -152,34 +181,28 @@ cdef extern from "rp_park.h" nogil:
     void rp_park_fd_close(int rfd, int wfd)
     const void *rp_park_capi()
 
-cdef extern from "rp_worker.h" nogil:
-    ctypedef struct rp_waitset:
-        pass
-    rp_waitset *rp_waitset_new(int with_fd)
-    void rp_waitset_incref(rp_waitset *ws)
-    void rp_waitset_decref(rp_waitset *ws)
-    void rp_waitset_signal(rp_waitset *ws)
-    unsigned rp_waitset_seq(rp_waitset *ws)
-    int rp_waitset_wait(rp_waitset *ws, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
-                        rp_cancel *cancel)
-    int rp_waitset_fd(rp_waitset *ws)
-    void rp_waitset_arm(rp_waitset *ws)
-    void rp_waitset_drain(rp_waitset *ws)
-    void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws)
-
+cdef extern from "rp_workerctl.h" nogil:
     enum:
         RP_W_STARTING
         RP_W_RUNNING
         RP_W_DONE
-    ctypedef struct rp_worker_ctl:
-        rp_cancel cancel
-        int state
-        int64_t thread_id
-    rp_worker_ctl *rp_worker_ctl_new()
-    void rp_worker_ctl_incref(rp_worker_ctl *c)
-    void rp_worker_ctl_decref(rp_worker_ctl *c)
+    ctypedef struct rp_workerctl:
+        pass
+    rp_workerctl *rp_workerctl_new()
+    void rp_workerctl_incref(rp_workerctl *c)
+    void rp_workerctl_decref(rp_workerctl *c)
+    int64_t rp_workerctl_register(rp_workerctl *c)
+    rp_workerctl *rp_workerctl_lookup(int64_t id)
+    int64_t rp_workerctl_thread_id(const rp_workerctl *c)
+    rp_cancel *rp_workerctl_cancel(rp_workerctl *c)
+    int rp_workerctl_terminated(const rp_workerctl *c)
+    int rp_workerctl_state(rp_workerctl *c)
+    int rp_workerctl_exit_code(const rp_workerctl *c)
+    void rp_workerctl_set_exit_code(rp_workerctl *c, int code)
+    int64_t rp_workerctl_swap_error(rp_workerctl *c, int64_t token_id)
     int64_t rp_next_thread_id()
 
+cdef extern from "rp_broadcast.h" nogil:
     ctypedef struct rp_bc_member:
         pass
     rp_bc_member *rp_bc_join(const char *name, size_t length, rp_channel *ch)

@@ -485,9 +485,10 @@ cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,
 cdef class MessageChannel:
     """Two entangled ports: what port1 posts, port2 receives, and the other way round.
 
-    capacity: ring bytes per direction (a power of two, default 256 KiB); bigger messages, or
-    messages posted while the ring is full, take an ordered overflow path, so posting never
-    blocks and nothing is dropped.  max_pending_bytes: bound each direction instead; post_message
+    capacity: ring bytes per direction (a power of two from 256 to 2**30, default 256 KiB; the
+    system commits ring pages as messages first reach them, so an idle channel costs a few KiB);
+    bigger messages, or messages posted while the ring is full, take an ordered overflow path,
+    so posting never blocks and nothing is dropped.  max_pending_bytes: bound each direction instead; post_message
     then waits for room (with its timeout) and raises ringport.Full.
     """
     cdef readonly MessagePort port1
@@ -499,8 +500,10 @@ cdef class MessageChannel:
         cdef rp_channel *ch
         if type(capacity) is not int:
             raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
-        if capacity < 256 or capacity > (1 << 40) or (capacity & (capacity - 1)):
-            raise ValueError("capacity must be a power of two between 256 and 2**40")
+        if capacity < RP_RING_MIN_CAPACITY or capacity > RP_RING_MAX_CAPACITY \
+                or (capacity & (capacity - 1)):
+            raise ValueError(f"capacity must be a power of two between {RP_RING_MIN_CAPACITY} "
+                             f"and {RP_RING_MAX_CAPACITY} (2**30), not {capacity}")
         cap = capacity
         if max_pending_bytes is not None:
             if type(max_pending_bytes) is not int:
@@ -524,12 +527,17 @@ cdef class MessageChannel:
 
 def receive_message_on_port(port, /):
     """Never blocks: None when nothing is queued (or the stream ended), else a ReceivedMessage
-    whose .message is the message (Node's receiveMessageOnPort)."""
+    whose .message is the message (Node's receiveMessageOnPort).  port: a MessagePort or a
+    BroadcastChannel."""
     cdef object v
     cdef bint got
     cdef ReceivedMessage m
     if not rp_is_port(port):
-        raise TypeError(f"receive_message_on_port() takes a MessagePort, not {type(port).__name__}")
+        if type(port) is BroadcastChannel and (<BroadcastChannel>port)._port is not None:
+            port = (<BroadcastChannel>port)._port
+        else:
+            raise TypeError(f"receive_message_on_port() takes a MessagePort or a "
+                            f"BroadcastChannel, not {type(port).__name__}")
     try:
         v = (<MessagePort>port)._receive(0, &got)
     except PortClosed:
@@ -544,9 +552,10 @@ def receive_message_on_port(port, /):
 # ---------------------------------------------------------------------------- across interpreters
 #
 # A new interpreter (or thread) can only be handed plain data, such as an int.  _export() encodes
-# a value (ports moved with transfer, as by post_message) into a message that lives in its own
-# block and returns the block's address; _import() in the receiving interpreter decodes it and
-# frees the block.  Each token must be imported exactly once, or dropped with _drop_token().
+# a value (ports moved with transfer, as by post_message) into a message in its own block,
+# registers it (csrc/rp_registry.h) and returns its id: a token.  _import() in the receiving
+# interpreter takes the token, decodes it and frees the block.  Each token is imported exactly
+# once, or dropped with _drop_token(); a stale, reused or made-up token raises ValueError.
 
 def _export(value, transfer=()):
     cdef uint64_t stackbuf[STACK_WORDS]
@@ -555,6 +564,7 @@ def _export(value, transfer=()):
     cdef Writer w
     cdef dict ports = None
     cdef rp_node *node
+    cdef int64_t token
     if transfer:
         ports = check_transfer(None, transfer)
     w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
@@ -569,6 +579,10 @@ def _export(value, transfer=()):
             w_grow(&w, 1)   # move the body into a heap node
         node = w.node
         rp_node_set_len(node, w.pos)
+        token = rp_token_new(node)
+        if token < 0:
+            raise MemoryError("could not register the token")
+        # registered: the registry owns the node and the handles in it
         w.nhandles = 0
         w.node = NULL
     finally:
@@ -576,15 +590,17 @@ def _export(value, transfer=()):
     if ports:
         for p in ports.values():
             _detach(<MessagePort>p)
-    return <uintptr_t>node
+    return token
 
 
-def _import(uintptr_t token):
-    cdef rp_node *node = <rp_node *>token
+def _import(int64_t token):
+    """Decode the value of a token of _export() and consume the token."""
+    cdef rp_node *node = NULL
     cdef rp_msg *m
     cdef Reader rd
-    if node == NULL:
-        raise ValueError("null token")
+    if rp_token_take(token, &node) != RP_OK:
+        raise ValueError(f"_import: {token} is not a live token (imported, dropped, or never "
+                         f"exported)")
     m = <rp_msg *>rp_node_body(node)
     try:
         if not rp_msg_valid(m, rp_node_len(node)):
@@ -592,12 +608,13 @@ def _import(uintptr_t token):
         r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles, NULL)
         return decode_checked(&rd)
     finally:
-        rp_msg_release_handles(m)
+        if rp_msg_valid(m, rp_node_len(node)):
+            rp_msg_release_handles(m)
         rp_node_free(node)
 
 
-def _drop_token(uintptr_t token):
-    cdef rp_node *node = <rp_node *>token
-    if node != NULL:
-        rp_msg_release_handles(<rp_msg *>rp_node_body(node))
-        rp_node_free(node)
+def _drop_token(int64_t token):
+    """Consume a token of _export() without decoding it (its ports close, its blocks go)."""
+    if rp_token_drop(token) != RP_OK:
+        raise ValueError(f"_drop_token: {token} is not a live token (imported, dropped, or "
+                         f"never exported)")

@@ -37,14 +37,15 @@ import weakref
 from ringport import _core
 from ringport._core import (
     MessageChannel,
-    _WaitSet,
-    _WorkerCtl,
     _drop_token,
     _export,
     _import,
     _loop_state,
+    _new_waitset,
+    _new_worker_ctl,
     _port_new_ref,
     _run_guarded,
+    _worker_ctl,
 )
 from ringport._errors import WorkerError, WorkerTerminated
 from ringport._events import Emitter
@@ -161,7 +162,7 @@ class _Loop:
     after every post and on close, and the loop sleeps on it (no polling)."""
 
     def __init__(self, threaded):
-        self.ws = _WaitSet()
+        self.ws = _new_waitset()
         self.threaded = threaded
         self.lock = threading.Lock()           # guards watched and the thread fields
         self.dispatch_lock = threading.Lock()  # one listener at a time, across thread hand-overs
@@ -169,7 +170,7 @@ class _Loop:
         self.calls = collections.deque()       # call_soon() callbacks
         self.thread = None
         self.stopped = False
-        self.idle = _WaitSet()                 # signalled when what the loop watches changes
+        self.idle = _new_waitset()             # signalled when what the loop watches changes
 
     def update(self, port):
         state = _loop_state(port)
@@ -389,7 +390,7 @@ class Worker:
             env = {str(k): str(v) for k, v in dict(env).items()}
         self.backend = backend
         self.name = name
-        self._ctl = _WorkerCtl()
+        self._ctl = _new_worker_ctl()
         self.thread_id = self._ctl.thread_id
         self._events = Emitter()
         self._lock = threading.Lock()
@@ -442,7 +443,7 @@ class Worker:
         report = None
         try:
             if self.backend == "thread":
-                code = _bootstrap(token, self._ctl.address, func)
+                code = _bootstrap(token, self._ctl.id, func)
             else:
                 code, report = self._run_subinterpreter(token)
         except BaseException as exc:  # a failure of ringport itself, not of the worker's code
@@ -479,7 +480,7 @@ class Worker:
         try:
             res = _interpreters.exec(
                 iid, "import ringport._worker as _w\n"
-                     f"_w._bootstrap({token}, {self._ctl.address}, None)\n")
+                     f"_w._bootstrap({token}, {self._ctl.id}, None)\n")
         finally:
             _interpreters.destroy(iid)
         code = self._ctl.exit_code
@@ -735,11 +736,11 @@ def _rebuild_error(report):
 # ---------------------------------------------------------------------------- inside the worker
 
 
-def _bootstrap(token, ctl_address, func):
+def _bootstrap(token, ctl_id, func):
     """Run a worker in this thread: its context, its target, its loop.  Returns the exit code
     (and stores it in the control block)."""
     global _interp_ctx
-    ctl = _WorkerCtl(ctl_address)
+    ctl = _worker_ctl(ctl_id)
     payload = _import(token)
     ctl.exit_code = 0   # the token is consumed: the host must not drop it
     backend = payload["backend"]

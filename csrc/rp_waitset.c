@@ -1,15 +1,12 @@
-/* rp_worker.c - see rp_worker.h.  Two pieces of process-wide state live here on purpose, shared by
- * every interpreter of the process: the thread id counter (ids must be unique across
- * interpreters) and the BroadcastChannel registry (members of any interpreter must find each
- * other by name).  Neither holds interpreter objects. */
+/* rp_waitset.c - see rp_waitset.h */
 #if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
 #endif
-#include "rp_worker.h"
+#include "rp_waitset.h"
 
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 
 #if defined(__linux__)
 #include <sys/eventfd.h>
@@ -20,8 +17,6 @@
 #include <unistd.h>
 #define RP_HAVE_PIPE 1
 #endif
-
-/* ------------------------------------------------------------------ wait sets */
 
 struct rp_waitset {
     atomic_uint seq;
@@ -122,91 +117,4 @@ void rp_waitset_drain(rp_waitset *ws) {
 #else
     (void)ws;
 #endif
-}
-
-/* ------------------------------------------------------------------ worker control blocks */
-
-rp_worker_ctl *rp_worker_ctl_new(void) {
-    rp_worker_ctl *c = (rp_worker_ctl *)calloc(1, sizeof *c);
-    if (!c) return NULL;
-    atomic_init(&c->refs, 1);
-    rp_cancel_init(&c->cancel);
-    rp_lock_init(&c->lock);
-    c->state = RP_W_STARTING;
-    c->interp = NULL;
-    c->ident = 0;
-    atomic_init(&c->exit_code, -1);
-    atomic_init(&c->error_token, (uintptr_t)0);
-    c->thread_id = 0;
-    return c;
-}
-
-void rp_worker_ctl_incref(rp_worker_ctl *c) { atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed); }
-
-void rp_worker_ctl_decref(rp_worker_ctl *c) {
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
-}
-
-static atomic_llong rp_thread_ids; /* process-wide on purpose: ids are unique across interpreters */
-
-int64_t rp_next_thread_id(void) {
-    return (int64_t)atomic_fetch_add_explicit(&rp_thread_ids, 1, memory_order_relaxed) + 1;
-}
-
-/* ------------------------------------------------------------------ BroadcastChannel registry */
-
-struct rp_bc_member {
-    rp_bc_member *prev, *next;
-    rp_channel *ch;
-    size_t len;
-    char name[];
-};
-
-/* Process-wide on purpose: members of every interpreter must find each other.  The lock is held
- * only to link, unlink and collect references, never while a message is encoded or sent. */
-static rp_lock rp_bc_lock;
-static rp_bc_member *rp_bc_head;
-
-rp_bc_member *rp_bc_join(const char *name, size_t len, rp_channel *ch) {
-    rp_bc_member *m = (rp_bc_member *)malloc(sizeof *m + len + 1);
-    if (!m) return NULL;
-    memcpy(m->name, name, len);
-    m->name[len] = '\0';
-    m->len = len;
-    m->ch = ch;
-    m->prev = NULL;
-    rp_lock_acquire(&rp_bc_lock, RP_FOREVER, 0, NULL);
-    m->next = rp_bc_head;
-    if (rp_bc_head) rp_bc_head->prev = m;
-    rp_bc_head = m;
-    rp_lock_release(&rp_bc_lock);
-    return m;
-}
-
-void rp_bc_leave(rp_bc_member *m) {
-    rp_lock_acquire(&rp_bc_lock, RP_FOREVER, 0, NULL);
-    if (m->prev) m->prev->next = m->next;
-    else rp_bc_head = m->next;
-    if (m->next) m->next->prev = m->prev;
-    rp_lock_release(&rp_bc_lock);
-    rp_channel_decref(m->ch, 0);
-    free(m);
-}
-
-int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap) {
-    int n = 0;
-    rp_lock_acquire(&rp_bc_lock, RP_FOREVER, 0, NULL);
-    for (rp_bc_member *m = rp_bc_head; m; m = m->next)
-        if (m != self && m->len == self->len && memcmp(m->name, self->name, m->len) == 0) n++;
-    if (n <= cap) {
-        int i = 0;
-        for (rp_bc_member *m = rp_bc_head; m; m = m->next) {
-            if (m != self && m->len == self->len && memcmp(m->name, self->name, m->len) == 0) {
-                rp_channel_incref(m->ch, 0);
-                out[i++] = m->ch;
-            }
-        }
-    }
-    rp_lock_release(&rp_bc_lock);
-    return n;
 }
