@@ -593,8 +593,16 @@ def _export(value, transfer=()):
     return token
 
 
-def _import(int64_t token):
+cdef int64_t _id_arg(object id, str what) except? -1:
+    """An id argument: an int (not a float or a string that happens to convert)."""
+    if not isinstance(id, int):
+        raise TypeError(f"{what}: an id is an int, not {type(id).__name__}")
+    return id
+
+
+def _import(token_):
     """Decode the value of a token of _export() and consume the token."""
+    cdef int64_t token = _id_arg(token_, "_import")
     cdef rp_node *node = NULL
     cdef rp_msg *m
     cdef Reader rd
@@ -613,8 +621,15 @@ def _import(int64_t token):
         rp_node_free(node)
 
 
-def _drop_token(int64_t token):
+def _drop_token(token_):
     """Consume a token of _export() without decoding it (its ports close, its blocks go)."""
+    cdef int64_t token = _id_arg(token_, "_drop_token")
     if rp_token_drop(token) != RP_OK:
         raise ValueError(f"_drop_token: {token} is not a live token (imported, dropped, or "
                          f"never exported)")
+
+
+def _registry_count():
+    """Live ids in the process-wide registry (tokens and worker control blocks), for tests
+    that check nothing leaks."""
+    return rp_registry_count()

@@ -63,12 +63,14 @@ cdef class _WorkerCtl:
     def exit_code(self, int code):
         rp_workerctl_set_exit_code(self._c(), code)
 
-    def swap_error(self, int64_t token):
+    def swap_error(self, token_):
         """Store an exported error report (a token of _export, or 0 for none), returning the
         previous one (0: none).  A report left here is dropped with the control block."""
+        cdef rp_workerctl *c = self._c()
+        cdef int64_t token = _id_arg(token_, "swap_error")
         if token != 0:
             _check_token(token, "swap_error")
-        return rp_workerctl_swap_error(self._c(), token)
+        return rp_workerctl_swap_error(c, token)
 
     def enter(self):
         """In the worker thread, before user code: False if terminate() came first."""
@@ -99,8 +101,9 @@ def _new_worker_ctl():
     return ctl
 
 
-def _worker_ctl(int64_t id):
+def _worker_ctl(id_):
     """In the worker: the control block the parent registered as id (ValueError if none)."""
+    cdef int64_t id = _id_arg(id_, "_worker_ctl")
     cdef rp_workerctl *c = rp_workerctl_lookup(id)
     cdef _WorkerCtl ctl
     if c == NULL:

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "rp_channel.h"
+#include "rp_registry.h"
 
 #define CHECK(c)                                                                  \
     do {                                                                          \
@@ -39,7 +40,11 @@ static void *produce(void *p) {
         memcpy(rp_msg_data(m), v, 8);
         memset(rp_msg_data(m) + 8, (int)(i & 0xff), extra);
         size_t len = rp_msg_size(m->data_len, 0);
-        CHECK(rp_channel_send(a->ch, 0, body, len, RP_FOREVER, 50000000, NULL) == RP_OK);
+        int rc;
+        do { /* a slice end (RP_EINTR) while another producer holds the lock: try again */
+            rc = rp_channel_send(a->ch, 0, body, len, RP_FOREVER, 50000000, NULL);
+        } while (rc == RP_EINTR);
+        CHECK(rc == RP_OK);
     }
     return NULL;
 }
@@ -185,6 +190,100 @@ static void test_bounded(void) {
     rp_channel_decref(ch, 1);
 }
 
+/* Resident pages of this process (Linux; -1 elsewhere). */
+static long resident_pages(void) {
+    long size = -1, rss = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &rss) != 2) rss = -1;
+    fclose(f);
+    return rss;
+}
+
+/* Ring memory is committed as messages reach it: a channel nobody used costs a few pages, not
+ * its two rings (which were zero-filled up front: 512 KiB per default channel). */
+static void test_idle_channels_are_small(void) {
+    enum { N = 200 };
+    static rp_channel *chans[N];
+    long before = resident_pages();
+    for (int i = 0; i < N; i++) CHECK((chans[i] = rp_channel_new(1 << 20, 0)) != NULL);
+    long after = resident_pages();
+    if (before > 0 && after > 0) {
+        long per_channel = (after - before) * 4096 / N;
+        if (per_channel > 32 * 1024) {
+            fprintf(stderr, "an idle channel costs %ld bytes of RSS\n", per_channel);
+            CHECK(0);
+        }
+    }
+    /* and a used one still works across its whole ring */
+    unsigned char body[sizeof(rp_msg) + 4096] = {0};
+    rp_msg *m = (rp_msg *)body;
+    m->data_len = 4096;
+    size_t len = rp_msg_size(4096, 0);
+    for (int k = 0; k < 1000; k++) {
+        CHECK(rp_channel_send(chans[0], 0, body, len, RP_FOREVER, 0, NULL) == RP_OK);
+        rp_recv r;
+        CHECK(rp_channel_recv_begin(chans[0], 1, &r, 0, 0, NULL) == RP_OK);
+        CHECK(r.len == len);
+        rp_channel_recv_end(chans[0], 1, &r);
+    }
+    for (int i = 0; i < N; i++) {
+        rp_channel_decref(chans[i], 0);
+        rp_channel_decref(chans[i], 1);
+    }
+}
+
+static void test_capacity_limits(void) {
+    CHECK(rp_channel_new(0, 0) == NULL);
+    CHECK(rp_channel_new(RP_RING_MIN_CAPACITY / 2, 0) == NULL);
+    CHECK(rp_channel_new(RP_RING_MIN_CAPACITY + 8, 0) == NULL); /* not a power of two */
+    CHECK(rp_channel_new(RP_RING_MAX_CAPACITY * 2, 0) == NULL);
+    CHECK(rp_channel_new(UINT64_C(1) << 40, 0) == NULL);
+    CHECK(rp_channel_new(UINT64_MAX, 0) == NULL);
+    CHECK(rp_ring_size(RP_RING_MAX_CAPACITY) != 0);
+    rp_channel *ch = rp_channel_new(RP_RING_MIN_CAPACITY, 0);
+    CHECK(ch);
+    rp_channel_decref(ch, 0);
+    rp_channel_decref(ch, 1);
+}
+
+/* Tokens: an exported message named by an id; taken once, dropped once, never by a stale or
+ * wrong id. */
+static void test_tokens(void) {
+    released = 0;
+    int64_t before = rp_registry_count();
+    size_t len = rp_msg_size(3, 1);
+    rp_node *n = rp_node_alloc(len);
+    rp_msg *m = (rp_msg *)rp_node_body(n);
+    m->nhandles = 1;
+    m->flags = 0;
+    m->data_len = 3;
+    rp_handle *h = rp_msg_handles(m);
+    memset(h, 0, sizeof *h);
+    h->release = count_release;
+    h->aux = 1;
+    int64_t id = rp_token_new(n);
+    CHECK(id > 0);
+    CHECK(rp_registry_count() == before + 1);
+    rp_node *got = NULL;
+    CHECK(rp_token_take(id + 1000, &got) == RP_ENOENT); /* never issued */
+    CHECK(rp_token_take(0, &got) == RP_ENOENT);
+    CHECK(rp_token_take(-5, &got) == RP_ENOENT);
+    void *obj = NULL;
+    CHECK(rp_registry_get(id, RP_REG_TOKEN, &obj) == RP_ENOENT); /* tokens are not shared */
+    CHECK(rp_registry_take(id, RP_REG_WORKER, &obj) == RP_ENOENT); /* wrong kind */
+    CHECK(rp_token_take(id, &got) == RP_OK && got == n);
+    CHECK(rp_token_take(id, &got) == RP_ENOENT); /* taken once */
+    CHECK(rp_token_drop(id) == RP_ENOENT);
+    CHECK(released == 0);
+    int64_t id2 = rp_token_new(got);
+    CHECK(id2 > id); /* ids are never reused */
+    CHECK(rp_token_drop(id2) == RP_OK);
+    CHECK(released == 1); /* dropping releases what the message owned */
+    CHECK(rp_token_drop(id2) == RP_ENOENT);
+    CHECK(rp_registry_count() == before);
+}
+
 int main(void) {
     test_waits();
     test_cancel_wakes_a_sleeper();
@@ -193,6 +292,9 @@ int main(void) {
     test_mpmc(256);     /* nearly everything through the overflow list */
     test_mpmc(4096);    /* ring and overflow mixed */
     test_mpmc(1 << 20); /* ring only */
-    printf("c tests: 7 passed, 0 failed\n");
+    test_idle_channels_are_small();
+    test_capacity_limits();
+    test_tokens();
+    printf("channel tests: 10 passed, 0 failed\n");
     return 0;
 }
