@@ -87,9 +87,11 @@ int rp_token_drop(int64_t id) { return rp_registry_decref(id, RP_REG_TOKEN); }
 
 /* ------------------------------------------------------------------ ring memory
  *
- * Rings are mapped, not allocated and zeroed: the system commits a page on first touch, so a
- * channel costs its header pages until messages reach further into the ring, and creating one
- * costs two system calls instead of zero-filling two whole rings. */
+ * A queue maps its ring when the first message that fits one is posted (never for a direction
+ * nobody posts to), and never fills it: the system commits a page when a message first reaches
+ * it.  Creating a channel allocates one small block and makes no system call; an idle channel
+ * costs that block, a used one the ring pages its messages reached.  Once published, a ring
+ * stays until the channel is freed, so a consumer that loads the pointer may use it freely. */
 
 static void *ring_map(size_t size) {
 #if defined(_WIN32)
@@ -128,7 +130,7 @@ typedef struct rp_queue {
     alignas(64) _Atomic int64_t pending;
     atomic_uint space_seq;
     atomic_int space_sleepy;
-    rp_ring *ring;
+    _Atomic(rp_ring *) ring; /* NULL until the first post that fits it (under plock) */
     /* wait sets watching this queue (event loops; see rp_channel_watch), under plock */
     _Atomic(rp_waitset *) watch[2];
 } rp_queue;
@@ -163,20 +165,35 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
     atomic_init(&q->space_sleepy, 0);
     atomic_init(&q->watch[0], NULL);
     atomic_init(&q->watch[1], NULL);
-    size_t sz = rp_ring_size(capacity);
-    if (sz == 0) return RP_EINVAL;
-    q->ring = (rp_ring *)ring_map(sz);
-    if (!q->ring) return RP_ENOMEM;
-    return rp_ring_init(q->ring, capacity);
+    atomic_init(&q->ring, NULL);
+    return rp_ring_size(capacity) ? RP_OK : RP_EINVAL;
+}
+
+static rp_ring *ring_of(rp_queue *q) { return atomic_load_explicit(&q->ring, memory_order_acquire); }
+
+/* With the producer lock held: the ring, mapped now if need be; NULL if that failed (the
+ * message then takes the overflow path, as when the ring is full). */
+static rp_ring *producer_ring(rp_queue *q, uint64_t capacity) {
+    rp_ring *r = atomic_load_explicit(&q->ring, memory_order_relaxed);
+    if (r) return r;
+    r = (rp_ring *)ring_map(rp_ring_size(capacity));
+    if (!r) return NULL;
+    if (rp_ring_init(r, capacity) != RP_OK) {
+        ring_unmap(r, rp_ring_size(capacity));
+        return NULL;
+    }
+    atomic_store_explicit(&q->ring, r, memory_order_release);
+    return r;
 }
 
 /* Drop every queued message, releasing what each one owns. */
 static void queue_drain(rp_queue *q) {
     uint32_t len;
     rp_msg *m;
-    while ((m = (rp_msg *)rp_ring_peek(q->ring, &len)) != NULL) {
+    rp_ring *ring = ring_of(q);
+    while (ring && (m = (rp_msg *)rp_ring_peek(ring, &len)) != NULL) {
         if (rp_msg_valid(m, len)) rp_msg_release_handles(m);
-        rp_ring_consume(q->ring);
+        rp_ring_consume(ring);
     }
     rp_lock_acquire(&q->olock, RP_FOREVER, 0, NULL);
     rp_node *n = q->ohead;
@@ -197,11 +214,11 @@ static void queue_free(rp_queue *q, uint64_t capacity) {
         rp_waitset *ws = atomic_exchange_explicit(&q->watch[i], NULL, memory_order_acq_rel);
         if (ws) rp_waitset_decref(ws);
     }
-    if (q->ring) {
-        queue_drain(q);
-        rp_ring_destroy(q->ring);
-        ring_unmap(q->ring, rp_ring_size(capacity));
-        q->ring = NULL;
+    queue_drain(q);
+    rp_ring *ring = atomic_exchange_explicit(&q->ring, NULL, memory_order_acq_rel);
+    if (ring) {
+        rp_ring_destroy(ring);
+        ring_unmap(ring, rp_ring_size(capacity));
     }
 }
 
@@ -232,7 +249,8 @@ int64_t rp_channel_pending_bytes(rp_channel *ch, int side) {
     rp_queue *q = &ch->q[side & 1];
     if (ch->max_pending) return atomic_load_explicit(&q->pending, memory_order_acquire);
     /* unbounded queues do not count (it would cost a shared write per message): estimate */
-    return (int64_t)rp_ring_used(q->ring) +
+    rp_ring *ring = ring_of(q);
+    return (int64_t)(ring ? rp_ring_used(ring) : 0) +
            (atomic_load_explicit(&q->ocount, memory_order_acquire) ? 1 : 0);
 }
 
@@ -363,12 +381,15 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
         if (r != RP_OK) return r; /* the lock was released */
     }
     void *slot = NULL;
-    /* the ring only while nothing waits in the overflow list: that keeps the order */
-    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0 && len <= UINT32_MAX)
-        slot = rp_ring_reserve(q->ring, (uint32_t)len);
+    rp_ring *ring = NULL;
+    /* the ring only while nothing waits in the overflow list: that keeps the order; a message
+     * too big for any record of the ring does not make it map one */
+    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0 && len <= UINT32_MAX &&
+        (uint64_t)len <= ch->capacity / 4u && (ring = producer_ring(q, ch->capacity)) != NULL)
+        slot = rp_ring_reserve(ring, (uint32_t)len);
     if (slot) {
         memcpy(slot, node ? (const void *)node->body : body, len);
-        rp_ring_commit(q->ring);
+        rp_ring_commit(ring);
         if (node) free(node);
     } else {
         if (!node) {
@@ -402,13 +423,15 @@ int rp_channel_send_node(rp_channel *ch, int side, rp_node *node, int64_t deadli
 
 static int queue_readable(void *arg) {
     rp_queue *q = (rp_queue *)arg;
-    return rp_ring_readable(q->ring) || atomic_load_explicit(&q->ocount, memory_order_acquire);
+    rp_ring *ring = ring_of(q);
+    return (ring && rp_ring_readable(ring)) || atomic_load_explicit(&q->ocount, memory_order_acquire);
 }
 
 /* With the consumer lock held: take the oldest message, if any. */
 static int take(rp_queue *q, rp_recv *out) {
     uint32_t len;
-    void *p = (void *)rp_ring_peek(q->ring, &len);
+    rp_ring *ring = ring_of(q);
+    void *p = ring ? (void *)rp_ring_peek(ring, &len) : NULL;
     if (p) {
         out->msg = (rp_msg *)p;
         out->len = len;
@@ -511,7 +534,7 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     rp_queue *q = &ch->q[1 - (side & 1)];
     if (rp_msg_valid(r->msg, r->len)) rp_msg_release_handles(r->msg);
     if (r->node) free(r->node);
-    else rp_ring_consume(q->ring);
+    else rp_ring_consume(ring_of(q));
     rp_lock_release(&q->clock);
     if (ch->max_pending) {
         atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_seq_cst);

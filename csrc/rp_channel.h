@@ -105,8 +105,9 @@ int rp_token_drop(int64_t id);
 typedef struct rp_channel rp_channel;
 
 /* capacity: ring bytes per direction (a power of two, RP_RING_MIN_CAPACITY to
- * RP_RING_MAX_CAPACITY).  The rings are mapped, not filled: a channel costs a few KiB until
- * messages touch its ring pages.  max_pending: 0 for unbounded, else the
+ * RP_RING_MAX_CAPACITY).  A ring is mapped at the first post in its direction and its pages are
+ * committed as messages reach them: an idle channel costs about 2 KiB, and creating one makes
+ * no system call.  max_pending: 0 for unbounded, else the
  * bound on bytes posted and not yet received in each direction. */
 rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending);
 /* Reference counting per side (see above).  The new channel holds one reference per side. */

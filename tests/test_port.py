@@ -365,3 +365,47 @@ def test_container_mutated_while_encoding_raises_and_sends_nothing(channel, make
     assert receive_message_on_port(channel.port2) is None
     channel.port1.post_message("ok")
     assert channel.port2.receive(timeout=1) == "ok"
+
+
+# ---------------------------------------------------------------------------- capacity and footprint
+
+
+@pytest.mark.parametrize("bad", [2**40, 2**31, 2**64, 0, -1, -(2**40), 255, 257, 3 << 20])
+def test_capacity_out_of_range_or_not_a_power_of_two_raises_value_error(bad):
+    with pytest.raises(ValueError, match="capacity must be a power of two between 256 and"):
+        MessageChannel(capacity=bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, "1024", None, True, 1024.0])
+def test_capacity_that_is_not_an_int_raises_type_error(bad):
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        MessageChannel(capacity=bad)
+
+
+def test_capacity_bounds_are_accepted():
+    for cap in (256, 2**30):
+        ch = MessageChannel(capacity=cap)
+        assert ch.port1.capacity == cap
+        ch.port1.post_message(b"x" * 32)
+        assert ch.port2.receive() == b"x" * 32
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_idle_channels_cost_little_memory():
+    # Rings are mapped at the first post and their pages committed as messages reach them: a
+    # thousand idle default channels once cost 510 MiB (two zero-filled 256 KiB rings each).
+    before = _rss_bytes()
+    chans = [MessageChannel() for _ in range(1000)]
+    grown = _rss_bytes() - before
+    assert grown < 1000 * 16 * 1024, f"1000 idle channels cost {grown / 2**20:.1f} MiB"
+    # used a little, they stay small: only the ring pages the messages reached
+    for ch in chans:
+        ch.port1.post_message(1)
+        assert ch.port2.receive() == 1
+    grown = _rss_bytes() - before
+    assert grown < 1000 * 32 * 1024, f"1000 lightly used channels cost {grown / 2**20:.1f} MiB"
