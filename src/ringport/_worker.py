@@ -485,8 +485,11 @@ class Worker:
             _interpreters.destroy(iid)
         code = self._ctl.exit_code
         report = None
-        if code == -1:  # it never got to import the token: it failed while booting
-            _drop_token(token)
+        if code == -1:  # it failed while booting, maybe before it imported the token
+            try:
+                _drop_token(token)
+            except ValueError:  # it had taken the token (and failed to decode it)
+                pass
             code = 1
         if res is not None:
             report = {"type": res.type.__qualname__, "module": res.type.__module__,
