@@ -62,6 +62,24 @@ def test_a_token_is_dropped_once_and_its_ports_close():
         _import(tok)
 
 
+def test_tokens_from_many_threads_at_once(rethread):
+    # the registry is shared by every thread and interpreter of the process
+    before = _registry_count()
+
+    def churn(k):
+        for i in range(2000):
+            tok = _export((k, i))
+            if i % 3 == 0:
+                _drop_token(tok)
+            else:
+                assert _import(tok) == (k, i)
+        return k
+
+    threads = [rethread(churn, k) for k in range(6)]
+    assert sorted(t.join() for t in threads) == list(range(6))
+    assert _registry_count() == before
+
+
 def test_ids_are_never_reused():
     a = _export(1)
     _drop_token(a)
