@@ -1,6 +1,6 @@
 # What workers need from C: wait sets for the event loops, the worker control block (cancel
 # token, terminate() across interpreters, exit code), process-wide thread ids, BroadcastChannel.
-# The Python side (Worker, the loops, the per-worker context) is ringport/_worker.py.
+# The Python side: ringport/_worker.py (Worker), _loop.py, _context.py, _bootstrap.py, _exit.py.
 
 cdef extern from *:
     """
