@@ -44,8 +44,7 @@ def run(token, ctl_address, func):
         script = getattr(func, "__qualname__", "-c")
     ctx.argv = [script, *payload["argv"]]
     _context.enter(ctx, backend)
-    if backend != "thread":
-        sys.path[:] = payload["sys_path"]
+    if backend != "thread":   # (its sys.path was set before the token was imported)
         sys.argv[:] = ctx.argv
         if spec[0] == "file":
             sys.path.insert(0, os.path.dirname(spec[1]))
@@ -79,6 +78,9 @@ def run(token, ctl_address, func):
             finally:
                 ctl.exit_code = code
                 _context.leave(backend)
+                # an exception raised in the worker keeps this frame (its frames' f_back) for
+                # as long as the parent holds it: let go of what the worker owned
+                ctx = ctl_port = func = None
     return code
 
 

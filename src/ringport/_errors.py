@@ -61,15 +61,15 @@ _local_errors = {}  # thread backend: the worker's exception object itself, by t
 def error_report(exc, backend, thread_id=None):
     """What the parent needs to rebuild exc (see rebuild_error)."""
     import traceback
-    tb = exc.__traceback__
+    tb = whole = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.endswith(_OWN_FILES):
         tb = tb.tb_next  # ringport's own frames above the worker's code say nothing useful
     if tb is not None:
         exc.__traceback__ = tb
-        # the worker is gone: its frames' locals (ports, its loop) must not live on in the
-        # report; file names and line numbers stay for printing
-        traceback.clear_frames(tb)
     text = "".join(traceback.format_exception(exc))
+    # The worker is gone: the locals of its frames (its ports, its loop) must not live on in
+    # the exception its parent gets; file names and line numbers stay for printing.
+    traceback.clear_frames(whole)
     report = {"type": type(exc).__qualname__, "module": type(exc).__module__,
               "message": str(exc), "traceback": text, "pickle": None, "local": None}
     if backend == "thread" and thread_id is not None:

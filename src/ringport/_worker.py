@@ -104,7 +104,6 @@ class Worker:
             "name": name,
             "thread_id": self.thread_id,
             "spec": spec,
-            "sys_path": list(sys.path),
             "backend": backend,
         }
         host_ctl = _port_new_ref(ctl.port2)  # the host thread posts 'exit' through it
@@ -112,7 +111,7 @@ class Worker:
         self._port = chan.port1
         self._ctlport = ctl.port1
         self._thread = threading.Thread(
-            target=self._host, args=(token, func, host_ctl),
+            target=self._host, args=(token, func, host_ctl, list(sys.path)),
             name=f"ringport-worker-{self.thread_id}" + (f" ({name})" if name else ""),
             # isolated subinterpreters refuse daemon threads
             daemon=not _context.in_subinterpreter_worker())
@@ -131,8 +130,8 @@ class Worker:
 
     # ------------------------------------------------------------------ the host thread
 
-    def _host(self, token, func, host_ctl):
-        code, report = _run_worker(self.backend, token, self._ctl, func)
+    def _host(self, token, func, host_ctl, sys_path):
+        code, report = _run_worker(self.backend, token, self._ctl, func, sys_path)
         error = rebuild_error(report) if report is not None else None
         with self._lock:
             self._exit_code = code
@@ -332,7 +331,7 @@ def _resolve(fut, code):
 # ---------------------------------------------------------------------------- the host thread
 
 
-def _run_worker(backend, token, ctl, func):
+def _run_worker(backend, token, ctl, func, sys_path):
     """In the host thread: run the worker to its end; (exit code, error report or None).  A
     worker that fails before its bootstrap could report anything still ends with an error."""
     report = None
@@ -341,7 +340,7 @@ def _run_worker(backend, token, ctl, func):
             from ringport._bootstrap import run
             code = run(token, ctl.address, func)
         else:
-            code, report = _run_subinterpreter(token, ctl)
+            code, report = _run_subinterpreter(token, ctl, sys_path)
     except BaseException as exc:  # the bootstrap failed: ringport's own code, or worker_data
         report = error_report(exc, "thread")
         code = 1
@@ -361,11 +360,13 @@ def _run_worker(backend, token, ctl, func):
     return code, report
 
 
-def _run_subinterpreter(token, ctl):
+def _run_subinterpreter(token, ctl, sys_path):
     iid = _interpreters.create()
     try:
+        # the parent's sys.path first: the token's values may need its modules to unpickle
         res = _interpreters.exec(
-            iid, "import ringport._bootstrap as _b\n"
+            iid, f"import sys\nsys.path[:] = {sys_path!r}\n"
+                 "import ringport._bootstrap as _b\n"
                  f"_b.run({token}, {ctl.address}, None)\n")
     finally:
         _interpreters.destroy(iid)
