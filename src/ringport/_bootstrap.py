@@ -18,7 +18,7 @@ from ringport._core import _drop_token, _export, _import, _run_guarded, _WorkerC
 from ringport._errors import WorkerTerminated, error_report
 from ringport._loop import Loop
 
-__all__ = ["TERMINATED_EXIT_CODE", "run"]
+__all__ = ["TERMINATED_EXIT_CODE", "install_unraisable_hook", "run"]
 
 #: The exit code of a worker stopped by terminate() (Node uses 1 as well).
 TERMINATED_EXIT_CODE = 1
@@ -48,7 +48,8 @@ def run(token, ctl_address, func):
         sys.argv[:] = ctx.argv
         if spec[0] == "file":
             sys.path.insert(0, os.path.dirname(spec[1]))
-    _install_unraisable_hook()
+    if backend != "thread":   # (thread workers: the parent installs it in terminate())
+        install_unraisable_hook()
     ctl_port = payload["ctl_port"]
     del payload
     code = 1
@@ -170,7 +171,8 @@ def _end_children(ctx):
 _prev_unraisable = None
 
 
-def _install_unraisable_hook():
+def install_unraisable_hook():
+    """Catch the WorkerTerminated that a finalizer swallowed (in this interpreter)."""
     global _prev_unraisable
     if sys.unraisablehook is not _unraisable_hook:
         _prev_unraisable = sys.unraisablehook

@@ -13,6 +13,7 @@ import threading
 
 from ringport import _context, _exit
 from ringport._backends import _interpreters, available_backends, resolve_backend
+from ringport._bootstrap import install_unraisable_hook, run
 from ringport._context import get_environment_data, set_environment_data
 from ringport._core import MessageChannel, _drop_token, _export, _import, _port_new_ref, _WorkerCtl
 from ringport._errors import boot_failure_report, error_report, print_worker_error, rebuild_error
@@ -279,6 +280,8 @@ class Worker:
         # WorkerTerminated can be swallowed (a finalizer, a bare except): deliver it again
         # until the worker has ended
         if self._exit_code is None:
+            if self.backend == "thread":   # (a subinterpreter worker installs its own)
+                install_unraisable_hook()
             self._ctl.terminate()
             _redeliverer.add(self)
 
@@ -337,7 +340,6 @@ def _run_worker(backend, token, ctl, func, sys_path):
     report = None
     try:
         if backend == "thread":
-            from ringport._bootstrap import run
             code = run(token, ctl.address, func)
         else:
             code, report = _run_subinterpreter(token, ctl, sys_path)
