@@ -74,6 +74,7 @@ def test_exit_waits_for_stuck_workers_together(kind):
     """, kind)
     end = time.monotonic()
     assert r.stdout.startswith("main done"), r.stderr
+    assert r.returncode == 0, r.stderr   # (a redelivery racing finalization used to crash it)
     waited = end - float(r.stdout.split()[2])
     # one after another this took 3 x 3 s; together at most one grace period (+ slack)
     assert waited < 7.5, (waited, r.stderr)

@@ -165,7 +165,7 @@ def _end_children(ctx):
 # that case in a terminated worker and raises WorkerTerminated again at the next line of the
 # code that was running when the finalizer ran (through the frames' trace functions: an
 # exception set while still inside the hook would be raised, and swallowed, in the hook itself).
-# The parent also delivers it again every REDELIVER_S until the worker ends (ringport._worker),
+# The parent also delivers it again every REDELIVER_S until the worker ends (ringport._exit),
 # for code that catches it with a bare except.
 
 _prev_unraisable = None

@@ -1,4 +1,5 @@
-"""Interpreter exit: the program stays alive for its referenced workers and listeners, as in
+"""How workers are stopped: terminate() that is delivered again until the worker ended, and
+interpreter exit, where the program stays alive for its referenced workers and listeners, as in
 Node, and no worker outlives the interpreter that started it.
 
 * on_threading_shutdown runs in the main thread when the main module is done, before threading
@@ -16,14 +17,70 @@ import time
 
 from ringport import _context
 
-__all__ = ["EXIT_GRACE_S", "live", "terminate_all"]
+__all__ = ["EXIT_GRACE_S", "REDELIVER_S", "live", "redeliver", "terminate_all"]
 
 #: How long interpreter exit waits, in total, for the workers it terminates.  A worker stuck in
 #: a call that nothing interrupts (a C extension, time.sleep in a subinterpreter) is left behind.
 EXIT_GRACE_S = 10.0
 
+#: How often terminate() delivers WorkerTerminated again until the worker has ended.
+REDELIVER_S = 0.05
+
 live = set()                # workers not yet exited, in this interpreter
 live_lock = threading.Lock()
+
+
+class _Redeliverer:
+    """Delivers WorkerTerminated again, every REDELIVER_S, to each terminated worker until it
+    has ended: termination cannot be swallowed for good.  One thread per interpreter, while
+    there is something to do."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.workers = set()
+        self.thread = None
+        self.stopped = False
+
+    def add(self, worker):
+        with self.lock:
+            if self.stopped:
+                return
+            self.workers.add(worker)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="ringport-terminate",
+                    daemon=not _context.in_subinterpreter_worker())
+                self.thread.start()
+
+    def _run(self):
+        while True:
+            with self.lock:
+                self.workers = {w for w in self.workers
+                                if w._thread.is_alive() and not w._ctl.done}
+                if not self.workers or self.stopped:
+                    self.thread = None
+                    return
+                workers = list(self.workers)
+            workers[0]._thread.join(REDELIVER_S)
+            with self.lock:
+                if self.stopped:
+                    continue
+                for w in workers:
+                    if not w._ctl.done:
+                        w._ctl.terminate()
+
+    def stop(self):
+        """At exit, before finalization: a terminate() that reached into another interpreter
+        while ours is being torn down crashes the process."""
+        with self.lock:
+            self.stopped = True
+            thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+
+
+_redeliverer = _Redeliverer()
+redeliver = _redeliverer.add
 
 
 def terminate_all(workers, grace):
@@ -44,6 +101,7 @@ def at_exit():
     with live_lock:
         workers = list(live)
     terminate_all(workers, EXIT_GRACE_S)
+    _redeliverer.stop()
 
 
 def on_threading_shutdown():

@@ -21,10 +21,6 @@ from ringport._events import Emitter
 
 __all__ = ["Worker", "available_backends", "get_environment_data", "set_environment_data"]
 
-#: How often terminate() delivers WorkerTerminated again until the worker has ended.
-REDELIVER_S = 0.05
-
-
 def _target_spec(target, eval_, backend):
     if eval_:
         if not isinstance(target, str):
@@ -283,7 +279,7 @@ class Worker:
             if self.backend == "thread":   # (a subinterpreter worker installs its own)
                 install_unraisable_hook()
             self._ctl.terminate()
-            _redeliverer.add(self)
+            _exit.redeliver(self)
 
     def ref(self):
         """Keep the program alive while this worker runs (the default)."""
@@ -380,40 +376,3 @@ def _run_subinterpreter(token, ctl, sys_path):
                   "local": None}
         code = 1
     return code, report
-
-
-class _Redeliverer:
-    """Delivers WorkerTerminated again, every REDELIVER_S, to each terminated worker until it
-    has ended: termination cannot be swallowed for good.  One thread per interpreter, while
-    there is something to do."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.workers = set()
-        self.thread = None
-
-    def add(self, worker):
-        with self.lock:
-            self.workers.add(worker)
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._run, name="ringport-terminate",
-                    daemon=not _context.in_subinterpreter_worker())
-                self.thread.start()
-
-    def _run(self):
-        while True:
-            with self.lock:
-                self.workers = {w for w in self.workers
-                                if w._thread.is_alive() and not w._ctl.done}
-                if not self.workers:
-                    self.thread = None
-                    return
-                workers = list(self.workers)
-            workers[0]._thread.join(REDELIVER_S)
-            for w in workers:
-                if not w._ctl.done:
-                    w._ctl.terminate()
-
-
-_redeliverer = _Redeliverer()
