@@ -197,3 +197,22 @@ def test_worker_whose_listener_raised_closes_its_ports(start_worker, backend):
     assert [type(e) for e in errors] == [KeyError]
     errors.clear()
     _assert_left_nothing_behind(backend)
+
+
+@pytest.mark.parametrize("target", ["hold_port_and_block", "raise_value_error_holding_port"])
+def test_ports_a_worker_held_close_when_it_ends(start_worker, target):
+    """Not listened on, only referenced from the worker's frames: they close too (also when
+    the worker's exception, which keeps its frames, lives on in the parent)."""
+    if target == "hold_port_and_block":
+        w, port = _start_listener(start_worker, workerfuncs.hold_port_and_block)
+        assert w.terminate(20) == 1
+    else:
+        ch = ringport.MessageChannel()
+        errors = []
+        w = start_worker(workerfuncs.raise_value_error_holding_port, worker_data=ch.port2,
+                         transfer=[ch.port2])
+        w.on("error", errors.append)
+        port = ch.port1
+        assert w.join(20) == 1
+    with pytest.raises(ringport.PortClosed):
+        port.receive(timeout=10)

@@ -138,3 +138,16 @@ class BadOnArrival:
 
 def _fail_on_arrival():
     raise RuntimeError("worker_data refused to arrive")
+
+
+def hold_port_and_block():
+    """Holds the port from worker_data in a local only (no listener), blocked in receive()."""
+    port = ringport.worker_data
+    ringport.parent_port.post_message("listening")
+    ringport.parent_port.receive()
+    port.post_message("never")
+
+
+def raise_value_error_holding_port():
+    port = ringport.worker_data  # noqa: F841 (held by this frame, which the error keeps)
+    raise ValueError("boom holding a port")
