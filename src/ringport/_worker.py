@@ -265,6 +265,8 @@ class Worker:
         blocked ringport receives and waits return at once, and running Python code gets
         WorkerTerminated at its next bytecode boundary.  Returns the exit code (1 when it was
         terminated, as in Node; its own code if it had ended already), or None on timeout.
+        It cannot be swallowed: until the worker has ended (also after a timeout), it is
+        delivered again, also when a finalizer or an except clause caught it.
 
         Cannot be interrupted: a long call inside a C extension that does not return to Python
         (and, in a subinterpreter worker, blocking calls such as time.sleep, which only a signal
