@@ -12,6 +12,7 @@ import pytest
 
 import ringport
 import workerfuncs
+from conftest import wait_until
 
 
 def run_script(code, *args, timeout=120):
@@ -90,9 +91,7 @@ def test_boot_failure_is_an_error_and_exit_1(start_worker):
     w.on("error", errors.append)
     w.on("exit", exits.append)
     assert w.join(20) == 1
-    deadline = time.monotonic() + 10
-    while not exits and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: exits, 10)
     assert exits == [1]
     assert len(errors) == 1
     assert "worker_data refused to arrive" in str(errors[0]) + getattr(errors[0], "traceback", "")
@@ -146,9 +145,7 @@ def test_worker_that_fails_before_its_bootstrap_is_an_error(backend, monkeypatch
     w.on("error", errors.append)
     w.on("exit", exits.append)
     assert w.join(20) == 1
-    deadline = time.monotonic() + 10
-    while not exits and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: exits, 10)
     assert exits == [1]
     assert len(errors) == 1
     assert expect in str(errors[0])
@@ -191,9 +188,7 @@ def test_worker_whose_listener_raised_closes_its_ports(start_worker, backend):
     assert w.join(20) == 1
     with pytest.raises(ringport.PortClosed):
         port.receive(timeout=10)
-    deadline = time.monotonic() + 10
-    while not errors and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: errors, 10)
     assert [type(e) for e in errors] == [KeyError]
     errors.clear()
     _assert_left_nothing_behind(backend)
