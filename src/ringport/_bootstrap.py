@@ -48,15 +48,14 @@ def run(token, ctl_address, func):
         sys.argv[:] = ctx.argv
         if spec[0] == "file":
             sys.path.insert(0, os.path.dirname(spec[1]))
-    if backend != "thread":   # (thread workers: the parent installs it in terminate())
-        install_unraisable_hook()
+        install_unraisable_hook()   # (thread workers: the parent installs it in terminate())
     ctl_port = payload["ctl_port"]
     del payload
     code = 1
     try:
         ctl_port.post_message(("online",))
         _, exc = _run_guarded(ctl, lambda: _run_target(ctx, spec, func, backend))
-        _stop_redelivery()
+        _untrace()
         if exc is None:
             code = 0
         elif isinstance(exc, SystemExit):
@@ -201,6 +200,7 @@ def _raise_terminated(frame, event, arg):
     raise WorkerTerminated("the worker was terminated")
 
 
-def _stop_redelivery():
+def _untrace():
+    """Drop the trace function _unraisable_hook set, if the worker ended before it fired."""
     if sys.gettrace() is _trace_no_new_frames:
         sys.settrace(None)
