@@ -70,3 +70,84 @@ def broadcast_member():
 
 def import_numpy():
     import numpy  # noqa: F401
+
+
+class _Finalized:
+    def __del__(self):
+        n = 0
+        for i in range(300):   # most of the worker's time is spent in here
+            n += i
+
+
+def finalizers_forever():
+    """A loop whose time goes to __del__: terminate() mostly lands inside a finalizer."""
+    ringport.parent_port.post_message("ready")
+    while True:
+        _Finalized()
+
+
+def swallow_terminate_once():
+    """Catches the first WorkerTerminated and carries on."""
+    ringport.parent_port.post_message("ready")
+    try:
+        while True:
+            pass
+    except BaseException:
+        ringport.parent_port.post_message("swallowed")
+    while True:
+        pass
+
+
+def listen_on_transferred_port():
+    """Listens on the port in worker_data (and keeps a weak reference to it and to its loop in
+    LEFT_BEHIND, thread backend only), then waits in its loop."""
+    import weakref
+
+    port = ringport.worker_data
+    from ringport import _context
+
+    port.on("message", lambda m: None)
+    LEFT_BEHIND[:] = [weakref.ref(port), weakref.ref(_context.current().loop)]
+    ringport.parent_port.post_message("listening")
+
+
+LEFT_BEHIND = []
+
+
+def listen_and_raise():
+    import weakref
+
+    from ringport import _context
+
+    port = ringport.worker_data
+    port.on("message", _raise_key_error)
+    LEFT_BEHIND[:] = [weakref.ref(port), weakref.ref(_context.current().loop)]
+    ringport.parent_port.post_message("listening")
+
+
+def _raise_key_error(m):
+    raise KeyError(m)
+
+
+class BadOnArrival:
+    """Pickles fine; unpickling raises (in the worker, while it boots)."""
+
+    def __reduce__(self):
+        return (_fail_on_arrival, ())
+
+
+def _fail_on_arrival():
+    raise RuntimeError("worker_data refused to arrive")
+
+
+def hold_port_and_block():
+    """Holds the port from worker_data in a local only (no listener), blocked in receive()."""
+    port = ringport.worker_data
+    ringport.parent_port.post_message("listening")
+    ringport.parent_port.receive()
+    port.post_message("never")
+
+
+def raise_value_error_holding_port():
+    port = ringport.worker_data  # noqa: F841 (held by this frame, which the error keeps)
+    raise ValueError("boom holding a port")

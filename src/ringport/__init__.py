@@ -101,11 +101,11 @@ _PER_WORKER = frozenset({"argv", "env", "is_main_thread", "parent_port", "thread
 
 def __getattr__(name):
     if name in _PER_WORKER:
-        from ringport._worker import context_attr
+        from ringport._context import context_attr
 
         return context_attr(name)
     if name in ("isMainThread", "parentPort", "threadId", "workerData"):
-        from ringport._worker import context_attr
+        from ringport._context import context_attr
 
         return context_attr({"isMainThread": "is_main_thread", "parentPort": "parent_port",
                              "threadId": "thread_id", "workerData": "worker_data"}[name])

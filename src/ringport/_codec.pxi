@@ -707,7 +707,7 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
     if p.ch == NULL:
         raise DataCloneError("MessagePort was already transferred")
     # the handle takes a reference of its own; the sender's object gives its reference up
-    # only once the message is sent (see _finish_transfer)
+    # only once the message is sent (see _detach)
     rp_channel_incref(p.ch, p.side)
     hidx = w_add_handle(w, rp_port_release, <void *>p.ch, <uint64_t>p.side, RP_H_PORT)
     w_tag_varint(w, b'H', hidx)

@@ -16,7 +16,8 @@ from ringport._errors import (DataCloneError, DecodeError, Empty, Full, PortClos
                               WorkerTerminated)
 from ringport._events import Emitter
 
-# Set by ringport._worker once the event loop exists (per interpreter: a module global).
+# ringport._context sets this to a ringport._loop.Hook when it is imported (per interpreter: a
+# module global); ports tell it when their listeners, started state or ref change.
 _loop_hook = None
 
 
@@ -25,15 +26,6 @@ cdef inline void _loop_update(object port) noexcept:
     if hook is not None:
         try:
             hook.update(port)
-        except BaseException:
-            pass
-
-
-cdef inline void _loop_wake() noexcept:
-    hook = _loop_hook
-    if hook is not None:
-        try:
-            hook.wake()
         except BaseException:
             pass
 

@@ -281,8 +281,7 @@ cdef class MessagePort:
         posting afterwards raises PortClosed.  'close' is emitted on both ends."""
         cdef rp_channel *ch = self.ch
         if ch != NULL:
-            rp_channel_close(ch)
-            _loop_wake()
+            rp_channel_close(ch)   # signals the wait sets watching either side
 
     @property
     def closed(self):
