@@ -128,7 +128,7 @@ def varint(n):
 def mutate(rng, data, pool):
     b = bytearray(data)
     for _ in range(rng.choice([1, 1, 1, 2, 3, 5])):
-        op = rng.randrange(11)
+        op = rng.randrange(12)
         i = rng.randrange(len(b) + 1)
         if op == 0 and b:                            # flip a bit
             i = min(i, len(b) - 1)
@@ -156,9 +156,17 @@ def mutate(rng, data, pool):
             b[i:i] = rng.randbytes(rng.randrange(1, 9))
         elif op == 9:                                # a container header claiming the rest
             b[i:i] = bytes([rng.choice(b"ltdsz")]) + varint(len(b) - i)
-        else:                                        # a codec flags byte
+        elif op == 10:                               # a codec flags byte
             if b:
                 b[0] = rng.choice([0, 1, 2, 0x80])
+        else:                                        # nested headers, each claiming the rest
+            k = rng.choice([16, 256, 4096, 8192])
+            run = bytearray()
+            for j in range(k):
+                left = 4 * (k - j - 1)
+                run += bytes([rng.choice(b"ltz"), 0x80 | (left & 0x7F),
+                              0x80 | ((left >> 7) & 0x7F), left >> 14])
+            b[i:] = run
     return bytes(b)
 
 
@@ -259,17 +267,17 @@ def run(count, seed=0, corpus=str(CORPUS), save=None, budget_mb=256, timeout=5.0
                "--timeout", str(timeout)]
         if corpus:
             cmd += ["--corpus", corpus]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         last = start - 1
         done = False
-        for line in proc.stdout:
-            if line.startswith("I "):
-                last = int(line[2:])
-            elif line.startswith("F "):
-                failures.append(json.loads(line[2:]))
-            elif line.startswith("D"):
-                done = True
-        rc = proc.wait()
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+            for line in proc.stdout:
+                if line.startswith("I "):
+                    last = int(line[2:])
+                elif line.startswith("F "):
+                    failures.append(json.loads(line[2:]))
+                elif line.startswith("D"):
+                    done = True
+            rc = proc.wait()
         if done and rc == 0:
             start = stop
             continue
