@@ -21,10 +21,17 @@ ARGS = [
     (float("nan"),), ([1, 2],), ((),), ({},), (object(),), (0, 0), (-1, -1), (None, None),
     (1, 2, 3), (0, 2**63, None),
 ]
+METHOD_ARGS = [(), (0,), (-1,), (2**64 + 1,), (None,), (b"",), (memoryview(b"abcd"),),
+               ("x",), (1, 2, 3)]
 KWARGS = [{"timeout": -1}, {"nonsense": 1}]
 # methods that wait: a probe that blocks is fine; the alarm ends it (waits here come back for
 # signals at least every 50 ms)
 ALARM_S = 0.3
+# Classes known to crash, fixed on another branch of the same change: probed by a strict xfail
+# test, so the mark must go (the test fails) once they stop crashing.
+KNOWN_CRASHES = {
+    "ringport._core._WorkerCtl": "issue 8 item 1: takes a raw address as an int",
+}
 SKIP_METHODS = {
     "__init_subclass__", "__subclasshook__", "__class_getitem__", "__getattribute__",
     "__setattr__", "__delattr__", "__dir__", "__sizeof__", "__format__", "__reduce_ex__",
@@ -56,20 +63,29 @@ def reachable_classes():
     return dict(sorted(seen.items()))
 
 
-def probes():
-    """(label, thunk) for every probe, in a fixed order."""
+def probes(known):
+    """(label, thunk) for every probe, in a fixed order; known: probe only KNOWN_CRASHES."""
     out = []
+    groups = {}
     for name, cls in reachable_classes().items():
+        if (name in KNOWN_CRASHES) != known:
+            continue
+        # classes that differ only in a table row (the typed arrays) share their methods: a
+        # few of them are enough for the method probes
+        group = (cls.__mro__[1], frozenset(cls.__dict__) - {"__doc__", "BYTES_PER_ELEMENT"})
+        groups[group] = groups.get(group, 0) + 1
         for args in ARGS:
             out.append((f"{name}{args!r}", lambda cls=cls, args=args: cls(*args)))
         out.append((f"{name}.__new__", lambda cls=cls: cls.__new__(cls)))
         for kw in KWARGS:
             out.append((f"{name}(**{kw})", lambda cls=cls, kw=kw: cls(**kw)))
+        if groups[group] > 3 or issubclass(cls, BaseException):
+            continue    # exceptions: plain Python classes, their methods are the stdlib's
         for meth in sorted(set(dir(cls)) - SKIP_METHODS):
             if meth.startswith("_") and not (meth.startswith("__") and meth.endswith("__")):
                 continue
             for how in ("built", "raw"):
-                for args in ARGS[:12] + ARGS[-4:]:
+                for args in METHOD_ARGS:
                     out.append((f"{name}[{how}].{meth}{args!r}",
                                 lambda cls=cls, how=how, meth=meth, args=args:
                                 call_method(cls, how, meth, args)))
@@ -112,11 +128,11 @@ class Blocked(BaseException):
     pass
 
 
-def child(start):
+def child(start, known):
     def on_alarm(signum, frame):
         raise Blocked
     signal.signal(signal.SIGALRM, on_alarm)
-    all_probes = probes()
+    all_probes = probes(known)
     print(f"N {len(all_probes)}", flush=True)
     for i in range(start, len(all_probes)):
         label, thunk = all_probes[i]
@@ -133,12 +149,13 @@ def child(start):
     os._exit(0)     # workers or threads a probe may have started do not matter here
 
 
-def run_probes():
+def run_probes(known=False):
     crashes = []
     start = 0
     total = None
     while True:
-        proc = subprocess.run([sys.executable, "-X", "faulthandler", __file__, str(start)],
+        proc = subprocess.run([sys.executable, "-X", "faulthandler", __file__, str(start),
+                               "known" if known else "all"],
                               capture_output=True, text=True, timeout=600)
         last = None
         done = False
@@ -157,6 +174,8 @@ def run_probes():
         why = (signal.Signals(-proc.returncode).name if proc.returncode < 0
                else f"exit status {proc.returncode}")
         crashes.append(f"{label}: {why}\n{proc.stderr[-1500:]}")
+        if known:
+            return total, crashes       # one is enough to know it still crashes
         start = int(idx) + 1
 
 
@@ -166,6 +185,13 @@ def test_no_class_crashes_when_constructed_or_called():
     assert total and total > 1000
     assert not crashes, f"{len(crashes)} probe(s) crashed the interpreter:\n\n" + "\n\n".join(
         crashes)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGALRM")
+@pytest.mark.xfail(strict=True, reason="; ".join(KNOWN_CRASHES.values()))
+def test_known_crashes_fixed_elsewhere():
+    total, crashes = run_probes(known=True)
+    assert not crashes, f"{len(crashes)} probe(s) crashed:\n\n" + "\n\n".join(crashes[:3])
 
 
 def test_the_walk_reaches_the_internal_classes():
@@ -178,4 +204,4 @@ def test_the_walk_reaches_the_internal_classes():
 
 
 if __name__ == "__main__":
-    child(int(sys.argv[1]))
+    child(int(sys.argv[1]), sys.argv[2] == "known")
