@@ -292,12 +292,15 @@ cdef int _code_of_type(type t) noexcept:
     maps the same."""
     cdef PyTypeObject *tp = <PyTypeObject *>t
     cdef const char *name
+    cdef const char *row
     cdef int code
     while tp != NULL:
         name = tp.tp_name
         if strncmp(name, b"ringport._core.", 15) == 0:
+            name += 15
             for code in range(RP_T_COUNT):
-                if strcmp(name + 15, _kind(code).name) == 0:
+                row = _kind(code).name
+                if row[0] == name[0] and strcmp(name, row) == 0:
                     return code
         tp = tp.tp_base
     return -1
