@@ -1574,8 +1574,10 @@ def loads(data, *, allow_pickle=False):
 
     The bytes are untrusted by default: a pickled value in them raises DecodeError and no code
     runs.  allow_pickle=True unpickles it, which runs whatever code the bytes name: only for
-    bytes from a trusted source (an exception the unpickled code raises becomes DecodeError,
-    SystemExit included; KeyboardInterrupt goes through).
+    bytes from a trusted source.  Then an exception the unpickled code raises becomes
+    DecodeError, SystemExit included (KeyboardInterrupt goes through); a pickle whose opcodes
+    announce more bytes than it holds, or a memo larger than itself, is refused before
+    unpickling, but what the code it names allocates when it runs is not bounded.
     """
     cdef Py_buffer view
     cdef Reader r
