@@ -135,7 +135,7 @@ class Sub(dict):
     fractions.Fraction(1, 3), collections.Counter("hello"), range(3), ValueError("boom"),
 ], ids=repr)
 def test_other_types_go_through_pickle_with_type_kept(v):
-    out = loads(dumps(v))
+    out = loads(dumps(v), allow_pickle=True)
     assert type(out) is type(v)
     if isinstance(v, BaseException):
         assert out.args == v.args
@@ -145,7 +145,7 @@ def test_other_types_go_through_pickle_with_type_kept(v):
 
 def test_pickled_object_shared_identity():
     f = fractions.Fraction(1, 7)
-    out = loads(dumps([f, f]))
+    out = loads(dumps([f, f]), allow_pickle=True)
     assert out[0] is out[1]
 
 
@@ -253,3 +253,225 @@ def test_numpy_fortran_order_kept():
     a = np.asfortranarray(np.arange(12.0).reshape(3, 4))
     out = loads(dumps(a))
     assert (out == a).all()
+
+
+def test_numpy_dtype_outside_the_plain_kinds_is_refused():
+    np = _np()
+    blob = bytearray(dumps(np.zeros(2, dtype="<i4")))
+    assert b"<i4" in blob
+    for ds in [b"(i4,", b"i4,i4", b"O", b"<i4)", b"[('a','i4')]", b"<M8[xs]", b"<f8[ns]"]:
+        i = blob.index(b"<i4")
+        bad = bytes(blob[:i - 1]) + bytes([len(ds)]) + ds + bytes(blob[i + 3:])
+        with pytest.raises(DecodeError) as ei:
+            loads(bad)
+        assert type(ei.value) is DecodeError
+
+
+def test_numpy_array_that_numpy_refuses_is_a_decode_error_chained_to_the_cause():
+    np = _np()
+    blob = dumps(np.zeros(3, dtype="<i4"))
+    bad = blob.replace(b"C\x01\x03", b"C\x01\x05")      # a shape the data does not fill
+    with pytest.raises(DecodeError) as ei:
+        loads(bad)
+    assert ei.value.__cause__ is not None
+
+
+# ---------------------------------------------------------------------------- trust: pickle
+
+
+class RunsCode:
+    """Unpickling this runs a shell command (what a hostile message would do)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+class RaisesOnLoad:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        return (exec, (f"raise {self.exc}",))
+
+
+def test_loads_does_not_unpickle_by_default(tmp_path):
+    marker = tmp_path / "ran"
+    blob = dumps({"x": [1, RunsCode(marker)]})
+    with pytest.raises(DecodeError, match="allow_pickle"):
+        loads(blob)
+    assert not marker.exists()
+    loads(blob, allow_pickle=True)          # trusted: the same bytes do run
+    assert marker.exists()
+
+
+def test_dumps_allow_pickle_false_refuses_what_needs_pickle():
+    with pytest.raises(DataCloneError, match="allow_pickle"):
+        dumps([1, fractions.Fraction(1, 3)], allow_pickle=False)
+    assert loads(dumps([1, "x"], allow_pickle=False)) == [1, "x"]
+
+
+@pytest.mark.parametrize("exc", ["SystemExit(3)", "KeyboardInterrupt"])
+def test_exit_and_interrupt_from_a_pickle_never_escape_loads(exc):
+    blob = dumps(RaisesOnLoad(exc))
+    with pytest.raises(DecodeError):
+        loads(blob)                          # nothing runs at all
+    if exc.startswith("SystemExit"):
+        # trusted pickle: the message still cannot end the program
+        with pytest.raises(DecodeError) as ei:
+            loads(blob, allow_pickle=True)
+        assert isinstance(ei.value.__cause__, SystemExit)
+
+
+def test_channel_allow_pickle_false(tmp_path):
+    marker = tmp_path / "ran"
+    ch = ringport.MessageChannel(allow_pickle=False)
+    with pytest.raises(DataCloneError, match="allow_pickle"):
+        ch.port1.post_message(fractions.Fraction(1, 3))
+    ch.port1.post_message({"plain": [1, 2.5, "x"]})     # native values still travel
+    assert ch.port2.receive(timeout=5) == {"plain": [1, 2.5, "x"]}
+    # a lenient sender and a strict receiver: the pickle frame is refused, nothing runs
+    lenient = ringport.MessageChannel()
+    lenient.port2.allow_pickle = False
+    lenient.port1.post_message([RunsCode(marker)])
+    with pytest.raises(DecodeError, match="allow_pickle"):
+        lenient.port2.receive(timeout=5)
+    assert not marker.exists()
+    lenient.port1.post_message("after")                   # the port stays usable
+    assert lenient.port2.receive(timeout=5) == "after"
+    for c in (ch, lenient):
+        c.port1.close()
+
+
+def test_channel_default_keeps_the_pickle_fallback():
+    ch = ringport.MessageChannel()
+    ch.port1.post_message(fractions.Fraction(1, 3))
+    assert ch.port2.receive(timeout=5) == fractions.Fraction(1, 3)
+    ch.port1.close()
+
+
+def test_allow_pickle_false_travels_with_a_transferred_port():
+    strict = ringport.MessageChannel(allow_pickle=False)
+    carrier = ringport.MessageChannel()
+    carrier.port1.post_message(strict.port2, [strict.port2])
+    moved = carrier.port2.receive(timeout=5)
+    assert moved.allow_pickle is False
+    with pytest.raises(DataCloneError):
+        moved.post_message(fractions.Fraction(1, 2))
+    strict.port1.close()
+    carrier.port1.close()
+
+
+# ---------------------------------------------------------------------------- bounded decoding
+
+def run_limited(code, budget_mb=256, timeout=60):
+    """Run code in a child whose address space may grow by budget_mb at most (RLIMIT_AS)."""
+    import subprocess
+    import textwrap
+    pre = textwrap.dedent(f"""
+        import os, resource
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        import ringport
+        from ringport import loads, DecodeError
+        with open("/proc/self/statm") as f:
+            vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + ({budget_mb} << 20), resource.RLIM_INFINITY))
+    """)
+    return subprocess.run([sys.executable, "-c", pre + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pickle_frame(pk):
+    return b"\x00P" + varint(len(pk)) + pk + b"\x00"
+
+
+# a 16-byte message whose pickle announces a 400 MiB bytearray, and one whose memo index makes
+# the unpickler size its memo for 2**31 entries
+PICKLE_BOMBS = [
+    pickle_frame(b"\x80\x05\x96" + (400 << 20).to_bytes(8, "little") + b"."),
+    pickle_frame(b"\x80\x05N" + b"r" + (2**31).to_bytes(4, "little") + b"."),
+    pickle_frame(b"\x80\x05\x8e" + (2**40).to_bytes(8, "little") + b"."),
+    pickle_frame(b"\x80\x05\x95" + (2**40).to_bytes(8, "little") + b"N."),
+    pickle_frame(b"(p99999999999\n."),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_pickle_bombs_are_refused_cheaply():
+    r = run_limited(f"""
+        import time
+        for blob in {PICKLE_BOMBS!r}:
+            assert len(blob) < 32
+            for allow in (False, True):
+                t = time.perf_counter()
+                try:
+                    loads(blob, allow_pickle=allow)
+                except DecodeError:
+                    pass
+                else:
+                    raise AssertionError("decoded")
+                assert time.perf_counter() - t < 1.0
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+NESTED_HEADER_BOMB = """
+def nested_header_bomb(kind, size):
+    # nested container headers (4 bytes each) that each claim as many items as bytes remain
+    k = (size - 1) // 4
+    body = bytearray()
+    for j in range(k):
+        left = 4 * (k - j - 1)
+        body += kind + bytes([0x80 | (left & 0x7F), 0x80 | ((left >> 7) & 0x7F), left >> 14])
+    return b"\\x00" + bytes(body)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+@pytest.mark.parametrize("kind", [b"l", b"t", b"z"])
+def test_container_headers_cannot_claim_more_than_the_input_holds(kind):
+    # 48 KiB of such headers made the decoder take 2.3 GiB and 7 s
+    r = run_limited(NESTED_HEADER_BOMB + f"""
+import time
+blob = nested_header_bomb({kind!r}, 48 * 1024)
+t = time.perf_counter()
+try:
+    loads(blob)
+except DecodeError:
+    pass
+assert time.perf_counter() - t < 0.5, time.perf_counter() - t
+print("ok")
+""", budget_mb=128)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_count_check_still_accepts_every_valid_shape():
+    deep = []
+    cur = deep
+    for _ in range(100):
+        nxt = [1, 2, (3, {4: frozenset({5})})]
+        cur.append(nxt)
+        cur = nxt
+    assert loads(dumps(deep)) == deep
+    assert loads(dumps([[], [[]], {}, (), ((),), set(), frozenset()])) == \
+        [[], [[]], {}, (), ((),), set(), frozenset()]
+
+
+def test_every_decoding_failure_is_a_decode_error():
+    # an unhashable key made by the input: TypeError inside, DecodeError outside
+    blob = b"\x00d\x01l\x00i" + (1).to_bytes(8, "little")
+    with pytest.raises(DecodeError) as ei:
+        loads(blob)
+    assert isinstance(ei.value.__cause__, TypeError)

@@ -1,4 +1,5 @@
 """SharedArrayBuffer and typed arrays: construction, views, growth, buffers, sharing."""
+import dataclasses
 import gc
 import pickle
 import struct
@@ -389,3 +390,88 @@ assert r == [1, 2]
 """)
     t.join(30)
     assert a[0] == 42 and f[0] == 0.25
+
+
+@dataclasses.dataclass
+class Holder:
+    """Goes through the pickle fallback, with shared memory inside."""
+    name: str
+    buf: SharedArrayBuffer
+    view: Int32Array
+    more: list
+
+
+def test_shared_memory_inside_a_pickled_object_stays_shared(channel):
+    sab = SharedArrayBuffer(16)
+    view = Int32Array(sab)
+    h = Holder("h", sab, view, [view, Float64Array(sab, 8, 1)])
+    channel.port1.post_message([h, sab])
+    out, top = channel.port2.receive(timeout=5)
+    assert type(out) is Holder and out.name == "h"
+    assert out.buf is top                     # one SharedArrayBuffer object per block
+    assert out.view.buffer is out.buf and out.more[0] is out.view
+    out.view[1] = 42                          # the receiver writes ...
+    assert view[1] == 42                      # ... the sender sees it: shared, not copied
+    out.more[1][0] = 2.5
+    assert Float64Array(sab, 8, 1)[0] == 2.5
+
+
+def test_shared_memory_inside_a_pickled_object_cannot_go_to_bytes():
+    with pytest.raises(ringport.DataCloneError):
+        ringport.dumps(Holder("h", SharedArrayBuffer(4), Int32Array(1), []))
+
+
+def test_typed_array_base_class_refuses_construction():
+    base = type(Int32Array(1)).__mro__[1]
+    with pytest.raises(TypeError, match="element type"):
+        base(4)
+    with pytest.raises(TypeError):
+        base(SharedArrayBuffer(8))
+    raw = base.__new__(base)                  # never initialized: no memory to touch
+    assert len(raw) == 0 and raw.tolist() == []
+    for call in (lambda: raw[0:1], lambda: raw.subarray(0), lambda: memoryview(raw),
+                 lambda: raw.__setitem__(slice(None), [])):
+        with pytest.raises(ValueError, match="not initialized"):
+            call()
+
+
+@pytest.mark.parametrize("cls, fmt, size, lo, hi", TYPES, ids=ids)
+def test_uninitialized_typed_array_is_safe(cls, fmt, size, lo, hi):
+    raw = cls.__new__(cls)
+    assert len(raw) == 0 and list(raw) == []
+    with pytest.raises(ValueError):
+        raw.subarray(0)
+    with pytest.raises(ValueError):
+        memoryview(raw)
+
+
+def test_subclass_of_a_typed_array_keeps_its_element_type():
+    class Mine(Int16Array):
+        pass
+    m = Mine([1, -2])
+    assert m.BYTES_PER_ELEMENT == 2 and memoryview(m).format == "h"
+    assert isinstance(m, Int16Array) and m.tolist() == [1, -2]
+
+
+def forget(x):
+    """Unpickling calls this with a SharedArrayBuffer and drops it."""
+    return "forgotten"
+
+
+class DropsItsBuffer:
+    def __init__(self, sab):
+        self.sab = sab
+
+    def __reduce__(self):
+        return (forget, (self.sab,))
+
+
+def test_buffer_dropped_by_unpickled_code_is_still_valid_later_in_the_message(channel):
+    sab = SharedArrayBuffer(8)
+    channel.port1.post_message([DropsItsBuffer(sab), sab, Int8Array(sab)])
+    gone, again, view = channel.port2.receive(timeout=5)
+    gc.collect()
+    assert gone == "forgotten"
+    assert type(again) is SharedArrayBuffer and again.byte_length == 8 and view.buffer is again
+    view[0] = 9
+    assert Int8Array(sab)[0] == 9

@@ -11,6 +11,7 @@ import pytest
 
 import ringport
 import workerfuncs
+from conftest import wait_until
 
 
 def wait_for(pred, timeout=20.0):
@@ -486,3 +487,25 @@ def test_ctrl_c_while_the_program_waits_for_its_listeners(backend):
             p.wait()
     assert "KeyboardInterrupt" in err
     assert p.returncode == -signal.SIGINT
+
+
+def test_allow_pickle_false_on_a_worker(start_worker, backend):
+    """Worker(allow_pickle=False): the worker's ports carry no pickles either way, and its
+    errors are rebuilt without unpickling (on the thread backend they are the very object)."""
+    w = start_worker(workerfuncs.post_needs_pickle, allow_pickle=False)
+    assert w.receive(timeout=20) == ("refused", "DataCloneError")
+    assert w.join(20) == 0
+    w2 = start_worker(workerfuncs.post_needs_pickle)
+    import fractions
+    assert w2.receive(timeout=20) == fractions.Fraction(1, 3)
+    assert w2.receive(timeout=20) == ("sent",)
+    errors = []
+    w3 = start_worker(workerfuncs.raise_value_error, allow_pickle=False)
+    w3.on("error", errors.append)
+    assert w3.join(20) == 1
+    wait_until(lambda: errors, 10)
+    if backend == "thread":
+        assert type(errors[0]) is ValueError
+    else:
+        assert isinstance(errors[0], ringport.WorkerError)
+        assert errors[0].type_name == "ValueError"

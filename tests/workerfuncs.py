@@ -151,3 +151,14 @@ def hold_port_and_block():
 def raise_value_error_holding_port():
     port = ringport.worker_data  # noqa: F841 (held by this frame, which the error keeps)
     raise ValueError("boom holding a port")
+
+
+def post_needs_pickle():
+    """Post a value only the pickle fallback can carry; report what posting it did."""
+    import fractions
+    try:
+        ringport.parent_port.post_message(fractions.Fraction(1, 3))
+    except Exception as e:
+        ringport.parent_port.post_message(("refused", type(e).__name__))
+    else:
+        ringport.parent_port.post_message(("sent",))

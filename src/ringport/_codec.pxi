@@ -13,7 +13,9 @@
 #   D <d> <k>       right after a tuple completed at nesting depth d: the tuple was memoized
 #                   while its items were encoded (a cycle through it): use object k instead.
 #                   The depth tells apart nested tuples that complete at the same position.
-#   P <n> <pickle> <m> then m buffers: o <n> <bytes> (in band) | h <k> (handle k: a block)
+#   P <n> <pickle> <m> then m entries: the pickle's buffers, o <n> <bytes> (in band) | h <k>
+#                   (handle k: a block), and the shared objects it holds, S ... as below
+#                   (the pickle names them by their order; only with allow_pickle)
 #   A <dtype> <order> <ndim> <shape...> then o <n> <bytes> | h <k>   a numpy array of plain
 #                   dtype: its bytes in memory order, copied once (a big one in its own block)
 #   H <k>           a MessagePort, moved in by handle k
@@ -21,9 +23,11 @@
 # Memoized (in this order on both sides): list, dict, set, bytearray and shared objects when their
 # tag is written; tuple and frozenset once complete; pickled objects once pickled.
 #
-# Encoding and decoding are iterative (an explicit stack), so nesting depth is bounded by memory,
-# not by the C stack.  The decoder treats its input as untrusted: every read is bounds-checked,
-# counts are checked against the bytes left, and bad input raises DecodeError.
+# Encoding and decoding are iterative (an explicit stack of frames, one per open container), so
+# nesting depth is bounded by memory, not by the C stack.  The decoder treats its input as
+# untrusted: every read is bounds-checked, counts are checked against the bytes left (each value
+# still expected takes at least one byte, so memory and time stay proportional to the input),
+# a pickle frame is refused unless the receiver allows pickle, and bad input raises DecodeError.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_FORMAT, PyBUF_ND, PyBUF_SIMPLE,
@@ -34,12 +38,13 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.set cimport PySet_Add, PySet_New, PyFrozenSet_New
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -76,6 +81,7 @@ cdef enum:
     MEMO_STACK = 32
     MEMO_LINEAR = 8
     FRAMES_STACK = 32
+    PORT_NO_PICKLE = 1      # rp_handle.reserved of a port handle: the port refuses pickle
 
 # ---------------------------------------------------------------------------- writer
 
@@ -89,6 +95,7 @@ cdef struct Writer:
     uint32_t hcap
     uint32_t flags
     bint allow_handles     # False for dumps(): bytes cannot carry ports or shared memory
+    bint allow_pickle      # False: a value without a native form is a DataCloneError
     # memo: open addressing, object address -> index
     void **mkeys
     Py_ssize_t *mvals
@@ -111,6 +118,7 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.hcap = 0
     w.flags = 0
     w.allow_handles = True
+    w.allow_pickle = True
     w.mkeys = mkeys
     w.mvals = mvals
     w.mcount = 0
@@ -378,13 +386,21 @@ cdef int enc_buffer(Writer *w, unsigned char tag, object v) except -1:
 
 
 cdef int enc_pickled(Writer *w, object v) except -1:
-    cdef list bufs = []
+    """The pickle fallback: P <n> <pickle> <m> then its m out-of-band buffers and the shared
+    objects (SharedArrayBuffer, typed arrays) it holds, which stay shared: the pickle refers to
+    them by their place in this list, and they travel by handle like any other."""
+    cdef list bufs = [], shared = []
     cdef bytes data
     cdef Py_buffer view
-    cdef void *block
-    cdef uint32_t hidx
+    if not w.allow_pickle:
+        raise DataCloneError(
+            f"{type(v).__module__}.{type(v).__qualname__} object could not be cloned: the "
+            f"codec has no native form for it and pickle is off (allow_pickle=False)")
     try:
-        data = _pickle_module().dumps(v, protocol=5, buffer_callback=bufs.append)
+        if w.allow_handles:
+            data = _pickle_sharing(v, bufs, shared)
+        else:
+            data = _pickle_module().dumps(v, protocol=5, buffer_callback=bufs.append)
     except BaseException as e:
         if not isinstance(e, Exception):
             raise
@@ -393,7 +409,7 @@ cdef int enc_pickled(Writer *w, object v) except -1:
     w.flags |= RP_MSG_CODE
     w_tag_varint(w, b'P', <uint64_t>PyBytes_GET_SIZE(data))
     w_raw(w, PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
-    w_varint(w, <uint64_t>len(bufs))
+    w_varint(w, <uint64_t>(len(bufs) + len(shared)))
     for pb in bufs:
         try:
             raw = pb.raw()
@@ -405,7 +421,186 @@ cdef int enc_pickled(Writer *w, object v) except -1:
         finally:
             PyBuffer_Release(&view)
             pb.release()
+    for s in shared:
+        (<_Shared>s)._encode_shared(w)
     return 0
+
+
+def _shared_slot(index):
+    """Stands for the index-th shared object of a ringport message inside its pickle: only the
+    message's own unpickler resolves it (see _unpickle_sharing)."""
+    raise DecodeError("a ringport shared-object reference can only be unpickled from the "
+                      "message that carried it")
+
+
+# The pickler and unpickler classes that keep shared objects shared, made on first use (pickle
+# is imported lazily) and cached per interpreter.
+_sharing_classes = None
+
+
+cdef tuple _sharing_pickle_classes():
+    global _sharing_classes
+    if _sharing_classes is not None:
+        return _sharing_classes
+    pickle = _pickle_module()
+    slot = _shared_slot
+
+    class SharingPickler(pickle.Pickler):
+        # reducer_override is not consulted for the built-in types (int, str, list, ...),
+        # so it costs a call only per object of another type
+        def reducer_override(self, obj):
+            if isinstance(obj, _Shared):
+                self.shared.append(obj)
+                return slot, (len(self.shared) - 1,)
+            return NotImplemented
+
+    class SharingUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == "ringport._core" and name == "_shared_slot":
+                return self.shared.__getitem__
+            return super().find_class(module, name)
+
+    _sharing_classes = (SharingPickler, SharingUnpickler)
+    return _sharing_classes
+
+
+cdef bytes _pickle_sharing(object v, list bufs, list shared):
+    import io
+    f = io.BytesIO()
+    p = _sharing_pickle_classes()[0](f, protocol=5, buffer_callback=bufs.append)
+    p.shared = shared
+    p.dump(v)
+    return f.getvalue()
+
+
+cdef object _unpickle_sharing(bytes data, list buffers, list shared):
+    import io
+    u = _sharing_pickle_classes()[1](io.BytesIO(data), buffers=buffers)
+    u.shared = shared
+    return u.load()
+
+
+# ---- bounds on a pickle before the unpickler sees it
+#
+# The unpickler allocates what some opcodes announce before it reads their bytes (a 13-byte
+# BYTEARRAY8 can ask for gigabytes), and sizes its memo by the largest index a PUT names.  A
+# trusted pickle never does either, so such a pickle is refused here: every counted length must
+# fit in the bytes left, every memo index must be below the pickle's length.  What the objects a
+# pickle builds allocate when they run (bytearray(10**12)) cannot be bounded here: that is why
+# pickle is for trusted peers only (allow_pickle).
+
+cdef enum:
+    PK_NONE = 0      # no argument
+    PK_FIX = 1       # a fixed-size argument of `size` bytes
+    PK_COUNT = 2     # a little-endian count of `size` bytes, then that many bytes
+    PK_LINE = 3      # a line ending in a newline
+    PK_LINES = 4     # two lines
+    PK_MEMO = 5      # a memo index of `size` bytes (or a line, size 0)
+    PK_FRAME = 6     # an 8-byte frame length: the frame must fit in the bytes left
+
+
+cdef int _pickle_op(unsigned char op, int *size) noexcept:
+    """How the argument of pickle opcode op is laid out (PK_*), or -1 for no such opcode.
+    (Opcodes from 0x80 up are listed as numbers: a bytes literal would compare as signed.)"""
+    size[0] = 0
+    if op in b"(.0123NQRabd}el]ost)u" or op in (0x81, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8f,
+                                                 0x90, 0x91, 0x92, 0x93, 0x94, 0x97, 0x98):
+        return PK_NONE
+    if op in b"K" or op in (0x80, 0x82):       # BININT1, PROTO, EXT1
+        size[0] = 1
+        return PK_FIX
+    if op in b"M" or op == 0x83:               # BININT2, EXT2
+        size[0] = 2
+        return PK_FIX
+    if op in b"J" or op == 0x84:               # BININT, EXT4
+        size[0] = 4
+        return PK_FIX
+    if op == b'G':                             # BINFLOAT
+        size[0] = 8
+        return PK_FIX
+    if op in b"UC" or op in (0x8a, 0x8c):      # SHORT_BINSTRING/BYTES/UNICODE, LONG1
+        size[0] = 1
+        return PK_COUNT
+    if op in b"TBX" or op == 0x8b:             # BINSTRING, BINBYTES, BINUNICODE, LONG4
+        size[0] = 4
+        return PK_COUNT
+    if op in (0x8d, 0x8e, 0x96):               # BINUNICODE8, BINBYTES8, BYTEARRAY8
+        size[0] = 8
+        return PK_COUNT
+    if op in b"ILSVFP":
+        return PK_LINE
+    if op in b"ci":                            # GLOBAL, INST
+        return PK_LINES
+    if op in b"hq":                            # BINGET, BINPUT
+        size[0] = 1
+        return PK_MEMO
+    if op in b"jr":                            # LONG_BINGET, LONG_BINPUT
+        size[0] = 4
+        return PK_MEMO
+    if op in b"gp":                            # GET, PUT
+        return PK_MEMO
+    if op == 0x95:                             # FRAME
+        size[0] = 8
+        return PK_FRAME
+    return -1
+
+
+cdef inline uint64_t _le(const unsigned char *p, int size) noexcept:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(size):
+        v |= (<uint64_t>p[i]) << (8 * i)
+    return v
+
+
+cdef int pickle_check(const unsigned char *p, size_t n) except -1:
+    """Walk the opcodes of pickle p[0:n] up to STOP; DecodeError when one announces more than the
+    pickle holds."""
+    cdef const unsigned char *end = p + n
+    cdef const unsigned char *q
+    cdef unsigned char op
+    cdef int how, size, lines
+    cdef uint64_t v
+    while p < end:
+        op = p[0]
+        p += 1
+        how = _pickle_op(op, &size)
+        if how < 0:
+            raise _decode_error(f"bad pickle opcode {op:#04x}")
+        if op == b'.':
+            return 0
+        if how == PK_LINE or how == PK_LINES or (how == PK_MEMO and size == 0):
+            lines = 2 if how == PK_LINES else 1
+            v = 0
+            while lines:
+                q = <const unsigned char *>memchr(p, b'\n', <size_t>(end - p))
+                if q == NULL:
+                    raise _decode_error("truncated pickle")
+                if how == PK_MEMO:
+                    if q - p > 18:
+                        raise _decode_error("pickle memo index out of range")
+                    while p < q:
+                        if p[0] < b'0' or p[0] > b'9':
+                            raise _decode_error("bad pickle memo index")
+                        v = v * 10 + (p[0] - b'0')
+                        p += 1
+                    if v >= n:
+                        raise _decode_error("pickle memo index out of range")
+                p = q + 1
+                lines -= 1
+            continue
+        if <size_t>(end - p) < <size_t>size:
+            raise _decode_error("truncated pickle")
+        v = _le(p, size)
+        p += size
+        if how == PK_COUNT or how == PK_FRAME:
+            if v > <uint64_t>(end - p):
+                raise _decode_error("a pickle opcode announces more bytes than it holds")
+            if how == PK_COUNT:
+                p += v
+        elif how == PK_MEMO and v >= n:
+            raise _decode_error("pickle memo index out of range")
+    raise _decode_error("truncated pickle (no STOP)")
 
 
 # ---- numpy arrays (without importing numpy: recognized by their type's name)
@@ -413,6 +608,7 @@ cdef int enc_pickled(Writer *w, object v) except -1:
 cdef extern from "Python.h":
     ctypedef struct PyTypeObject:
         const char *tp_name
+        PyTypeObject *tp_base
 
 cdef extern from "_glue.h":
     bint rp_is_ndarray(object o) noexcept
@@ -491,6 +687,8 @@ cdef object dec_ndarray(Reader *r):
     for j in range(ndim):
         shape.append(r_varint(r))
     data = dec_data(r)
+    if not _plain_dtype(ds):
+        raise _decode_error(f"not a plain numpy dtype: {ds!r}")
     try:
         import numpy
     except ImportError as e:
@@ -498,8 +696,42 @@ cdef object dec_ndarray(Reader *r):
     try:
         dt = numpy.dtype(ds.decode("ascii"))
         return numpy.frombuffer(data, dtype=dt).reshape(shape, order="C" if order == b'C' else "F")
-    except (TypeError, ValueError) as e:
+    except Exception as e:
         raise DecodeError(f"invalid array in the message: {e}") from e
+
+
+cdef bint _plain_dtype(bytes ds) noexcept:
+    """Is ds the str of a plain numpy dtype, as enc_ndarray writes it: a byte order, a kind
+    among b i u f c S U V m M, an item size, and for m and M an optional [unit]?  Nothing else
+    reaches numpy.dtype(), which would parse any type description (objects, fields, ...)."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(ds)
+    cdef const unsigned char *end = p + PyBytes_GET_SIZE(ds)
+    cdef const unsigned char *d
+    cdef unsigned char kind
+    if end - p < 3 or p[0] not in b"<>|=" or p[1] not in b"biufcSUVmM":
+        return False
+    kind = p[1]
+    p += 2
+    d = p
+    while p < end and b'0' <= p[0] <= b'9':
+        p += 1
+    if p == d or p - d > 9:
+        return False
+    if p == end:
+        return True
+    if kind != b'm' and kind != b'M' or (end - 1)[0] != b']' or p[0] != b'[':
+        return False
+    p += 1
+    while p < end - 1 and b'0' <= p[0] <= b'9':   # a multiplier, as in [10ns]
+        p += 1
+    return (end - 1) - p <= 2 and (end - 1) - p >= 1 and _time_unit(p, <size_t>((end - 1) - p))
+
+
+cdef bint _time_unit(const unsigned char *p, size_t n) noexcept:
+    """Y M W D h m s, or ms us ns ps fs as."""
+    if n == 1:
+        return p[0] in b"YMWDhms"
+    return n == 2 and p[1] == b's' and p[0] in b"munpfa"
 
 
 # ---- the iterative encoder
@@ -520,185 +752,213 @@ cdef struct EFrame:
     char kind           # b't' tuple and b'z' frozenset are memoized when complete
 
 
+cdef void *frames_grow(void *stack, void *stack0, Py_ssize_t *cap, size_t size) except NULL:
+    """Double a frame stack of *cap frames of size bytes; stack0 is the caller's array on the C
+    stack (never freed).  Shared by the encoder and the decoder."""
+    cdef void *grown = malloc(<size_t>cap[0] * 2 * size)
+    if grown == NULL:
+        raise MemoryError()
+    memcpy(grown, stack, <size_t>cap[0] * size)
+    if stack != stack0:
+        free(stack)
+    cap[0] *= 2
+    return grown
+
+
 cdef object _size_changed(EFrame *f):
     kind = {b'l': "list", b'd': "dict"}.get(bytes([f.kind]), "container")
     return RuntimeError(f"{kind} changed size during post_message")
 
 
-cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
-    """Encode root after w.pos.  transfer_ports: a dict {id(port): port} of the ports that may be
-    moved (None: ports are not allowed), as in Node's transfer list."""
-    cdef EFrame stack0[FRAMES_STACK]
-    cdef EFrame *stack = stack0
-    cdef EFrame *grown
-    cdef Py_ssize_t depth = 0, cap = FRAMES_STACK, k
-    cdef EFrame *f
-    cdef object v = root, items
-    cdef type t
+cdef int enc_open(Writer *w, EFrame *f, object v, type t) except -1:
+    """Write the header of container v (not seen before) and fill in its frame."""
+    cdef object items = None
+    cdef Py_ssize_t k
+    cdef char kind
+    if t is list:
+        kind = b'l'
+        k = PyList_GET_SIZE(v)
+    elif t is tuple:
+        kind = b't'
+        k = PyTuple_GET_SIZE(<PyObject *>v)
+    elif t is dict:
+        kind = b'd'
+        k = PyDict_Size(v)
+    else:
+        # a set is iterated from a snapshot: user code cannot change what we walk
+        kind = b's' if t is set else b'z'
+        items = PySequence_Tuple(v)
+        k = PyTuple_GET_SIZE(<PyObject *>items)
+    w_tag_varint(w, <unsigned char>kind, <uint64_t>k)
+    if kind != b't' and kind != b'z':
+        memo_put(w, <void *>v)
+    Py_INCREF(v)
+    f.obj = <PyObject *>v
+    f.items = NULL
+    if items is not None:
+        Py_INCREF(items)
+        f.items = <PyObject *>items
+    f.pending = NULL
+    f.i = 0
+    f.n = k
+    f.pos = 0
+    f.kind = kind
+    return 0
+
+
+cdef bint enc_next(EFrame *f, PyObject **out) except -1:
+    """The frame's next item as a new reference in *out (True), or False once all were taken."""
+    cdef PyObject *dk
+    cdef PyObject *dv
+    cdef object v
+    if f.pending != NULL:           # a dict value after its key
+        out[0] = f.pending
+        f.pending = NULL
+        return True
+    if f.i >= f.n:
+        return False
+    if f.kind == b'l':
+        v = rp_list_item_ref(<object>f.obj, f.i)
+    elif f.kind == b'd':
+        if not rp_dict_next_ref(<object>f.obj, &f.pos, &dk, &dv):
+            raise _size_changed(f)
+        v = <object>dk
+        Py_DECREF(v)
+        f.pending = dv
+    elif f.kind == b't':
+        v = <object>PyTuple_GET_ITEM(f.obj, f.i)
+    else:
+        v = <object>PyTuple_GET_ITEM(f.items, f.i)
+    f.i += 1
+    Py_INCREF(v)
+    out[0] = <PyObject *>v
+    return True
+
+
+cdef int enc_close(Writer *w, EFrame *f, Py_ssize_t depth) except -1:
+    """A container's items are all written: check it did not change, memoize a tuple or
+    frozenset, and drop the frame's references."""
+    cdef Py_ssize_t idx
+    if f.kind == b'l' and PyList_GET_SIZE(<object>f.obj) != f.n:
+        raise _size_changed(f)
+    if f.kind == b'd' and PyDict_Size(<object>f.obj) != f.n:
+        raise _size_changed(f)
+    if f.kind == b't' or f.kind == b'z':
+        idx = memo_get(w, <void *>f.obj)
+        if idx >= 0:
+            w.has_refs = True
+            w_tag_varint(w, b'D', <uint64_t>depth)   # built through a cycle
+            w_varint(w, <uint64_t>idx)
+        else:
+            memo_put(w, <void *>f.obj)
+    frame_clear(f)
+    return 0
+
+
+cdef inline void frame_clear(EFrame *f) noexcept:
+    Py_XDECREF(f.items)
+    f.items = NULL
+    Py_XDECREF(f.pending)
+    f.pending = NULL
+    Py_XDECREF(f.obj)
+    f.obj = NULL
+
+
+cdef int enc_leaf(Writer *w, object v, type t, object transfer_ports) except -1:
+    """Encode anything but a list, tuple, dict, set or frozenset."""
     cdef long long ll
     cdef int overflow
     cdef double dd[2]
     cdef Py_ssize_t idx
-    cdef char kind
-    cdef PyObject *dk
-    cdef PyObject *dv
+    if t is str:
+        return enc_str(w, v)
+    if t is int:
+        ll = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow == 0:
+            return w_u64(w, b'i', <uint64_t>ll)
+        return enc_bigint(w, v)
+    if v is None:
+        return w_byte(w, b'N')
+    if t is bool:
+        return w_byte(w, b'T' if v is True else b'F')
+    if t is float:
+        dd[0] = PyFloat_AS_DOUBLE(v)
+        w_byte(w, b'f')
+        return w_raw(w, dd, 8)
+    if t is bytes:
+        w_tag_varint(w, b'b', <uint64_t>PyBytes_GET_SIZE(v))
+        return w_raw(w, PyBytes_AS_STRING(v), <size_t>PyBytes_GET_SIZE(v))
+    if t is complex:
+        dd[0] = PyComplex_RealAsDouble(v)
+        dd[1] = PyComplex_ImagAsDouble(v)
+        w_byte(w, b'c')
+        return w_raw(w, dd, 16)
+    if rp_is_port(v):
+        return enc_port(w, <MessagePort>v, transfer_ports)
+    # the rest is memoized: a second occurrence is a back-reference
+    idx = memo_get(w, <void *>v)
+    if idx >= 0:
+        return w_ref(w, <uint64_t>idx)
+    if t is bytearray:
+        enc_buffer(w, b'B', v)
+    elif isinstance(v, _Shared):
+        if not w.allow_handles:
+            raise DataCloneError(
+                f"{t.__qualname__} shares memory and cannot be serialized to bytes")
+        (<_Shared>v)._encode_shared(w)
+    else:
+        if isinstance(v, MessagePort):
+            raise DataCloneError("subclasses of MessagePort cannot be transferred")
+        if not rp_is_ndarray(v) or enc_ndarray(w, v):
+            enc_pickled(w, v)
+    return memo_put(w, <void *>v)
+
+
+cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
+    """Encode root after w.pos.  transfer_ports: a dict {id(port): port} of the ports that may be
+    moved (None: ports are not allowed), as in Node's transfer list.
+
+    Iterative: containers push a frame (enc_open), their items are taken one at a time
+    (enc_next), and a container whose items are all written is closed (enc_close)."""
+    cdef EFrame stack0[FRAMES_STACK]
+    cdef EFrame *stack = stack0
+    cdef Py_ssize_t depth = 0, cap = FRAMES_STACK, idx
+    cdef PyObject *item
+    cdef object v = root
+    cdef type t
     try:
         while True:
-            # ---- encode v (a leaf, or a container whose frame is pushed)
             t = type(v)
-            kind = 0
-            if t is str:
-                enc_str(w, v)
-            elif t is int:
-                ll = PyLong_AsLongLongAndOverflow(v, &overflow)
-                if overflow == 0:
-                    w_u64(w, b'i', <uint64_t>ll)
-                else:
-                    enc_bigint(w, v)
-            elif v is None:
-                w_byte(w, b'N')
-            elif t is bool:
-                w_byte(w, b'T' if v is True else b'F')
-            elif t is float:
-                dd[0] = PyFloat_AS_DOUBLE(v)
-                w_byte(w, b'f')
-                w_raw(w, dd, 8)
-            elif t is list or t is dict or t is tuple or t is set or t is frozenset:
+            if t is list or t is dict or t is tuple or t is set or t is frozenset:
                 idx = memo_get(w, <void *>v)
                 if idx >= 0:
                     w_ref(w, <uint64_t>idx)
                 else:
-                    items = None
-                    if t is list:
-                        kind = b'l'
-                        k = PyList_GET_SIZE(v)
-                    elif t is tuple:
-                        kind = b't'
-                        k = PyTuple_GET_SIZE(<PyObject *>v)
-                    elif t is dict:
-                        kind = b'd'
-                        k = PyDict_Size(v)
-                    else:
-                        kind = b's' if t is set else b'z'
-                        items = PySequence_Tuple(v)
-                        k = PyTuple_GET_SIZE(<PyObject *>items)
-                    w_tag_varint(w, <unsigned char>kind, <uint64_t>k)
-                    if kind != b't' and kind != b'z':
-                        memo_put(w, <void *>v)
                     if depth == cap:
-                        grown = <EFrame *>malloc(<size_t>cap * 2 * sizeof(EFrame))
-                        if grown == NULL:
-                            raise MemoryError()
-                        memcpy(grown, stack, <size_t>cap * sizeof(EFrame))
-                        if stack != stack0:
-                            free(stack)
-                        stack = grown
-                        cap *= 2
-                    f = &stack[depth]
-                    Py_INCREF(v)
-                    f.obj = <PyObject *>v
-                    f.items = NULL
-                    if items is not None:
-                        Py_INCREF(items)
-                        f.items = <PyObject *>items
-                    f.pending = NULL
-                    f.i = 0
-                    f.n = k
-                    f.pos = 0
-                    f.kind = kind
+                        stack = <EFrame *>frames_grow(stack, stack0, &cap, sizeof(EFrame))
+                    enc_open(w, &stack[depth], v, t)
                     depth += 1
-            elif t is bytes:
-                w_tag_varint(w, b'b', <uint64_t>PyBytes_GET_SIZE(v))
-                w_raw(w, PyBytes_AS_STRING(v), <size_t>PyBytes_GET_SIZE(v))
-            elif t is bytearray:
-                idx = memo_get(w, <void *>v)
-                if idx >= 0:
-                    w_ref(w, <uint64_t>idx)
-                else:
-                    enc_buffer(w, b'B', v)
-                    memo_put(w, <void *>v)
-            elif t is complex:
-                dd[0] = PyComplex_RealAsDouble(v)
-                dd[1] = PyComplex_ImagAsDouble(v)
-                w_byte(w, b'c')
-                w_raw(w, dd, 16)
-            elif rp_is_port(v):
-                enc_port(w, <MessagePort>v, transfer_ports)
-            elif isinstance(v, _Shared):
-                idx = memo_get(w, <void *>v)
-                if idx >= 0:
-                    w_ref(w, <uint64_t>idx)
-                else:
-                    if not w.allow_handles:
-                        raise DataCloneError(
-                            f"{t.__qualname__} shares memory and cannot be serialized to bytes")
-                    (<_Shared>v)._encode_shared(w)
-                    memo_put(w, <void *>v)
             else:
-                idx = memo_get(w, <void *>v)
-                if idx >= 0:
-                    w_ref(w, <uint64_t>idx)
-                else:
-                    if isinstance(v, MessagePort):
-                        raise DataCloneError("subclasses of MessagePort cannot be transferred")
-                    if not rp_is_ndarray(v) or enc_ndarray(w, v):
-                        enc_pickled(w, v)
-                    memo_put(w, <void *>v)
-
-            # ---- pick the next item, completing finished containers
+                enc_leaf(w, v, t, transfer_ports)
+            # the next item, closing the containers that are complete
             while depth > 0:
-                f = &stack[depth - 1]
-                if f.pending != NULL:           # a dict value after its key
-                    v = <object>f.pending
+                if enc_next(&stack[depth - 1], &item):
+                    v = <object>item
                     Py_DECREF(v)                # v holds the reference now
-                    f.pending = NULL
                     break
-                if f.i < f.n:
-                    if f.kind == b'l':
-                        v = rp_list_item_ref(<object>f.obj, f.i)
-                    elif f.kind == b'd':
-                        if not rp_dict_next_ref(<object>f.obj, &f.pos, &dk, &dv):
-                            raise _size_changed(f)
-                        v = <object>dk
-                        Py_DECREF(v)
-                        f.pending = dv
-                    elif f.kind == b't':
-                        v = <object>PyTuple_GET_ITEM(f.obj, f.i)
-                    else:
-                        v = <object>PyTuple_GET_ITEM(f.items, f.i)
-                    f.i += 1
-                    break
-                if f.kind == b'l' and PyList_GET_SIZE(<object>f.obj) != f.n:
-                    raise _size_changed(f)
-                if f.kind == b'd' and PyDict_Size(<object>f.obj) != f.n:
-                    raise _size_changed(f)
-                if f.kind == b't' or f.kind == b'z':
-                    idx = memo_get(w, <void *>f.obj)
-                    if idx >= 0:
-                        w.has_refs = True
-                        w_tag_varint(w, b'D', <uint64_t>depth)   # built through a cycle
-                        w_varint(w, <uint64_t>idx)
-                    else:
-                        memo_put(w, <void *>f.obj)
-                Py_XDECREF(f.items)
-                f.items = NULL
-                Py_DECREF(<object>f.obj)
-                f.obj = NULL
+                enc_close(w, &stack[depth - 1], depth)
                 depth -= 1
             else:
                 return 0
     finally:
         while depth > 0:
             depth -= 1
-            Py_XDECREF(stack[depth].items)
-            Py_XDECREF(stack[depth].pending)
-            Py_XDECREF(stack[depth].obj)
+            frame_clear(&stack[depth])
         if stack != stack0:
             free(stack)
 
 
 cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
-    cdef uint32_t hidx
     if transfer_ports is None or id(p) not in transfer_ports:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
@@ -706,12 +966,20 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
         raise DataCloneError("MessagePort cannot be serialized to bytes")
     if p.ch == NULL:
         raise DataCloneError("MessagePort was already transferred")
-    # the handle takes a reference of its own; the sender's object gives its reference up
-    # only once the message is sent (see _detach)
+    w_tag_varint(w, b'H', w_port_handle(w, p))
+    return 0
+
+
+cdef uint32_t w_port_handle(Writer *w, MessagePort p) except? 0xFFFFFFFF:
+    """Add a handle for port p to the message.  The handle takes a reference of its own; the
+    sender's object gives its reference up only once the message is sent (see _detach).  The
+    port's allow_pickle setting travels with it (in the handle's reserved field)."""
+    cdef uint32_t hidx
     rp_channel_incref(p.ch, p.side)
     hidx = w_add_handle(w, rp_port_release, <void *>p.ch, <uint64_t>p.side, RP_H_PORT)
-    w_tag_varint(w, b'H', hidx)
-    return 0
+    if not p.allow_pickle:
+        w.handles[hidx].reserved = PORT_NO_PICKLE
+    return hidx
 
 
 cdef int w_finish(Writer *w) except -1:
@@ -741,6 +1009,9 @@ cdef struct Reader:
     rp_handle *handles
     uint32_t nhandles
     PyObject **scache           # STRCACHE recently decoded short ASCII strings, or NULL
+    bint allow_pickle           # False: a pickle frame is a DecodeError and nothing runs
+    PyObject *keep              # strong, or NULL: a list of the SharedArrayBuffers adopted so
+                                # far, alive until decoding ends (their handles point at them)
 
 
 cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handle *handles,
@@ -751,6 +1022,8 @@ cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handl
     r.handles = handles
     r.nhandles = nhandles
     r.scache = scache
+    r.allow_pickle = True   # messages within the program; loads() and strict ports set False
+    r.keep = NULL
 
 
 cdef inline size_t _shash(const unsigned char *p, size_t n) noexcept:
@@ -811,6 +1084,12 @@ cdef inline unsigned char r_byte(Reader *r) except? 0xFF:
     b = r.p[0]
     r.p += 1
     return b
+
+
+cdef inline int r_peek(Reader *r) except -1:
+    if r.p >= r.end:
+        raise _decode_error("truncated")
+    return r.p[0]
 
 
 cdef inline uint64_t r_varint(Reader *r) except? 0xFFFFFFFFFFFFFFFF:
@@ -896,20 +1175,37 @@ cdef object dec_str(Reader *r):
 
 
 cdef object dec_pickled(Reader *r):
-    cdef Py_ssize_t n = r_len(r, 1)
-    cdef bytes data = PyBytes_FromStringAndSize(<const char *>r.p, n)
-    cdef Py_ssize_t nb, j
-    cdef unsigned char how
-    cdef rp_handle *h
-    cdef list buffers
+    """P <n> <pickle> <m> then m entries: the pickle's out-of-band buffers (o | h, see
+    enc_data) and the shared objects it refers to (S ..., see _Shared._encode_shared)."""
+    cdef Py_ssize_t n, nb, j
+    cdef const unsigned char *data
+    cdef list buffers = [], shared = None
+    if not r.allow_pickle:
+        # nothing of the pickle is looked at: no code runs, nothing is allocated
+        raise DecodeError("the message holds a pickled object and this receiver does not "
+                          "accept pickle (allow_pickle=False)")
+    n = r_len(r, 1)
+    data = r.p
     r.p += n
+    pickle_check(data, <size_t>n)
     nb = r_len(r, 2)
-    buffers = []
     for j in range(nb):
-        buffers.append(dec_data(r))
+        if r_peek(r) == b'S':
+            r.p += 1
+            if shared is None:
+                shared = []
+            shared.append(_decode_shared(r))
+        else:
+            buffers.append(dec_data(r))
     try:
-        return _pickle_module().loads(data, buffers=buffers)
-    except Exception as e:
+        if shared is None:
+            return _pickle_module().loads(PyBytes_FromStringAndSize(<const char *>data, n),
+                                          buffers=buffers)
+        return _unpickle_sharing(PyBytes_FromStringAndSize(<const char *>data, n), buffers,
+                                 shared)
+    except (Exception, SystemExit) as e:
+        # SystemExit too: a message must not end the receiving program.  KeyboardInterrupt and
+        # WorkerTerminated come from outside the message and go through.
         raise DecodeError(f"a pickled object in the message could not be rebuilt: {e!r}") from e
 
 
@@ -925,26 +1221,191 @@ cdef bint dup_marker(Reader *r, Py_ssize_t depth) except -1:
     return False
 
 
+cdef inline object memo_at(list memo, uint64_t k):
+    if memo is None or k >= <uint64_t>len(memo):
+        raise _decode_error("back-reference to an unknown object")
+    return memo[k]
+
+
+cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
+    """Decode the value after tag, anything but a list, tuple, dict, set or frozenset."""
+    cdef double dd[2]
+    cdef Py_ssize_t n
+    cdef object v
+    if tag == b'a':
+        return dec_ascii(r)
+    if tag == b'i':
+        return PyLong_FromLongLong(<long long>r_u64(r))
+    if tag == b'N':
+        return None
+    if tag == b'T':
+        return True
+    if tag == b'F':
+        return False
+    if tag == b'f':
+        r_need(r, 8)
+        memcpy(dd, r.p, 8)
+        r.p += 8
+        return PyFloat_FromDouble(dd[0])
+    if tag == b'u':
+        return dec_str(r)
+    if tag == b'R':
+        return memo_at(memo, r_varint(r))
+    if tag == b'I':
+        n = r_len(r, 1)
+        v = int.from_bytes(PyBytes_FromStringAndSize(<const char *>r.p, n), "little",
+                           signed=True)
+        r.p += n
+        return v
+    if tag == b'b':
+        n = r_len(r, 1)
+        v = PyBytes_FromStringAndSize(<const char *>r.p, n)
+        r.p += n
+        return v
+    if tag == b'c':
+        r_need(r, 16)
+        memcpy(dd, r.p, 16)
+        r.p += 16
+        return PyComplex_FromDoubles(dd[0], dd[1])
+    if tag == b'H':
+        return MessagePort._adopt(r_handle(r, RP_H_PORT))
+    # the rest is memoized
+    if tag == b'B':
+        n = r_len(r, 1)
+        v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
+        r.p += n
+    elif tag == b'P':
+        v = dec_pickled(r)
+    elif tag == b'A':
+        v = dec_ndarray(r)
+    elif tag == b'S':
+        v = _decode_shared(r)
+    else:
+        raise _decode_error(f"unknown tag {tag!r}")
+    if memo is not None:
+        memo.append(v)
+    return v
+
+
 cdef struct DFrame:
     PyObject *obj     # strong: the container being filled (a tuple for tuple and frozenset)
     PyObject *key     # strong: a dict key waiting for its value
-    Py_ssize_t i
-    Py_ssize_t n
+    Py_ssize_t i      # items delivered (keys and values, for a dict)
+    Py_ssize_t n      # items announced (twice the pairs, for a dict)
     char kind
 
 
+cdef inline bint is_container_tag(unsigned char tag) noexcept:
+    return tag == b'l' or tag == b't' or tag == b'd' or tag == b's' or tag == b'z'
+
+
+cdef Py_ssize_t dec_count(Reader *r, unsigned char tag, Py_ssize_t owed) except -1:
+    """The item count of a container header (keys and values, for a dict).  Every value still
+    to come takes at least one byte: the items announced, plus the `owed` values the enclosing
+    containers still expect, must fit in the bytes left.  So a header cannot make the decoder
+    allocate more than the input could fill (nested headers that each claim the whole rest
+    would otherwise cost memory quadratic in the input)."""
+    cdef uint64_t n = r_varint(r)
+    cdef Py_ssize_t left = <Py_ssize_t>(r.end - r.p) - owed
+    if tag == b'd':
+        if n > <uint64_t>PY_SSIZE_T_MAX // 2:
+            raise _decode_error("length exceeds the message")
+        n *= 2
+    if left < 0 or n > <uint64_t>left:
+        raise _decode_error("length exceeds the message")
+    return <Py_ssize_t>n
+
+
+cdef object dec_empty(unsigned char tag, list memo):
+    """A container of no items (memoized as a full one would be)."""
+    cdef object c
+    if tag == b'l':
+        c = PyList_New(0)
+    elif tag == b'd':
+        c = PyDict_New()
+    elif tag == b's':
+        c = set()
+    elif tag == b'z':
+        c = frozenset()
+    else:
+        c = ()
+    if memo is not None:
+        memo.append(c)
+    return c
+
+
+cdef int dec_open(DFrame *f, unsigned char tag, Py_ssize_t n, list memo) except -1:
+    """Start filling a container of n items (n > 0)."""
+    cdef object c
+    if tag == b'l':
+        c = PyList_New(n)
+    elif tag == b'd':
+        c = PyDict_New()
+    elif tag == b's':
+        c = set()
+    else:
+        c = PyTuple_New(n)   # a frozenset is built from a tuple of its items once complete
+    if memo is not None and (tag == b'l' or tag == b'd' or tag == b's'):
+        memo.append(c)   # before its items: they may refer back to it
+    Py_INCREF(c)
+    f.obj = <PyObject *>c
+    f.key = NULL
+    f.i = 0
+    f.n = n
+    f.kind = <char>tag
+    return 0
+
+
+cdef bint dec_add(DFrame *f, object v) except -1:
+    """Deliver v to the frame's container; True once the container is full."""
+    cdef object c = <object>f.obj
+    if f.kind == b'l':
+        Py_INCREF(v)
+        PyList_SET_ITEM(c, f.i, v)
+    elif f.kind == b't' or f.kind == b'z':
+        Py_INCREF(v)
+        PyTuple_SET_ITEM(c, f.i, v)
+    elif f.kind == b'd':
+        if f.i % 2 == 0:
+            Py_INCREF(v)
+            f.key = <PyObject *>v
+        else:
+            PyDict_SetItem(c, <object>f.key, v)
+            Py_DECREF(<object>f.key)
+            f.key = NULL
+    else:
+        PySet_Add(c, v)
+    f.i += 1
+    return f.i == f.n
+
+
+cdef object dec_close(Reader *r, DFrame *f, Py_ssize_t depth, list memo):
+    """The full container of the frame, which is dropped (a tuple may be replaced by the object
+    a D marker names)."""
+    cdef object c = <object>f.obj
+    cdef object v = c
+    Py_DECREF(c)
+    f.obj = NULL
+    if f.kind == b'z':
+        v = PyFrozenSet_New(c)
+    if f.kind == b't' and memo is not None and dup_marker(r, depth):
+        return memo_at(memo, r_varint(r))
+    if memo is not None and (f.kind == b't' or f.kind == b'z'):
+        memo.append(v)
+    return v
+
+
 cdef object decode_value(Reader *r):
+    """Decode one value.  Iterative: a container header pushes a frame (dec_open), each value
+    decoded is delivered to the innermost frame (dec_add), and a full container is popped
+    (dec_close) and delivered in turn."""
     cdef DFrame stack0[FRAMES_STACK]
     cdef DFrame *stack = stack0
-    cdef DFrame *grown
-    cdef DFrame *f
     cdef Py_ssize_t depth = 0, cap = FRAMES_STACK, n
+    cdef Py_ssize_t owed = 1   # values still to start: each needs at least one more byte
     cdef list memo = None
-    cdef object v, c
+    cdef object v
     cdef unsigned char tag
-    cdef double dd[2]
-    cdef uint64_t k
-    cdef bint have
     cdef unsigned char flags = r_byte(r)
     if flags > 1:
         raise _decode_error("unknown codec flags (made by a newer ringport?)")
@@ -953,143 +1414,28 @@ cdef object decode_value(Reader *r):
     try:
         while True:
             tag = r_byte(r)
-            have = True
-            if tag == b'a':
-                v = dec_ascii(r)
-            elif tag == b'i':
-                v = PyLong_FromLongLong(<long long>r_u64(r))
-            elif tag == b'N':
-                v = None
-            elif tag == b'T':
-                v = True
-            elif tag == b'F':
-                v = False
-            elif tag == b'f':
-                r_need(r, 8)
-                memcpy(dd, r.p, 8)
-                r.p += 8
-                v = PyFloat_FromDouble(dd[0])
-            elif tag == b'u':
-                v = dec_str(r)
-            elif tag == b'l' or tag == b't' or tag == b'd' or tag == b's' or tag == b'z':
-                n = r_len(r, 2 if tag == b'd' else 1)
-                if tag == b'l':
-                    c = PyList_New(n)
-                elif tag == b'd':
-                    c = PyDict_New()
-                elif tag == b's':
-                    c = set()
-                else:
-                    c = PyTuple_New(n)
-                if memo is not None and (tag == b'l' or tag == b'd' or tag == b's'):
-                    memo.append(c)
-                if n == 0:
-                    v = PyFrozenSet_New(c) if tag == b'z' else c
-                    if memo is not None and (tag == b't' or tag == b'z'):
-                        memo.append(v)
-                else:
-                    have = False
+            owed -= 1
+            if is_container_tag(tag):
+                n = dec_count(r, tag, owed)
+                if n:
                     if depth == cap:
-                        grown = <DFrame *>malloc(<size_t>cap * 2 * sizeof(DFrame))
-                        if grown == NULL:
-                            raise MemoryError()
-                        memcpy(grown, stack, <size_t>cap * sizeof(DFrame))
-                        if stack != stack0:
-                            free(stack)
-                        stack = grown
-                        cap *= 2
-                    f = &stack[depth]
-                    Py_INCREF(c)
-                    f.obj = <PyObject *>c
-                    f.key = NULL
-                    f.i = 0
-                    f.n = n * 2 if tag == b'd' else n
-                    f.kind = <char>tag
+                        stack = <DFrame *>frames_grow(stack, stack0, &cap, sizeof(DFrame))
+                    dec_open(&stack[depth], tag, n, memo)
                     depth += 1
-            elif tag == b'R':
-                k = r_varint(r)
-                if memo is None or k >= <uint64_t>len(memo):
-                    raise _decode_error("back-reference to an unknown object")
-                v = memo[k]
-            elif tag == b'I':
-                n = r_len(r, 1)
-                v = int.from_bytes(PyBytes_FromStringAndSize(<const char *>r.p, n), "little",
-                                   signed=True)
-                r.p += n
-            elif tag == b'b':
-                n = r_len(r, 1)
-                v = PyBytes_FromStringAndSize(<const char *>r.p, n)
-                r.p += n
-            elif tag == b'B':
-                n = r_len(r, 1)
-                v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
-                r.p += n
-                if memo is not None:
-                    memo.append(v)
-            elif tag == b'c':
-                r_need(r, 16)
-                memcpy(dd, r.p, 16)
-                r.p += 16
-                v = PyComplex_FromDoubles(dd[0], dd[1])
-            elif tag == b'P':
-                v = dec_pickled(r)
-                if memo is not None:
-                    memo.append(v)
-            elif tag == b'A':
-                v = dec_ndarray(r)
-                if memo is not None:
-                    memo.append(v)
-            elif tag == b'H':
-                v = MessagePort._adopt(r_handle(r, RP_H_PORT))
-            elif tag == b'S':
-                v = _decode_shared(r)
-                if memo is not None:
-                    memo.append(v)
+                    owed += n
+                    continue
+                v = dec_empty(tag, memo)
             else:
-                raise _decode_error(f"unknown tag {tag!r}")
-
-            # ---- deliver v to the innermost container, completing those that fill up
-            while have:
+                v = dec_leaf(r, tag, memo)
+            # deliver v, completing the containers that fill up
+            while True:
                 if depth == 0:
                     if r.p != r.end:
                         raise _decode_error("trailing bytes")
                     return v
-                f = &stack[depth - 1]
-                c = <object>f.obj
-                if f.kind == b'l':
-                    Py_INCREF(v)
-                    PyList_SET_ITEM(c, f.i, v)
-                elif f.kind == b't' or f.kind == b'z':
-                    Py_INCREF(v)
-                    PyTuple_SET_ITEM(c, f.i, v)
-                elif f.kind == b'd':
-                    if f.i % 2 == 0:
-                        Py_INCREF(v)
-                        f.key = <PyObject *>v
-                    else:
-                        PyDict_SetItem(c, <object>f.key, v)
-                        Py_DECREF(<object>f.key)
-                        f.key = NULL
-                else:
-                    PySet_Add(c, v)
-                f.i += 1
-                if f.i < f.n:
-                    have = False
+                if not dec_add(&stack[depth - 1], v):
                     break
-                # the container is complete
-                if f.kind == b't' or f.kind == b'z':
-                    v = PyFrozenSet_New(c) if f.kind == b'z' else c
-                    if f.kind == b't' and memo is not None and dup_marker(r, depth):
-                        k = r_varint(r)
-                        if memo is None or k >= <uint64_t>len(memo):
-                            raise _decode_error("back-reference to an unknown object")
-                        v = memo[k]
-                    elif memo is not None:
-                        memo.append(v)
-                else:
-                    v = c
-                Py_DECREF(c)
-                f.obj = NULL
+                v = dec_close(r, &stack[depth - 1], depth, memo)
                 depth -= 1
     finally:
         while depth > 0:
@@ -1101,13 +1447,18 @@ cdef object decode_value(Reader *r):
 
 
 cdef object decode_checked(Reader *r):
-    """decode_value, with every failure caused by the bytes reported as DecodeError."""
+    """decode_value, with every failure caused by the bytes reported as DecodeError (chained to
+    the cause).  MemoryError goes through as itself: it says the process is short of memory,
+    and the decoder allocates in proportion to its input, never to what the input claims."""
     try:
         return decode_value(r)
-    except DecodeError:
+    except (DecodeError, MemoryError):
         raise
-    except (ValueError, TypeError, OverflowError) as e:  # bad text, unhashable keys, ...
-        raise DecodeError(f"invalid message bytes: {e}") from e
+    except Exception as e:  # bad text, unhashable keys, an array numpy refuses, ...
+        raise DecodeError(f"invalid message bytes: {type(e).__name__}: {e}") from e
+    finally:
+        Py_XDECREF(r.keep)
+        r.keep = NULL
 
 
 # ---------------------------------------------------------------------------- out-of-band blocks
@@ -1159,11 +1510,13 @@ cdef class _Block:
 
 # ---------------------------------------------------------------------------- bytes API
 
-def dumps(obj):
+def dumps(obj, *, allow_pickle=True):
     """Encode obj with ringport's structured-clone codec into bytes.
 
     The same encoding post_message uses, without ports or shared memory (those live in the
-    process and cannot be written to bytes: DataCloneError).
+    process and cannot be written to bytes: DataCloneError).  Values the codec has no native
+    form for are pickled; allow_pickle=False refuses them (DataCloneError) instead, so the bytes
+    can be read by loads() without allow_pickle.
     """
     cdef uint64_t stackbuf[STACK_WORDS]
     cdef void *mk[MEMO_STACK]
@@ -1171,6 +1524,7 @@ def dumps(obj):
     cdef Writer w
     w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
     w.allow_handles = False
+    w.allow_pickle = bool(allow_pickle)
     try:
         encode_value(&w, obj, None)
         w_flags(&w)
@@ -1180,13 +1534,23 @@ def dumps(obj):
         w_release(&w)
 
 
-def loads(data):
-    """Decode bytes made by dumps().  Bad input raises DecodeError, never crashes."""
+def loads(data, *, allow_pickle=False):
+    """Decode bytes made by dumps().  Bad input raises DecodeError (chained to its cause), never
+    crashes; memory and time stay in proportion to len(data).
+
+    The bytes are untrusted by default: a pickled value in them raises DecodeError and no code
+    runs.  allow_pickle=True unpickles it, which runs whatever code the bytes name: only for
+    bytes from a trusted source.  Then an exception the unpickled code raises becomes
+    DecodeError, SystemExit included (KeyboardInterrupt goes through); a pickle whose opcodes
+    announce more bytes than it holds, or a memo larger than itself, is refused before
+    unpickling, but what the code it names allocates when it runs is not bounded.
+    """
     cdef Py_buffer view
     cdef Reader r
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         r_init(&r, <const unsigned char *>view.buf, <size_t>view.len, NULL, 0, NULL)
+        r.allow_pickle = bool(allow_pickle)
         return decode_checked(&r)
     finally:
         PyBuffer_Release(&view)

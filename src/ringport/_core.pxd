@@ -9,6 +9,7 @@ cdef class MessagePort:
     cdef bint started            # 'message' listeners are being fed
     cdef bint refed              # keeps the program alive while it has listeners
     cdef bint close_emitted      # 'close' was emitted to this object's listeners
+    cdef public bint allow_pickle  # values without a native form travel pickled, both ways
     cdef object events           # Emitter, created on first on()/once()
     cdef object __weakref__
     cdef PyObject *scache[64]    # recently decoded short strings (guarded by the consumer lock)

@@ -92,14 +92,15 @@ def boot_failure_report(message):
             "traceback": f"RuntimeError: {message}\n", "pickle": None, "local": None}
 
 
-def rebuild_error(report):
-    """The exception a parent's 'error' event carries, from a report of error_report."""
+def rebuild_error(report, allow_pickle=True):
+    """The exception a parent's 'error' event carries, from a report of error_report; with
+    allow_pickle False, never by unpickling (a WorkerError with the type's name instead)."""
     local = report.get("local")
     if local is not None:
         exc = _local_errors.pop(local, None)
         if exc is not None:
             return exc
-    data = report.get("pickle")
+    data = report.get("pickle") if allow_pickle else None
     if data is not None:
         try:
             import pickle

@@ -78,11 +78,13 @@ cdef class MessagePort:
         p.started = False
         p.refed = True
         p.close_emitted = False
+        p.allow_pickle = True
         return p
 
     @staticmethod
     cdef MessagePort _adopt(rp_handle *h):
         cdef MessagePort p = MessagePort._new(<rp_channel *>h.ptr, <int>h.aux)
+        p.allow_pickle = h.reserved != PORT_NO_PICKLE
         h.release = NULL
         return p
 
@@ -135,6 +137,7 @@ cdef class MessagePort:
         if transfer:
             ports = check_transfer(self, transfer)
         w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
+        w.allow_pickle = self.allow_pickle
         try:
             encode_value(&w, value, ports)
             if ports:
@@ -196,6 +199,7 @@ cdef class MessagePort:
         # the string cache is guarded by the consumer lock: not used on a private copy
         r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
                self.scache if copy == NULL else NULL)
+        rd.allow_pickle = self.allow_pickle
         try:
             return decode_checked(&rd)
         finally:
@@ -455,8 +459,7 @@ cdef bint _in_handles(Writer *w, MessagePort p) noexcept:
 
 
 cdef int enc_port_handle_only(Writer *w, MessagePort p) except -1:
-    rp_channel_incref(p.ch, p.side)
-    w_add_handle(w, rp_port_release, <void *>p.ch, <uint64_t>p.side, RP_H_PORT)
+    w_port_handle(w, p)
     return 0
 
 
@@ -489,11 +492,16 @@ cdef class MessageChannel:
     bigger messages, or messages posted while the ring is full, take an ordered overflow path,
     so posting never blocks and nothing is dropped.  max_pending_bytes: bound each direction instead; post_message
     then waits for room (with its timeout) and raises ringport.Full.
+
+    allow_pickle: values the codec has no native form for travel pickled (the default: both
+    ends are the same program).  With allow_pickle=False both ports, wherever they are moved,
+    refuse pickle: posting such a value raises DataCloneError, and a pickled value received
+    raises DecodeError without running anything.
     """
     cdef readonly MessagePort port1
     cdef readonly MessagePort port2
 
-    def __init__(self, capacity=DEFAULT_CAPACITY, max_pending_bytes=None):
+    def __init__(self, capacity=DEFAULT_CAPACITY, max_pending_bytes=None, *, allow_pickle=True):
         cdef uint64_t cap
         cdef int64_t maxp = 0
         cdef rp_channel *ch
@@ -516,6 +524,7 @@ cdef class MessageChannel:
         # the new channel holds one reference per side: each port takes one over
         self.port1 = MessagePort._new(ch, 0)
         self.port2 = MessagePort._new(ch, 1)
+        self.port1.allow_pickle = self.port2.allow_pickle = bool(allow_pickle)
 
     def __iter__(self):
         return iter((self.port1, self.port2))

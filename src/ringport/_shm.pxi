@@ -20,6 +20,7 @@ from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_FromUnsignedLongLong
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport INT64_MAX, INT64_MIN, uintptr_t
+from libc.string cimport strcmp, strncmp
 
 cdef enum:
     SAB_ADOPTED = 0x5AB   # rp_handle.reserved once the receiver built the object (_r_sab)
@@ -223,7 +224,8 @@ cdef uint32_t _w_sab(Writer *w, rp_sab *s) except? 0xFFFFFFFF:
 
 cdef SharedArrayBuffer _r_sab(Reader *r):
     """The SharedArrayBuffer of handle k.  The first use adopts the handle's reference; later
-    uses in the same message get the same object back (kept alive by the decoder's memo)."""
+    uses in the same message get the same object back (r.keep holds it until decoding ends,
+    whatever the value being built, or a pickled object's code, does with it)."""
     cdef uint64_t k = r_varint(r)
     cdef rp_handle *h
     cdef SharedArrayBuffer b
@@ -238,6 +240,11 @@ cdef SharedArrayBuffer _r_sab(Reader *r):
         raise _decode_error("handle used twice")
     b = SharedArrayBuffer._wrap(<rp_sab *>h.ptr)
     h.release = NULL
+    if r.keep == NULL:
+        keep = []
+        Py_INCREF(keep)
+        r.keep = <PyObject *>keep
+    (<list>r.keep).append(b)
     h.reserved = SAB_ADOPTED
     h.aux = <uint64_t><uintptr_t><PyObject *>b
     return b
@@ -245,58 +252,78 @@ cdef SharedArrayBuffer _r_sab(Reader *r):
 
 # ---------------------------------------------------------------------------- element values
 
-cdef inline int64_t _lo(int code) noexcept:
+cdef struct ElemKind:
+    const char *name     # the class (Int8Array ...); NULL for a code that is no element type
+    const char *format   # the buffer protocol's struct format
+    int size             # bytes per element (BYTES_PER_ELEMENT)
+    int64_t lo, hi       # the range of an integer type (hi of uint64: see _hi_obj)
+
+
+cdef inline ElemKind _kind(int code) noexcept:
+    """The table of element types, one row per RP_T_* code.  The typed array classes are one
+    generic implementation (_TypedArray) parameterised by a row of it."""
     if code == RP_T_I8:
-        return -128
+        return ElemKind(b"Int8Array", b"b", 1, -128, 127)
+    if code == RP_T_U8:
+        return ElemKind(b"Uint8Array", b"B", 1, 0, 255)
     if code == RP_T_I16:
-        return -32768
+        return ElemKind(b"Int16Array", b"h", 2, -32768, 32767)
+    if code == RP_T_U16:
+        return ElemKind(b"Uint16Array", b"H", 2, 0, 65535)
     if code == RP_T_I32:
-        return -2147483648
+        return ElemKind(b"Int32Array", b"i", 4, -2147483648, 2147483647)
+    if code == RP_T_U32:
+        return ElemKind(b"Uint32Array", b"I", 4, 0, 4294967295)
     if code == RP_T_I64:
-        return INT64_MIN
-    return 0
+        return ElemKind(b"BigInt64Array", b"q", 8, INT64_MIN, INT64_MAX)
+    if code == RP_T_U64:
+        return ElemKind(b"BigUint64Array", b"Q", 8, 0, INT64_MAX)
+    if code == RP_T_F32:
+        return ElemKind(b"Float32Array", b"f", 4, 0, 0)
+    if code == RP_T_F64:
+        return ElemKind(b"Float64Array", b"d", 8, 0, 0)
+    return ElemKind(NULL, NULL, 0, 0, 0)
+
+
+cdef int _code_of_type(type t) noexcept:
+    """The element type of typed array class t (or of the class of ours it derives from), or -1
+    for _TypedArray itself.  Found by the type's C name, so no module state is looked up (this
+    runs for every typed array made, decoded ones too), and a class made in any interpreter
+    maps the same."""
+    cdef PyTypeObject *tp = <PyTypeObject *>t
+    cdef const char *name
+    cdef const char *row
+    cdef int code
+    while tp != NULL:
+        name = tp.tp_name
+        if strncmp(name, b"ringport._core.", 15) == 0:
+            name += 15
+            for code in range(RP_T_COUNT):
+                row = _kind(code).name
+                if row[0] == name[0] and strcmp(name, row) == 0:
+                    return code
+        tp = tp.tp_base
+    return -1
+
+
+cdef inline int64_t _lo(int code) noexcept:
+    return _kind(code).lo
 
 
 cdef inline int64_t _hi(int code) noexcept:
-    if code == RP_T_I8:
-        return 127
-    if code == RP_T_U8:
-        return 255
-    if code == RP_T_I16:
-        return 32767
-    if code == RP_T_U16:
-        return 65535
-    if code == RP_T_I32:
-        return 2147483647
-    if code == RP_T_U32:
-        return 4294967295
-    return INT64_MAX
+    return _kind(code).hi
 
 
 cdef inline object _hi_obj(int code):
     return 0xFFFFFFFFFFFFFFFF if code == RP_T_U64 else _hi(code)
 
 
-cdef const char *_format_of(int code) noexcept:
-    if code == RP_T_I8:
-        return b"b"
-    if code == RP_T_U8:
-        return b"B"
-    if code == RP_T_I16:
-        return b"h"
-    if code == RP_T_U16:
-        return b"H"
-    if code == RP_T_I32:
-        return b"i"
-    if code == RP_T_U32:
-        return b"I"
-    if code == RP_T_I64:
-        return b"q"
-    if code == RP_T_U64:
-        return b"Q"
-    if code == RP_T_F32:
-        return b"f"
-    return b"d"
+cdef inline const char *_format_of(int code) noexcept:
+    return _kind(code).format
+
+
+cdef str _kind_name(int code):
+    return _kind(code).name.decode("ascii")
 
 
 cdef int _format_code(const char *fmt, Py_ssize_t itemsize) noexcept:
@@ -338,7 +365,7 @@ cdef int _format_code(const char *fmt, Py_ssize_t itemsize) noexcept:
 
 
 cdef object _range_error(int code, object v):
-    return OverflowError(f"{v!r} is out of range for {_TYPE_NAMES[code]} elements "
+    return OverflowError(f"{v!r} is out of range for {_kind_name(code)} elements "
                          f"({_lo(code)}..{_hi_obj(code)})")
 
 
@@ -351,13 +378,13 @@ cdef int _to_val(int code, object v, rp_val *out) except -1:
     cdef int overflow = 0
     if code == RP_T_F32 or code == RP_T_F64:
         if not isinstance(v, float) and not PyIndex_Check(v) and not hasattr(v, "__float__"):
-            raise TypeError(f"{_TYPE_NAMES[code]} elements are numbers, not "
+            raise TypeError(f"{_kind_name(code)} elements are numbers, not "
                             f"{type(v).__name__}")
         out.d = <double>v
         return 0
     if type(v) is not int:
         if not PyIndex_Check(v):
-            raise TypeError(f"{_TYPE_NAMES[code]} elements are integers, not "
+            raise TypeError(f"{_kind_name(code)} elements are integers, not "
                             f"{type(v).__name__}")
         v = PyNumber_Index(v)
     if code == RP_T_U64:
@@ -390,7 +417,8 @@ cdef inline object _from_val(int code, rp_val v):
 
 cdef class _TypedArray(_Shared):
     """A typed array: elements of one numeric type viewing a SharedArrayBuffer, as in
-    JavaScript.  The concrete classes are Int8Array ... Float64Array.
+    JavaScript.  The concrete classes are Int8Array ... Float64Array: each is this class with
+    one row of the element table (_kind), found from the class when an object is made.
 
     Constructors (the buffer is always a SharedArrayBuffer):
       T(buffer, byte_offset=0, length=None)   a view; length None means "to the end" (and, for
@@ -412,12 +440,19 @@ cdef class _TypedArray(_Shared):
     cdef char *base          # the first element; the block never moves
     cdef Py_ssize_t offset   # byte_offset
     cdef Py_ssize_t fixed    # element count, or -1: tracks the (growable) buffer's length
-    cdef int code            # RP_T_*, set by the concrete class
-    cdef int itemsize
+    cdef int code            # RP_T_*, from the concrete class; -1 for _TypedArray itself
+    cdef int itemsize        # 0 when code is -1
+
+    def __cinit__(self, *args, **kwargs):
+        self.code = _code_of_type(type(self))
+        self.itemsize = _kind(self.code).size
 
     def __init__(self, buffer=0, byte_offset=0, length=None):
         cdef Py_ssize_t off, n, i
         cdef list values
+        if self.code < 0:
+            raise TypeError(f"{type(self).__name__} has no element type: use one of the typed "
+                            f"array classes (Int8Array ... Float64Array) or a subclass of one")
         if self.buffer is not None:
             raise TypeError(f"{type(self).__name__} is already initialized")
         if isinstance(buffer, SharedArrayBuffer):
@@ -471,6 +506,11 @@ cdef class _TypedArray(_Shared):
             raise ValueError("length is too large")
         return self._setup(SharedArrayBuffer(n * self.itemsize), 0, n)
 
+    cdef int _ready(self) except -1:
+        if self.buffer is None:
+            raise ValueError(f"{type(self).__name__} is not initialized")
+        return 0
+
     cdef inline Py_ssize_t _len(self) noexcept:
         if self.fixed >= 0:
             return self.fixed
@@ -511,6 +551,7 @@ cdef class _TypedArray(_Shared):
     def __getitem__(self, key):
         cdef Py_ssize_t n = self._len(), i, j
         cdef _TypedArray out
+        self._ready()
         if PyIndex_Check(key):
             return self._get(self._index(key, n))
         if isinstance(key, slice):
@@ -528,6 +569,7 @@ cdef class _TypedArray(_Shared):
     def __setitem__(self, key, value):
         cdef Py_ssize_t n = self._len(), i, j, m
         cdef rp_val *vals
+        self._ready()
         if PyIndex_Check(key):
             self._set(self._index(key, n), value)
             return
@@ -576,7 +618,9 @@ cdef class _TypedArray(_Shared):
         cdef Py_ssize_t n = self._len()
         cdef Py_ssize_t b = _relative(begin, n, 0, "begin")
         cdef Py_ssize_t e = _relative(end, n, n, "end")
-        cdef _TypedArray out = _TA_TYPES[self.code].__new__(_TA_TYPES[self.code])
+        cdef _TypedArray out
+        self._ready()
+        out = _TA_TYPES[self.code].__new__(_TA_TYPES[self.code])
         out._setup(self.buffer, self.offset + b * self.itemsize, e - b if e > b else 0)
         return out
 
@@ -607,6 +651,7 @@ cdef class _TypedArray(_Shared):
     def __getbuffer__(self, Py_buffer *view, int flags):
         cdef Py_ssize_t n = self._len()
         cdef Py_ssize_t *dims = NULL
+        self._ready()
         view.buf = self.base
         view.obj = self
         view.len = n * self.itemsize
@@ -650,14 +695,13 @@ cdef _TypedArray _new_typed(int code, Py_ssize_t n):
     return out
 
 
+# The public classes: _TypedArray with one row of the element table each (_code_of_type finds
+# the row by the class name), so a class is its docstring and its BYTES_PER_ELEMENT.
+
 cdef class Int8Array(_TypedArray):
     """Int8Array(buffer, byte_offset=0, length=None) | Int8Array(length) | Int8Array(iterable):
     int8 elements over a SharedArrayBuffer (struct format 'b')."""
     BYTES_PER_ELEMENT = 1
-
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_I8
-        self.itemsize = 1
 
 
 cdef class Uint8Array(_TypedArray):
@@ -665,19 +709,11 @@ cdef class Uint8Array(_TypedArray):
     uint8 elements over a SharedArrayBuffer (struct format 'B')."""
     BYTES_PER_ELEMENT = 1
 
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_U8
-        self.itemsize = 1
-
 
 cdef class Int16Array(_TypedArray):
     """Int16Array(buffer, byte_offset=0, length=None) | Int16Array(length) | Int16Array(iterable):
     int16 elements over a SharedArrayBuffer (struct format 'h')."""
     BYTES_PER_ELEMENT = 2
-
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_I16
-        self.itemsize = 2
 
 
 cdef class Uint16Array(_TypedArray):
@@ -685,19 +721,11 @@ cdef class Uint16Array(_TypedArray):
     Uint16Array(iterable): uint16 elements over a SharedArrayBuffer (struct format 'H')."""
     BYTES_PER_ELEMENT = 2
 
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_U16
-        self.itemsize = 2
-
 
 cdef class Int32Array(_TypedArray):
     """Int32Array(buffer, byte_offset=0, length=None) | Int32Array(length) | Int32Array(iterable):
     int32 elements over a SharedArrayBuffer (struct format 'i')."""
     BYTES_PER_ELEMENT = 4
-
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_I32
-        self.itemsize = 4
 
 
 cdef class Uint32Array(_TypedArray):
@@ -705,19 +733,11 @@ cdef class Uint32Array(_TypedArray):
     Uint32Array(iterable): uint32 elements over a SharedArrayBuffer (struct format 'I')."""
     BYTES_PER_ELEMENT = 4
 
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_U32
-        self.itemsize = 4
-
 
 cdef class BigInt64Array(_TypedArray):
     """BigInt64Array(buffer, byte_offset=0, length=None) | BigInt64Array(length) |
     BigInt64Array(iterable): int64 elements over a SharedArrayBuffer (struct format 'q')."""
     BYTES_PER_ELEMENT = 8
-
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_I64
-        self.itemsize = 8
 
 
 cdef class BigUint64Array(_TypedArray):
@@ -725,19 +745,11 @@ cdef class BigUint64Array(_TypedArray):
     BigUint64Array(iterable): uint64 elements over a SharedArrayBuffer (struct format 'Q')."""
     BYTES_PER_ELEMENT = 8
 
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_U64
-        self.itemsize = 8
-
 
 cdef class Float32Array(_TypedArray):
     """Float32Array(buffer, byte_offset=0, length=None) | Float32Array(length) |
     Float32Array(iterable): float32 elements over a SharedArrayBuffer (struct format 'f')."""
     BYTES_PER_ELEMENT = 4
-
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_F32
-        self.itemsize = 4
 
 
 cdef class Float64Array(_TypedArray):
@@ -745,15 +757,11 @@ cdef class Float64Array(_TypedArray):
     Float64Array(iterable): float64 elements over a SharedArrayBuffer (struct format 'd')."""
     BYTES_PER_ELEMENT = 8
 
-    def __cinit__(self, *args, **kwargs):
-        self.code = RP_T_F64
-        self.itemsize = 8
-
 
 # indexed by RP_T_* (module globals: per interpreter, as the types themselves)
 _TA_TYPES = (Int8Array, Uint8Array, Int16Array, Uint16Array, Int32Array, Uint32Array,
              BigInt64Array, BigUint64Array, Float32Array, Float64Array)
-_TYPE_NAMES = tuple([t.__name__ for t in _TA_TYPES])
+_TYPE_NAMES = tuple([_kind_name(code) for code in range(RP_T_COUNT)])
 
 
 # ---------------------------------------------------------------------------- decoding

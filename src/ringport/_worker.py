@@ -49,14 +49,17 @@ def _target_spec(target, eval_, backend):
 
 class Worker:
     """A worker running target in parallel: ``Worker(target, *, eval=False, worker_data=None,
-    transfer=(), name=None, backend="auto", argv=None, env=None)``.
+    transfer=(), name=None, backend="auto", argv=None, env=None, allow_pickle=True)``.
 
     target: a path to a .py file (run as ``__main__``), Python source with eval=True, or a
     module-level function called with no arguments.  worker_data arrives as a structured clone
     in ``ringport.worker_data``; ports listed in transfer (also inside worker_data) move to the
     worker.  argv: strings appended to the worker's argv (``sys.argv`` in a subinterpreter worker,
     ``ringport.argv`` in every backend); env: the worker's ``ringport.env`` (default: a copy of
-    the parent's).
+    the parent's).  allow_pickle=False turns the codec's pickle fallback off on the worker's ports
+    (posting what the native codec cannot represent raises DataCloneError; a pickle frame that
+    arrives raises DecodeError) and rebuilds the worker's errors as WorkerError, never by
+    unpickling: nothing the worker sends runs code in the parent.
 
     Events: 'online', 'message' (value), 'messageerror' (exception), 'error' (exception),
     'exit' (exit code).  Talk with ``post_message``/``receive``; stop with ``terminate()``;
@@ -64,7 +67,7 @@ class Worker:
     """
 
     def __init__(self, target, *, eval=False, worker_data=None, transfer=(), name=None,
-                 backend="auto", argv=None, env=None):
+                 backend="auto", argv=None, env=None, allow_pickle=True):
         backend = resolve_backend(backend)
         spec, func = _target_spec(target, eval, backend)
         parent = _context.current()
@@ -90,7 +93,11 @@ class Worker:
         self._refed = True
         self._missed = {}  # 'online'/'error'/'exit' that happened with no listener: replayed
         self._loop = parent.get_loop()
-        chan, ctl = MessageChannel(), MessageChannel()
+        # allow_pickle=False: nothing the worker sends can run code here (the pickle fallback is off
+        # both ways, and its errors come back as WorkerError rather than unpickled)
+        self._allow_pickle = allow_pickle = bool(allow_pickle)
+        chan = MessageChannel(allow_pickle=allow_pickle)
+        ctl = MessageChannel(allow_pickle=allow_pickle)
         payload = {
             "parent_port": chan.port2,
             "ctl_port": ctl.port2,
@@ -129,7 +136,7 @@ class Worker:
 
     def _host(self, token, func, host_ctl, sys_path):
         code, report = _run_worker(self.backend, token, self._ctl, func, sys_path)
-        error = rebuild_error(report) if report is not None else None
+        error = rebuild_error(report, self._allow_pickle) if report is not None else None
         with self._lock:
             self._exit_code = code
             self._error = error
