@@ -732,20 +732,17 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
 
 
 cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
-    cdef uint32_t hidx
+    cdef Py_ssize_t idx = memo_get(w, <void *>p)
+    if idx >= 0:
+        return w_ref(w, <uint64_t>idx)   # the same port again: one object on arrival
     if transfer_ports is None or id(p) not in transfer_ports:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
     if not w.allow_handles:
         raise DataCloneError("MessagePort cannot be serialized to bytes")
-    if p.ch == NULL:
-        raise DataCloneError("MessagePort was already transferred")
-    # the handle takes a reference of its own; the sender's object gives its reference up
-    # only once the message is sent (see _finish_transfer)
-    rp_channel_incref(p.ch, p.side)
-    hidx = w_add_handle(w, rp_port_release, <void *>p.ch, <uint64_t>p.side, RP_H_PORT)
-    w_tag_varint(w, b'H', hidx)
-    return 0
+    # transfer_ports were claimed by the sender (claim_transfer in _port.pxi)
+    w_tag_varint(w, b'H', port_handle(w, p))
+    return memo_put(w, <void *>p)
 
 
 cdef int w_finish(Writer *w) except -1:
@@ -1075,6 +1072,8 @@ cdef object decode_value(Reader *r):
                     memo.append(v)
             elif tag == b'H':
                 v = MessagePort._adopt(r_handle(r, RP_H_PORT))
+                if memo is not None:
+                    memo.append(v)
             elif tag == b'S':
                 v = _decode_shared(r)
                 if memo is not None:
@@ -1199,19 +1198,9 @@ def dumps(obj):
     The same encoding post_message uses, without ports or shared memory (those live in the
     process and cannot be written to bytes: DataCloneError).
     """
-    cdef uint64_t stackbuf[STACK_WORDS]
-    cdef void *mk[MEMO_STACK]
-    cdef Py_ssize_t mv[MEMO_STACK]
-    cdef Writer w
-    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
-    w.allow_handles = False
-    try:
-        encode_value(&w, obj, None)
-        w_flags(&w)
-        return PyBytes_FromStringAndSize(<const char *>w.buf + sizeof(rp_msg),
-                                         <Py_ssize_t>(w.pos - sizeof(rp_msg)))
-    finally:
-        w_release(&w)
+    cdef Dest d
+    d.kind = TO_BYTES
+    return encode_send(obj, None, &d)
 
 
 def loads(data):

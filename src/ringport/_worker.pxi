@@ -136,17 +136,21 @@ cdef class _WaitSet:
                     return True
                 continue
             if rc == RP_ECANCELED:
-                raise WorkerTerminated("the worker was terminated")
+                raise_for(rc, "wait")
             return rc == RP_OK
 
     def watch(self, MessagePort port not None, int slot):
         """Have port's incoming queue signal this set (slot 0: loop thread, 1: asyncio)."""
-        if port.ch != NULL:
-            rp_channel_watch(port.ch, port.side, slot, self.ws)
+        cdef rp_channel *ch = port._try_enter()
+        if ch != NULL:
+            rp_channel_watch(ch, port.side, slot, self.ws)
+            port._leave()
 
     def unwatch(self, MessagePort port not None, int slot):
-        if port.ch != NULL:
-            rp_channel_watch(port.ch, port.side, slot, NULL)
+        cdef rp_channel *ch = port._try_enter()
+        if ch != NULL:
+            rp_channel_watch(ch, port.side, slot, NULL)
+            port._leave()
 
     @property
     def fd(self):
@@ -162,7 +166,7 @@ cdef class _WaitSet:
 def _loop_state(MessagePort port not None):
     """0: nothing for an event loop to do; 1: watch it (listeners) without keeping the program
     alive; 2: watch it and keep the program alive ('message' listeners on a ref'ed port)."""
-    if port.ch == NULL or port.events is None or port.close_emitted:
+    if port.events is None or port.close_emitted or port._owns(NULL):   # _owns(NULL): transferred
         return 0
     if port.started and port.events.count("message"):
         return 2 if port.refed else 1
@@ -173,8 +177,9 @@ def _loop_state(MessagePort port not None):
 
 def _port_new_ref(MessagePort port not None):
     """A second MessagePort object on the same side of port's channel (one more reference)."""
-    cdef rp_channel *ch = port._live("_port_new_ref")
+    cdef rp_channel *ch = port._enter("_port_new_ref")
     rp_channel_incref(ch, port.side)
+    port._leave()
     return MessagePort._new(ch, port.side)
 
 
@@ -377,24 +382,9 @@ cdef class BroadcastChannel:
 
 cdef int _post_value(rp_channel *ch, int side, object value) except -1:
     """Encode value and post it to ch from side (unbounded: never blocks)."""
-    cdef uint64_t stackbuf[STACK_WORDS]
-    cdef void *mk[MEMO_STACK]
-    cdef Py_ssize_t mv[MEMO_STACK]
-    cdef Writer w
-    cdef int rc
-    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
-    try:
-        encode_value(&w, value, None)
-        w_finish(&w)
-        rc = _send(ch, side, &w, 0, NULL)
-        if rc == RP_ECLOSED:
-            return 0      # that member left meanwhile
-        if rc != RP_OK:
-            raise_for(rc, "post_message")
-        w.nhandles = 0
-        w.node = NULL
-    finally:
-        w_release(&w)
+    cdef int rc = send_value(ch, side, value, None, 0)
+    if rc != RP_OK and rc != RP_ECLOSED:   # RP_ECLOSED: that member left meanwhile
+        raise_for(rc, "post_message")
     return 0
 
 
