@@ -268,10 +268,7 @@ SCENARIOS = {f.__name__: f for f in (receive_vs_transfer, transfer_vs_transfer, 
 
 # ---------------------------------------------------------------------------- tests
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_race(scenario):
-    run_child(scenario, 200 if scenario != "everything_vs_transfer" else 50)
-
+# The quick runs of each scenario are in test_port.py (test_race).
 
 @pytest.mark.stress
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
