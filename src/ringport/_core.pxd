@@ -30,8 +30,6 @@ cdef class MessagePort:
     cdef bint _owns(self, rp_channel *ch) noexcept
     cdef rp_channel *_claim(self) noexcept
     cdef void _unclaim(self, bint moved) noexcept
-    cdef object _finish(self, rp_channel *ch, rp_recv *r)
-    cdef int _wait(self, rp_channel *ch, rp_recv *r, int64_t deadline) except 1
     cdef object _receive(self, int64_t deadline, bint *got)
     cdef object _ev(self)
     cdef object _post(self, object value, object transfer, object timeout)

@@ -219,62 +219,15 @@ cdef class MessagePort:
         try:
             rc = rp_channel_try_recv(ch, self.side, &r)
             if rc == RP_EAGAIN and deadline != 0:
-                rc = self._wait(ch, &r, deadline)
+                rc = wait_message(self, ch, &r, deadline)
             got[0] = rc != RP_EAGAIN
             if rc == RP_OK:
-                return self._finish(ch, &r)
+                return finish_receive(self, ch, &r)
             if rc != RP_EAGAIN:
                 raise_for(rc, "receive")
             return None
         finally:
             self._leave()
-
-    cdef int _wait(self, rp_channel *ch, rp_recv *r, int64_t deadline) except 1:
-        """Wait for a message without the GIL, in slices: between them, signals get through and
-        a transfer of this object from another thread ends the wait."""
-        cdef rp_cancel *cancel = rp_thread_cancel()
-        cdef int rc
-        while True:
-            with nogil:
-                rc = rp_channel_recv_begin(ch, self.side, r, deadline, SLICE_NS, cancel)
-            if rc != RP_EINTR:
-                return rc
-            PyErr_CheckSignals()
-            if not self._owns(ch):
-                raise PortClosed("receive: this MessagePort was transferred while waiting")
-
-    cdef object _finish(self, rp_channel *ch, rp_recv *r):
-        """Decode the message r points at, then give its slot back."""
-        cdef rp_msg *m = r.msg
-        cdef rp_node *copy = NULL
-        cdef Reader rd
-        cdef uint32_t i
-        if not rp_msg_valid(m, r.len):
-            rp_channel_recv_end(ch, self.side, r)
-            raise DecodeError("invalid message: sizes do not agree")
-        if m.flags & RP_MSG_CODE:
-            # decoding runs user code (unpickling): decode a private copy, so that code never
-            # runs while this port's consumer lock is held
-            copy = rp_node_alloc(r.len)
-            if copy == NULL:
-                rp_channel_recv_end(ch, self.side, r)
-                raise MemoryError()
-            memcpy(rp_node_body(copy), m, r.len)
-            for i in range(m.nhandles):
-                rp_msg_handles(m)[i].release = NULL
-            rp_channel_recv_end(ch, self.side, r)
-            m = <rp_msg *>rp_node_body(copy)
-        # the string cache is guarded by the consumer lock: not used on a private copy
-        r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
-               self.scache if copy == NULL else NULL)
-        try:
-            return decode_checked(&rd)
-        finally:
-            if copy != NULL:
-                rp_msg_release_handles(m)
-                rp_node_free(copy)
-            else:
-                rp_channel_recv_end(ch, self.side, r)
 
     def receive(self, timeout=None, /, **kwargs):
         """receive(timeout=None)
@@ -402,21 +355,15 @@ cdef class MessagePort:
         """Call listener(value) for each 'message', listener(exc) on 'messageerror', listener()
         on 'close'.  Attaching a 'message' listener starts the port, as in Node."""
         self._ev().on(event, listener)
-        self._listening(event)
+        listener_added(self, event)
         return self
 
     add_listener = on
 
     def once(self, event, listener):
         self._ev().once(event, listener)
-        self._listening(event)
+        listener_added(self, event)
         return self
-
-    def _listening(self, event):
-        if event == "message":
-            self.start()
-        elif event == "close":
-            _loop_update(self)   # 'close' is delivered by the event loop, listeners or not
 
     def off(self, event, listener=None):
         self._ev().off(event, listener)
@@ -463,6 +410,67 @@ cdef class MessagePort:
             return dispatch(self, ch, limit)
         finally:
             self._leave()
+
+
+# ---------------------------------------------------------------------------- receiving, continued
+
+cdef int wait_message(MessagePort p, rp_channel *ch, rp_recv *r, int64_t deadline) except 1:
+    """Wait for a message for p without the GIL, in slices: between them, signals get through
+    and a transfer of p from another thread ends the wait."""
+    cdef rp_cancel *cancel = rp_thread_cancel()
+    cdef int rc
+    while True:
+        with nogil:
+            rc = rp_channel_recv_begin(ch, p.side, r, deadline, SLICE_NS, cancel)
+        if rc != RP_EINTR:
+            return rc
+        PyErr_CheckSignals()
+        if not p._owns(ch):
+            raise PortClosed("receive: this MessagePort was transferred while waiting")
+
+
+cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
+    """Decode the message r points at, then give its slot back."""
+    cdef rp_msg *m = r.msg
+    cdef rp_node *copy = NULL
+    cdef Reader rd
+    cdef uint32_t i
+    if not rp_msg_valid(m, r.len):
+        rp_channel_recv_end(ch, p.side, r)
+        raise DecodeError("invalid message: sizes do not agree")
+    if m.flags & RP_MSG_CODE:
+        # decoding runs user code (unpickling): decode a private copy, so that code never
+        # runs while this port's consumer lock is held
+        copy = rp_node_alloc(r.len)
+        if copy == NULL:
+            rp_channel_recv_end(ch, p.side, r)
+            raise MemoryError()
+        memcpy(rp_node_body(copy), m, r.len)
+        for i in range(m.nhandles):
+            rp_msg_handles(m)[i].release = NULL
+        rp_channel_recv_end(ch, p.side, r)
+        m = <rp_msg *>rp_node_body(copy)
+    # the string cache is guarded by the consumer lock: not used on a private copy
+    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
+           p.scache if copy == NULL else NULL)
+    try:
+        return decode_checked(&rd)
+    finally:
+        if copy != NULL:
+            rp_msg_release_handles(m)
+            rp_node_free(copy)
+        else:
+            rp_channel_recv_end(ch, p.side, r)
+
+
+# ---------------------------------------------------------------------------- events
+
+cdef int listener_added(MessagePort p, object event) except -1:
+    if event == "message":
+        p.start()             # as in Node
+    elif event == "close":
+        _loop_update(p)       # 'close' comes from the event loop, whatever other listeners
+    return 0
 
 
 cdef int dispatch(MessagePort p, rp_channel *ch, int limit) except -1:
