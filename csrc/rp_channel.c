@@ -475,6 +475,13 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
 
 /* ------------------------------------------------------------------ wait sets (rp_worker.h) */
 
+void rp_channel_signal(rp_channel *ch, int side) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL); /* keeps the sets attached */
+    signal_watchers(q);
+    rp_lock_release(&q->plock);
+}
+
 void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
     rp_queue *q = &ch->q[1 - (side & 1)];
     if (ws) rp_waitset_incref(ws);

@@ -160,9 +160,11 @@ cdef class MessagePort:
             self.moving = False
             if not moved:
                 self.ch = self.held
-            elif self.busy == 0:
-                drop = self.held
-                self.held = NULL
+            else:
+                rp_channel_signal(self.held, self.side)   # asyncio waiters: PortClosed
+                if self.busy == 0:
+                    drop = self.held
+                    self.held = NULL
         if drop != NULL:
             rp_channel_decref(drop, self.side)
         if moved:

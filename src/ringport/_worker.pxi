@@ -352,7 +352,7 @@ cdef class BroadcastChannel:
         return self._port.has_ref()
 
     def close(self):
-        """Leave the channel: nothing more is received; messages already queued still are."""
+        """Leave the channel: nothing more is received (messages still queued are dropped)."""
         cdef rp_bc_member *m = self.member
         self.member = NULL
         if m != NULL:
