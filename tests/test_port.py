@@ -373,7 +373,7 @@ def test_container_mutated_while_encoding_raises_and_sends_nothing(channel, make
 
 @pytest.mark.parametrize("scenario", sorted(test_port_races.SCENARIOS))
 def test_race(scenario):
-    test_port_races.run_child(scenario, 200 if scenario != "everything_vs_transfer" else 40)
+    test_port_races.run_child(scenario, 40 if scenario == "everything_vs_transfer" else 150)
 
 
 def test_a_receive_blocked_while_its_port_is_transferred_ends_with_port_closed(rethread):
