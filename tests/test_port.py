@@ -459,3 +459,16 @@ def test_ports_in_unread_messages_close_when_the_receiver_goes(how):
         gc.collect()
     wait_until(lambda: closed == [True])
     assert b.port1.closed
+
+
+def test_a_port_in_a_message_a_worker_never_read_closes_when_it_ends(start_worker):
+    b = MessageChannel()
+    closed = threading.Event()
+    b.port1.on("close", closed.set)
+    # the worker waits until the message is there, and ends without reading it
+    w = start_worker("import ringport, time\n"
+                     "while not ringport.parent_port.poll():\n"
+                     "    time.sleep(0.001)\n", eval=True)
+    w.post_message({"p": b.port2}, transfer=[b.port2])
+    assert w.join(30) == 0
+    assert closed.wait(10)
