@@ -529,8 +529,9 @@ cdef tuple take_kwargs(str fn, dict kwargs, object transfer, object timeout):
 # ---------------------------------------------------------------------------- transfer lists
 
 cdef list transfer_items(object transfer):
-    """The ports of a transfer list, checked: an iterable of distinct open MessagePorts."""
+    """The ports of a transfer list, checked: an iterable of distinct MessagePorts."""
     cdef list items
+    cdef set seen = set()
     if transfer is None:
         return []
     if isinstance(transfer, (str, bytes, bytearray, int, float)):
@@ -543,12 +544,13 @@ cdef list transfer_items(object transfer):
     if items is None:
         raise DataCloneError(f"transfer must be an iterable of MessagePort objects, not "
                              f"{type(transfer).__name__}")
-    for i, obj in enumerate(items):
+    for obj in items:
         if not rp_is_port(obj):
             raise DataCloneError(f"{type(obj).__qualname__} object is not transferable "
                                  f"(transfer takes MessagePort objects)")
-        if any(obj is other for other in items[:i]):
+        if id(obj) in seen:
             raise DataCloneError("the same MessagePort is listed twice in transfer")
+        seen.add(id(obj))
     return items
 
 
