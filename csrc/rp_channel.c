@@ -287,16 +287,20 @@ void rp_channel_close(rp_channel *ch) {
 
 int rp_channel_closed(rp_channel *ch) { return atomic_load_explicit(&ch->closed, memory_order_acquire); }
 
+void rp_channel_discard(rp_channel *ch, int side) {
+    rp_queue *in = &ch->q[1 - (side & 1)];
+    rp_lock_acquire(&in->clock, RP_FOREVER, 0, NULL);
+    queue_drain(in);
+    rp_lock_release(&in->clock);
+}
+
 void rp_channel_decref(rp_channel *ch, int side) {
     side &= 1;
     if (atomic_fetch_sub_explicit(&ch->refs[side], 1, memory_order_acq_rel) != 1) return;
     /* Nobody can receive on this side any more: close, and drop what was queued toward it, which
      * also breaks reference cycles made of ports queued into their own channel. */
     rp_channel_close(ch);
-    rp_queue *in = &ch->q[1 - side];
-    rp_lock_acquire(&in->clock, RP_FOREVER, 0, NULL);
-    queue_drain(in);
-    rp_lock_release(&in->clock);
+    rp_channel_discard(ch, side);
     if (atomic_fetch_sub_explicit(&ch->sides_alive, 1, memory_order_acq_rel) == 1) {
         queue_free(&ch->q[0], ch->capacity);
         queue_free(&ch->q[1], ch->capacity);
@@ -549,6 +553,13 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
 }
 
 /* ------------------------------------------------------------------ wait sets (rp_waitset.h) */
+
+void rp_channel_signal(rp_channel *ch, int side) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL); /* keeps the sets attached */
+    signal_watchers(q);
+    rp_lock_release(&q->plock);
+}
 
 void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
     rp_queue *q = &ch->q[1 - (side & 1)];

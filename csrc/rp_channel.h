@@ -123,6 +123,13 @@ int64_t rp_channel_pending_bytes(rp_channel *ch, int side);
 
 /* Close both directions.  Messages already posted are still delivered.  Idempotent. */
 void rp_channel_close(rp_channel *ch);
+/* Drop the messages waiting for `side`, releasing what they carry (transferred ports close,
+ * out-of-band blocks are freed): a port that closed itself never reads them (as in Node).
+ * Waits for the consumer lock: call without the GIL.  Meant for a closed channel. */
+void rp_channel_discard(rp_channel *ch, int side);
+/* Signal the wait sets watching what `side` receives, so the loops look at the port again (for
+ * one: its port object was transferred away, and an asyncio waiter must learn it). */
+void rp_channel_signal(rp_channel *ch, int side);
 int rp_channel_closed(rp_channel *ch);
 
 /* Post a body of len bytes from `side`: copied into the ring, or into an overflow node.

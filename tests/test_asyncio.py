@@ -117,3 +117,16 @@ def test_broadcast_receive_async():
             return await b.receive_async(timeout=10)
 
     assert asyncio.run(main()) == "hi"
+
+
+def test_receive_async_ends_with_port_closed_when_its_port_is_transferred():
+    async def main():
+        a, carrier = ringport.MessageChannel(), ringport.MessageChannel()
+        waiting = asyncio.ensure_future(a.port2.receive_async())
+        await asyncio.sleep(0)   # the receive is now waiting on the loop
+        assert not waiting.done()
+        carrier.port1.post_message(a.port2, transfer=[a.port2])
+        with pytest.raises(ringport.PortClosed):
+            await asyncio.wait_for(waiting, 10)
+
+    asyncio.run(main())

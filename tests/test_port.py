@@ -14,6 +14,7 @@ import ringport
 from ringport import (DataCloneError, DecodeError, Empty, Full, MessageChannel, MessagePort,
                       PortClosed, receive_message_on_port)
 
+import test_port_races
 from conftest import FREE_THREADED, wait_until
 
 
@@ -409,3 +410,109 @@ def test_idle_channels_cost_little_memory():
         assert ch.port2.receive() == 1
     grown = _rss_bytes() - before
     assert grown < 1000 * 32 * 1024, f"1000 lightly used channels cost {grown / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------------------- races (issue 9)
+# Each scenario runs in a child process (see test_port_races.py): a crash fails the test.
+
+@pytest.mark.parametrize("scenario", sorted(test_port_races.SCENARIOS))
+def test_race(scenario):
+    test_port_races.run_child(scenario, 40 if scenario == "everything_vs_transfer" else 150)
+
+
+def test_a_receive_blocked_while_its_port_is_transferred_ends_with_port_closed(rethread):
+    a, carrier = MessageChannel(), MessageChannel()
+
+    def blocked():
+        with pytest.raises(PortClosed, match="transferred"):
+            a.port2.receive()
+
+    t = rethread(blocked)
+    test_port_races.in_call(t, "receive")
+    carrier.port1.post_message(a.port2, transfer=[a.port2])
+    t.join(5)
+    moved = carrier.port2.receive(timeout=5)
+    a.port1.post_message("to the new owner")
+    assert moved.receive(timeout=5) == "to the new owner"
+
+
+def test_a_second_transfer_of_the_same_port_raises_data_clone_error():
+    a, c1, c2 = MessageChannel(), MessageChannel(), MessageChannel()
+    c1.port1.post_message(a.port1, transfer=[a.port1])
+    with pytest.raises(DataCloneError, match="already transferred"):
+        c2.port1.post_message(a.port1, transfer=[a.port1])
+    assert c2.port2.poll() is False
+
+
+# ---------------------------------------------------------------------------- Node semantics
+
+@pytest.mark.parametrize("closer", [1, 2])
+def test_close_listener_alone_fires_on_both_ends(closer):
+    ch = MessageChannel()
+    fired = []
+    ch.port1.on("close", lambda: fired.append(1))
+    ch.port2.once("close", lambda: fired.append(2))
+    (ch.port1 if closer == 1 else ch.port2).close()
+    wait_until(lambda: sorted(fired) == [1, 2])
+
+
+def test_a_port_twice_in_one_message_arrives_as_one_object(channel):
+    a = MessageChannel()
+    channel.port1.post_message({"a": a.port2, "b": [a.port2]}, transfer=[a.port2])
+    got = channel.port2.receive(timeout=5)
+    assert got["a"] is got["b"][0]
+    a.port1.post_message("once")
+    assert got["a"].receive(timeout=5) == "once"
+
+
+@pytest.mark.parametrize("bad", [0, False, 1, 2.5, "ab", b"", object()])
+def test_transfer_must_be_an_iterable_of_ports(channel, bad):
+    with pytest.raises(TypeError, match="transfer"):
+        channel.port1.post_message("x", bad)
+    for none in (None, (), []):
+        channel.port1.post_message("y", none)
+        assert channel.port2.receive(timeout=5) == "y"
+    assert receive_message_on_port(channel.port2) is None
+
+
+def test_transferring_a_closed_port_raises_and_moves_nothing(channel):
+    closed, other = MessageChannel(), MessageChannel()
+    closed.port1.close()
+    with pytest.raises(DataCloneError, match="closed"):
+        channel.port1.post_message([other.port1, closed.port2],
+                                   transfer=[other.port1, closed.port2])
+    assert receive_message_on_port(channel.port2) is None
+    other.port1.post_message("not moved")
+    assert other.port2.receive(timeout=5) == "not moved"
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_ports_in_unread_messages_close_when_the_receiver_goes(how):
+    import gc
+    ch, b = MessageChannel(), MessageChannel()
+    closed = []
+    b.port1.on("close", lambda: closed.append(True))
+    ch.port1.post_message({"peer": b.port2, "blob": bytearray(1 << 20)}, transfer=[b.port2])
+    receiver = ch.port2
+    if how == "close":
+        receiver.close()
+        with pytest.raises(PortClosed):
+            receiver.receive(timeout=0)   # what it had not read is gone
+    else:
+        del ch, receiver
+        gc.collect()
+    wait_until(lambda: closed == [True])
+    assert b.port1.closed
+
+
+def test_a_port_in_a_message_a_worker_never_read_closes_when_it_ends(start_worker):
+    b = MessageChannel()
+    closed = threading.Event()
+    b.port1.on("close", closed.set)
+    # the worker waits until the message is there, and ends without reading it
+    w = start_worker("import ringport, time\n"
+                     "while not ringport.parent_port.poll():\n"
+                     "    time.sleep(0.001)\n", eval=True)
+    w.post_message({"p": b.port2}, transfer=[b.port2])
+    assert w.join(30) == 0
+    assert closed.wait(10)

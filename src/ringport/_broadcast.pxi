@@ -104,7 +104,7 @@ cdef class BroadcastChannel:
         return self._port.has_ref()
 
     def close(self):
-        """Leave the channel: nothing more is received; messages already queued still are."""
+        """Leave the channel: nothing more is received (messages still queued are dropped)."""
         cdef rp_bc_member *m = self.member
         self.member = NULL
         if m != NULL:
@@ -134,22 +134,7 @@ cdef class BroadcastChannel:
 
 cdef int _post_value(rp_channel *ch, int side, object value) except -1:
     """Encode value and post it to ch from side (unbounded: never blocks)."""
-    cdef uint64_t stackbuf[STACK_WORDS]
-    cdef void *mk[MEMO_STACK]
-    cdef Py_ssize_t mv[MEMO_STACK]
-    cdef Writer w
-    cdef int rc
-    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
-    try:
-        encode_value(&w, value, None)
-        w_finish(&w)
-        rc = _send(ch, side, &w, 0, NULL)
-        if rc == RP_ECLOSED:
-            return 0      # that member left meanwhile
-        if rc != RP_OK:
-            raise_for(rc, "post_message")
-        w.nhandles = 0
-        w.node = NULL
-    finally:
-        w_release(&w)
+    cdef int rc = send_value(ch, side, value, None, 0)
+    if rc != RP_OK and rc != RP_ECLOSED:   # RP_ECLOSED: that member left meanwhile
+        raise_for(rc, "post_message")
     return 0

@@ -959,27 +959,17 @@ cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
 
 
 cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
+    cdef Py_ssize_t idx = memo_get(w, <void *>p)
+    if idx >= 0:
+        return w_ref(w, <uint64_t>idx)   # the same port again: one object on arrival
     if transfer_ports is None or id(p) not in transfer_ports:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
     if not w.allow_handles:
         raise DataCloneError("MessagePort cannot be serialized to bytes")
-    if p.ch == NULL:
-        raise DataCloneError("MessagePort was already transferred")
-    w_tag_varint(w, b'H', w_port_handle(w, p))
-    return 0
-
-
-cdef uint32_t w_port_handle(Writer *w, MessagePort p) except? 0xFFFFFFFF:
-    """Add a handle for port p to the message.  The handle takes a reference of its own; the
-    sender's object gives its reference up only once the message is sent (see _detach).  The
-    port's allow_pickle setting travels with it (in the handle's reserved field)."""
-    cdef uint32_t hidx
-    rp_channel_incref(p.ch, p.side)
-    hidx = w_add_handle(w, rp_port_release, <void *>p.ch, <uint64_t>p.side, RP_H_PORT)
-    if not p.allow_pickle:
-        w.handles[hidx].reserved = PORT_NO_PICKLE
-    return hidx
+    # transfer_ports were claimed by the sender (claim_transfer in _port.pxi)
+    w_tag_varint(w, b'H', port_handle(w, p))
+    return memo_put(w, <void *>p)
 
 
 cdef int w_finish(Writer *w) except -1:
@@ -1267,10 +1257,10 @@ cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
         memcpy(dd, r.p, 16)
         r.p += 16
         return PyComplex_FromDoubles(dd[0], dd[1])
-    if tag == b'H':
-        return MessagePort._adopt(r_handle(r, RP_H_PORT))
     # the rest is memoized
-    if tag == b'B':
+    if tag == b'H':      # a port: memoized, so a port twice in a message arrives as one object
+        v = MessagePort._adopt(r_handle(r, RP_H_PORT))
+    elif tag == b'B':
         n = r_len(r, 1)
         v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
         r.p += n
@@ -1518,20 +1508,10 @@ def dumps(obj, *, allow_pickle=True):
     form for are pickled; allow_pickle=False refuses them (DataCloneError) instead, so the bytes
     can be read by loads() without allow_pickle.
     """
-    cdef uint64_t stackbuf[STACK_WORDS]
-    cdef void *mk[MEMO_STACK]
-    cdef Py_ssize_t mv[MEMO_STACK]
-    cdef Writer w
-    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
-    w.allow_handles = False
-    w.allow_pickle = bool(allow_pickle)
-    try:
-        encode_value(&w, obj, None)
-        w_flags(&w)
-        return PyBytes_FromStringAndSize(<const char *>w.buf + sizeof(rp_msg),
-                                         <Py_ssize_t>(w.pos - sizeof(rp_msg)))
-    finally:
-        w_release(&w)
+    cdef Dest d
+    d.kind = TO_BYTES
+    d.allow_pickle = bool(allow_pickle)
+    return encode_send(obj, None, &d)
 
 
 def loads(data, *, allow_pickle=False):

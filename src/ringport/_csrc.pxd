@@ -103,6 +103,8 @@ cdef extern from "rp_channel.h" nogil:
     int64_t rp_channel_max_pending(const rp_channel *ch)
     int64_t rp_channel_pending_bytes(rp_channel *ch, int side)
     void rp_channel_close(rp_channel *ch)
+    void rp_channel_discard(rp_channel *ch, int side)
+    void rp_channel_signal(rp_channel *ch, int side)
     int rp_channel_closed(rp_channel *ch)
     int rp_channel_send(rp_channel *ch, int side, const void *body, size_t length,
                         int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel)

@@ -56,12 +56,23 @@ cdef class ReceivedMessage:
         return f"ReceivedMessage(message={self.message!r})"
 
 
+# ---------------------------------------------------------------------------- MessagePort
+#
+# A port object holds one reference on its side of the channel (`held`).  Any thread may use,
+# close, transfer or drop the same port at once, so no call uses the channel through the field:
+# each call enters (takes the pointer and counts itself in `busy`, in the object's critical
+# section), works on its own copy, and leaves.  A transfer claims the object (`ch` becomes NULL,
+# so later calls and a second transfer lose with PortClosed / DataCloneError); once the message
+# is sent, the object's reference is given up by the last call still running on it, so a thread
+# blocked in receive() never wakes on a freed channel.
+
 @cython.final
 cdef class MessagePort:
     """One end of a MessageChannel.  What one end posts, the other receives, in order.
 
     Ports come from MessageChannel(), from a worker (parent_port) or from a message that
-    transferred them; they cannot be created directly.
+    transferred them; they cannot be created directly.  Every method may be called from any
+    thread, at the same time as any other.
     """
 
     def __init__(self):
@@ -74,10 +85,9 @@ cdef class MessagePort:
         cdef MessagePort p = MessagePort.__new__(MessagePort)
         memset(p.scache, 0, sizeof(p.scache))
         p.ch = ch
+        p.held = ch
         p.side = side
-        p.started = False
         p.refed = True
-        p.close_emitted = False
         p.allow_pickle = True
         return p
 
@@ -89,32 +99,92 @@ cdef class MessagePort:
         return p
 
     def __dealloc__(self):
-        cdef rp_channel *ch = self.ch
+        # no call can be running: each holds a reference to the object
         cdef int i
         for i in range(STRCACHE):
             Py_XDECREF(self.scache[i])
             self.scache[i] = NULL
         self.ch = NULL
-        if ch != NULL:
-            rp_channel_decref(ch, self.side)
+        if self.held != NULL:
+            rp_channel_decref(self.held, self.side)
+            self.held = NULL
 
-    cdef rp_channel *_live(self, str what) except NULL:
-        cdef rp_channel *ch = self.ch
+    # ------------------------------------------------------------------ the hold on the channel
+
+    cdef rp_channel *_try_enter(self) noexcept:
+        """The channel, kept alive until _leave(); NULL (and no _leave() due) if transferred."""
+        cdef rp_channel *ch
+        with cython.critical_section(self):
+            ch = self.ch
+            if ch != NULL:
+                self.busy += 1
+        return ch
+
+    cdef rp_channel *_enter(self, str what) except NULL:
+        cdef rp_channel *ch = self._try_enter()
         if ch == NULL:
             raise PortClosed(f"{what}: this MessagePort was transferred and can no longer be used")
         return ch
 
+    cdef void _leave(self) noexcept:
+        cdef rp_channel *drop = NULL
+        with cython.critical_section(self):
+            self.busy -= 1
+            if self.busy == 0 and self.ch == NULL and not self.moving:
+                drop = self.held   # transferred while this call ran: the reference goes now
+                self.held = NULL
+        if drop != NULL:
+            rp_channel_decref(drop, self.side)
+
+    cdef bint _owns(self, rp_channel *ch) noexcept:
+        """Is ch still this object's channel (not transferred meanwhile)?"""
+        cdef bint same
+        with cython.critical_section(self):
+            same = self.ch == ch
+        return same
+
+    cdef rp_channel *_claim(self) noexcept:
+        """Start transferring this object: its channel (kept while claimed), or NULL if it was
+        transferred or is being transferred by another call."""
+        cdef rp_channel *ch
+        with cython.critical_section(self):
+            ch = self.ch
+            if ch != NULL:
+                self.ch = NULL
+                self.moving = True
+        return ch
+
+    cdef void _unclaim(self, bint moved) noexcept:
+        """End a transfer: moved, the message holds its own reference and this object lets go
+        of its one (or its last running call will); not moved, the object is usable again."""
+        cdef rp_channel *drop = NULL
+        with cython.critical_section(self):
+            self.moving = False
+            if not moved:
+                self.ch = self.held
+            else:
+                rp_channel_signal(self.held, self.side)   # asyncio waiters: PortClosed
+                if self.busy == 0:
+                    drop = self.held
+                    self.held = NULL
+        if drop != NULL:
+            rp_channel_decref(drop, self.side)
+        if moved:
+            self.started = False
+        _loop_update(self)   # its event loop lets go of it, or watches it again
+
     # ------------------------------------------------------------------ sending
 
     def post_message(self, value, transfer=None, timeout=None, /, **kwargs):
-        """post_message(value, transfer=(), timeout=None)
+        """post_message(value, transfer=None, timeout=None)
 
         Send a structured clone of value to the other end.
 
-        transfer: ports to move to the receiver (they must appear in value, or they are moved
-        and dropped); after the call the sender's port objects are unusable.  Never blocks on an
-        unbounded channel.  On a channel with max_pending_bytes, waits for room until timeout
-        (None: forever; 0: not at all) and raises Full when there is none.
+        transfer: an iterable of ports to move to the receiver (they must appear in value, or
+        they are moved and dropped); after the call the sender's port objects are unusable.
+        None or empty: nothing moves.  Never blocks on an unbounded channel.  On a channel with
+        max_pending_bytes, waits for room until timeout (None: forever; 0: not at all) and
+        raises Full when there is none.
         """
         # Keywords are taken from **kwargs by hand: Cython's keyword parsing looks the argument
         # names up in the per-interpreter module state on every call, a process-wide atomic
@@ -124,126 +194,52 @@ cdef class MessagePort:
         return self._post(value, transfer, timeout)
 
     cdef object _post(self, object value, object transfer, object timeout):
-        cdef rp_channel *ch = self._live("post_message")
-        cdef uint64_t stackbuf[STACK_WORDS]
-        cdef void *mk[MEMO_STACK]
-        cdef Py_ssize_t mv[MEMO_STACK]
-        cdef Writer w
-        cdef int rc
-        cdef int64_t deadline = 0
-        cdef rp_cancel *cancel
+        cdef rp_channel *ch = self._enter("post_message")
         cdef dict ports = None
-        cdef rp_node *node
-        if transfer:
-            ports = check_transfer(self, transfer)
-        w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
-        w.allow_pickle = self.allow_pickle
+        cdef int64_t deadline = 0
+        cdef int rc = RP_ECLOSED
         try:
-            encode_value(&w, value, ports)
-            if ports:
-                # ports listed but not in the value are moved too (and dropped by the receiver)
-                for p in ports.values():
-                    if memo_get(&w, <void *>p) < 0 and not _in_handles(&w, <MessagePort>p):
-                        enc_port_handle_only(&w, <MessagePort>p)
-            w_finish(&w)
-            if rp_channel_max_pending(ch) == 0:
-                rc = _send(ch, self.side, &w, 0, NULL)
-            else:
+            if rp_channel_max_pending(ch) != 0:
                 deadline = timeout_to_deadline(timeout)
-                cancel = rp_thread_cancel()
-                while True:
-                    with nogil:
-                        rc = _send(ch, self.side, &w, deadline, cancel)
-                    if rc != RP_EINTR:
-                        break
-                    PyErr_CheckSignals()
-            if rc != RP_OK:
-                if rc == RP_ETIMEDOUT:
-                    rc = RP_EFULL
-                raise_for(rc, "post_message")
-            # sent: the message owns the handles now, and the node if it was queued whole
-            w.nhandles = 0
-            w.node = NULL
+            if transfer is not None:
+                ports = claim_transfer(ch, transfer)
+            rc = send_value(ch, self.side, value, ports, deadline, self.allow_pickle)
         finally:
-            w_release(&w)
-        if ports:
-            for p in ports.values():
-                _detach(<MessagePort>p)
+            if ports:
+                release_transfer(ports, rc == RP_OK)
+            self._leave()
+        if rc != RP_OK:
+            raise_for(RP_EFULL if rc == RP_ETIMEDOUT else rc, "post_message")
 
     postMessage = post_message
 
     # ------------------------------------------------------------------ receiving
 
-    cdef object _finish(self, rp_recv *r):
-        """Decode the message r points at, then give its slot back."""
-        cdef rp_msg *m = r.msg
-        cdef rp_node *copy = NULL
-        cdef Reader rd
-        cdef uint32_t i
-        cdef rp_channel *ch = self.ch
-        if not rp_msg_valid(m, r.len):
-            rp_channel_recv_end(ch, self.side, r)
-            raise DecodeError("invalid message: sizes do not agree")
-        if m.flags & RP_MSG_CODE:
-            # decoding runs user code (unpickling): decode a private copy, so that code never
-            # runs while this port's consumer lock is held
-            copy = rp_node_alloc(r.len)
-            if copy == NULL:
-                rp_channel_recv_end(ch, self.side, r)
-                raise MemoryError()
-            memcpy(rp_node_body(copy), m, r.len)
-            for i in range(m.nhandles):
-                rp_msg_handles(m)[i].release = NULL
-            rp_channel_recv_end(ch, self.side, r)
-            m = <rp_msg *>rp_node_body(copy)
-        # the string cache is guarded by the consumer lock: not used on a private copy
-        r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
-               self.scache if copy == NULL else NULL)
-        rd.allow_pickle = self.allow_pickle
-        try:
-            return decode_checked(&rd)
-        finally:
-            if copy != NULL:
-                rp_msg_release_handles(m)
-                rp_node_free(copy)
-            else:
-                rp_channel_recv_end(ch, self.side, r)
-
     cdef object _receive(self, int64_t deadline, bint *got):
         """The next message; *got is False when deadline is 0 and nothing was there."""
-        cdef rp_channel *ch = self._live("receive")
+        cdef rp_channel *ch = self._enter("receive")
         cdef rp_recv r
-        cdef int rc = rp_channel_try_recv(ch, self.side, &r)
-        cdef rp_cancel *cancel
-        got[0] = True
-        if rc == RP_OK:
-            return self._finish(&r)
-        if rc == RP_ECLOSED:
-            raise PortClosed("receive: the port is closed and every message was delivered")
-        if deadline == 0:
-            got[0] = False
-            return None
-        cancel = rp_thread_cancel()
-        while True:
-            with nogil:
-                rc = rp_channel_recv_begin(ch, self.side, &r, deadline, SLICE_NS, cancel)
+        cdef int rc
+        try:
+            rc = rp_channel_try_recv(ch, self.side, &r)
+            if rc == RP_EAGAIN and deadline != 0:
+                rc = wait_message(self, ch, &r, deadline)
+            got[0] = rc != RP_EAGAIN
             if rc == RP_OK:
-                return self._finish(&r)
-            if rc == RP_EINTR:
-                PyErr_CheckSignals()
-                continue
-            if rc == RP_ECLOSED:
-                raise PortClosed("receive: the port is closed and every message was delivered")
-            if rc == RP_ETIMEDOUT:
-                raise Empty("receive: no message arrived in time")
-            raise_for(rc, "receive")
+                return finish_receive(self, ch, &r)
+            if rc != RP_EAGAIN:
+                raise_for(rc, "receive")
+            return None
+        finally:
+            self._leave()
 
     def receive(self, timeout=None, /, **kwargs):
         """receive(timeout=None)
 
         The next message.  Blocks until one arrives; with a timeout (seconds), raises
         ringport.Empty when none came in time.  Raises ringport.PortClosed once the port is
-        closed and every message posted before the close was delivered."""
+        closed and every message posted before the close was delivered, or once this object
+        was transferred (also to a call blocked in it meanwhile)."""
         cdef bint got
         if kwargs:
             if timeout is not None or list(kwargs) != ["timeout"]:
@@ -281,87 +277,112 @@ cdef class MessagePort:
     # ------------------------------------------------------------------ closing and state
 
     def close(self):
-        """Close the channel, both directions.  Messages posted before are still delivered;
-        posting afterwards raises PortClosed.  'close' is emitted on both ends."""
-        cdef rp_channel *ch = self.ch
-        if ch != NULL:
-            rp_channel_close(ch)   # signals the wait sets watching either side
+        """Close the channel, both directions; 'close' is emitted on both ends.  The other end
+        still receives what this end posted before; the messages this end had not read are
+        dropped (as in Node), closing the ports they carried.  Posting afterwards raises
+        PortClosed.  A transferred port: does nothing."""
+        cdef rp_channel *ch = self._try_enter()
+        if ch == NULL:
+            return
+        rp_channel_close(ch)
+        with nogil:   # may wait for a receiver of this side that is decoding (with the GIL)
+            rp_channel_discard(ch, self.side)
+        self._leave()
 
     @property
     def closed(self):
         """True once either end closed the channel (or this port was transferred)."""
-        cdef rp_channel *ch = self.ch
-        return ch == NULL or rp_channel_closed(ch) != 0
+        cdef bint c
+        cdef rp_channel *ch = self._try_enter()
+        if ch == NULL:
+            return True
+        c = rp_channel_closed(ch) != 0
+        self._leave()
+        return c
 
     @property
     def capacity(self):
-        return rp_channel_capacity(self._live("capacity"))
+        cdef rp_channel *ch = self._enter("capacity")
+        cdef uint64_t c = rp_channel_capacity(ch)
+        self._leave()
+        return c
 
     @property
     def max_pending_bytes(self):
-        cdef int64_t m = rp_channel_max_pending(self._live("max_pending_bytes"))
+        cdef rp_channel *ch = self._enter("max_pending_bytes")
+        cdef int64_t m = rp_channel_max_pending(ch)
+        self._leave()
         return None if m == 0 else m
 
     @property
     def pending_bytes(self):
         """Bytes this end posted that the other end has not received yet (exact on bounded
         channels, an estimate on unbounded ones)."""
-        return rp_channel_pending_bytes(self._live("pending_bytes"), self.side)
+        cdef rp_channel *ch = self._enter("pending_bytes")
+        cdef int64_t n = rp_channel_pending_bytes(ch, self.side)
+        self._leave()
+        return n
 
     def poll(self):
         """True if receive() would not block (a message, or the end of the stream, is there)."""
-        cdef rp_channel *ch = self.ch
-        return ch == NULL or rp_channel_poll(ch, self.side) != 0
+        cdef bint ready
+        cdef rp_channel *ch = self._try_enter()
+        if ch == NULL:
+            return True
+        ready = rp_channel_poll(ch, self.side) != 0
+        self._leave()
+        return ready
 
     def __reduce__(self):
         raise DataCloneError("a MessagePort can only be moved with post_message(..., "
                              "transfer=[port]); it cannot be pickled")
 
     def __repr__(self):
-        if self.ch == NULL:
+        cdef rp_channel *ch = self._try_enter()
+        if ch == NULL:
             state = "transferred"
-        elif rp_channel_closed(self.ch):
-            state = "closed"
         else:
-            state = "open"
+            state = "closed" if rp_channel_closed(ch) else "open"
+            self._leave()
         return f"<ringport.MessagePort side={self.side} {state} at {id(self):#x}>"
 
     # ------------------------------------------------------------------ events
 
     cdef object _ev(self):
         if self.events is None:
-            self.events = Emitter()
+            with cython.critical_section(self):
+                if self.events is None:
+                    self.events = Emitter()
         return self.events
 
     def on(self, event, listener):
         """Call listener(value) for each 'message', listener(exc) on 'messageerror', listener()
         on 'close'.  Attaching a 'message' listener starts the port, as in Node."""
         self._ev().on(event, listener)
-        if event == "message":
-            self.start()
+        listener_added(self, event)
         return self
 
     add_listener = on
 
     def once(self, event, listener):
         self._ev().once(event, listener)
-        if event == "message":
-            self.start()
+        listener_added(self, event)
         return self
 
     def off(self, event, listener=None):
         self._ev().off(event, listener)
         if event == "message" and self._ev().count("message") == 0:
             self.started = False
-            _loop_update(self)
+        _loop_update(self)
         return self
 
     remove_listener = off
 
     def start(self):
         """Start delivering messages to 'message' listeners (on() does this by itself)."""
-        self._live("start")
+        self._enter("start")
         self.started = True
+        self._leave()
         _loop_update(self)
 
     def ref(self):
@@ -383,33 +404,115 @@ cdef class MessagePort:
         """Deliver the messages queued now to the listeners (at most limit; -1: all), emit
         'close' once the stream ended.  Returns how many messages were delivered.  Never blocks.
         The event loop calls this; tests and embedders may too."""
-        cdef int n = 0
-        cdef object v
-        cdef bint got
-        if self.ch == NULL or self.events is None:
+        cdef rp_channel *ch
+        if self.events is None:
             return 0
-        while limit < 0 or n < limit:
-            if self.events.count("message") == 0:   # no listener: messages wait for one
-                if rp_channel_closed(self.ch) and not self.close_emitted:
-                    self.close_emitted = True
-                    self.events.emit("close")
-                break
-            try:
-                v = self._receive(0, &got)
-            except PortClosed:
-                if not self.close_emitted:
-                    self.close_emitted = True
-                    self.events.emit("close")
-                break
-            except DecodeError as e:
-                if not self.events.emit("messageerror", e):
-                    raise
-                continue
-            if not got:
-                break
-            n += 1
-            self.events.emit("message", v)
-        return n
+        ch = self._try_enter()
+        if ch == NULL:
+            return 0
+        try:
+            return dispatch(self, ch, limit)
+        finally:
+            self._leave()
+
+
+# ---------------------------------------------------------------------------- receiving, continued
+
+cdef int wait_message(MessagePort p, rp_channel *ch, rp_recv *r, int64_t deadline) except 1:
+    """Wait for a message for p without the GIL, in slices: between them, signals get through
+    and a transfer of p from another thread ends the wait."""
+    cdef rp_cancel *cancel = rp_thread_cancel()
+    cdef int rc
+    while True:
+        with nogil:
+            rc = rp_channel_recv_begin(ch, p.side, r, deadline, SLICE_NS, cancel)
+        if rc != RP_EINTR:
+            return rc
+        PyErr_CheckSignals()
+        if not p._owns(ch):
+            raise PortClosed("receive: this MessagePort was transferred while waiting")
+
+
+cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
+    """Decode the message r points at, then give its slot back."""
+    cdef rp_msg *m = r.msg
+    cdef rp_node *copy = NULL
+    cdef Reader rd
+    cdef uint32_t i
+    if not rp_msg_valid(m, r.len):
+        rp_channel_recv_end(ch, p.side, r)
+        raise DecodeError("invalid message: sizes do not agree")
+    if m.flags & RP_MSG_CODE:
+        # decoding runs user code (unpickling): decode a private copy, so that code never
+        # runs while this port's consumer lock is held
+        copy = rp_node_alloc(r.len)
+        if copy == NULL:
+            rp_channel_recv_end(ch, p.side, r)
+            raise MemoryError()
+        memcpy(rp_node_body(copy), m, r.len)
+        for i in range(m.nhandles):
+            rp_msg_handles(m)[i].release = NULL
+        rp_channel_recv_end(ch, p.side, r)
+        m = <rp_msg *>rp_node_body(copy)
+    # the string cache is guarded by the consumer lock: not used on a private copy
+    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
+           p.scache if copy == NULL else NULL)
+    rd.allow_pickle = p.allow_pickle
+    try:
+        return decode_checked(&rd)
+    finally:
+        if copy != NULL:
+            rp_msg_release_handles(m)
+            rp_node_free(copy)
+        else:
+            rp_channel_recv_end(ch, p.side, r)
+
+
+# ---------------------------------------------------------------------------- events
+
+cdef int listener_added(MessagePort p, object event) except -1:
+    if event == "message":
+        p.start()             # as in Node
+    elif event == "close":
+        _loop_update(p)       # 'close' comes from the event loop, whatever other listeners
+    return 0
+
+
+cdef int dispatch(MessagePort p, rp_channel *ch, int limit) except -1:
+    """_dispatch, with ch held."""
+    cdef int n = 0
+    cdef object v
+    cdef bint got
+    while limit < 0 or n < limit:
+        if p.events.count("message") == 0:   # no listener: messages wait for one
+            if rp_channel_closed(ch):
+                emit_close(p)
+            break
+        try:
+            v = p._receive(0, &got)
+        except PortClosed:
+            if rp_channel_closed(ch):    # else the object was transferred meanwhile
+                emit_close(p)
+            break
+        except DecodeError as e:
+            if not p.events.emit("messageerror", e):
+                raise
+            continue
+        if not got:
+            break
+        n += 1
+        p.events.emit("message", v)
+    return n
+
+
+cdef int emit_close(MessagePort p) except -1:
+    cdef bint first
+    with cython.critical_section(p):
+        first = not p.close_emitted
+        p.close_emitted = True
+    if first:
+        p.events.emit("close")
+    return 0
 
 
 cdef tuple take_kwargs(str fn, dict kwargs, object transfer, object timeout):
@@ -426,61 +529,169 @@ cdef tuple take_kwargs(str fn, dict kwargs, object transfer, object timeout):
     return transfer, timeout
 
 
-cdef dict check_transfer(MessagePort source, object transfer):
-    """Validate a transfer list: ports only, no duplicates, not the sending port or its peer."""
-    cdef dict ports = {}
-    cdef MessagePort p
-    try:
-        items = list(transfer)
-    except TypeError:
-        raise DataCloneError("transfer must be a list of MessagePort objects") from None
+# ---------------------------------------------------------------------------- transfer lists
+
+cdef list transfer_items(object transfer):
+    """The ports of a transfer list, checked: an iterable of distinct MessagePorts."""
+    cdef list items
+    cdef set seen = set()
+    if transfer is None:
+        return []
+    if isinstance(transfer, (str, bytes, bytearray, int, float)):
+        items = None     # iterable or not, never a list of transferables (0 and False included)
+    else:
+        try:
+            items = list(transfer)
+        except TypeError:
+            items = None
+    if items is None:
+        raise DataCloneError(f"transfer must be an iterable of MessagePort objects, not "
+                             f"{type(transfer).__name__}")
     for obj in items:
-        if type(obj) is not MessagePort:
+        if not rp_is_port(obj):
             raise DataCloneError(f"{type(obj).__qualname__} object is not transferable "
                                  f"(transfer takes MessagePort objects)")
-        p = <MessagePort>obj
-        if id(p) in ports:
+        if id(obj) in seen:
             raise DataCloneError("the same MessagePort is listed twice in transfer")
-        if p.ch == NULL:
+        seen.add(id(obj))
+    return items
+
+
+cdef dict claim_transfer(rp_channel *source, object transfer):
+    """Claim every port in transfer for one message ({id(port): port}), or none of them:
+    DataCloneError if one was transferred (or is being transferred by another thread), is
+    closed, or is the sending port (source) or its peer."""
+    cdef dict ports = {}
+    cdef rp_channel *ch
+    cdef MessagePort p
+    for obj in transfer_items(transfer):
+        p = <MessagePort>obj
+        ch = p._claim()
+        if ch == NULL:
+            release_transfer(ports, False)
             raise DataCloneError("a MessagePort in transfer was already transferred")
-        if source is not None and p.ch == source.ch:
-            raise DataCloneError("transfer contains the sending port or its peer")
         ports[id(p)] = p
+        if ch == source:
+            release_transfer(ports, False)
+            raise DataCloneError("transfer contains the sending port or its peer")
+        if rp_channel_closed(ch):
+            release_transfer(ports, False)
+            raise DataCloneError("a MessagePort in transfer is closed")
     return ports
 
 
-cdef bint _in_handles(Writer *w, MessagePort p) noexcept:
-    cdef uint32_t i
-    for i in range(w.nhandles):
-        if w.handles[i].kind == RP_H_PORT and w.handles[i].ptr == <void *>p.ch \
-                and w.handles[i].aux == <uint64_t>p.side:
-            return True
-    return False
+cdef void release_transfer(dict ports, bint moved) noexcept:
+    """After the message was sent (moved) or not: see MessagePort._unclaim."""
+    for p in ports.values():
+        (<MessagePort>p)._unclaim(moved)
 
 
-cdef int enc_port_handle_only(Writer *w, MessagePort p) except -1:
-    w_port_handle(w, p)
-    return 0
+cdef uint32_t port_handle(Writer *w, MessagePort p) except? 0xFFFFFFFF:
+    """Put a claimed port in the message being written: the handle holds a reference of its
+    own (the object gives its reference up once the message is sent).  The port's allow_pickle
+    setting travels with it (in the handle's reserved field)."""
+    cdef uint32_t hidx
+    rp_channel_incref(p.held, p.side)
+    hidx = w_add_handle(w, rp_port_release, <void *>p.held, <uint64_t>p.side, RP_H_PORT)
+    if not p.allow_pickle:
+        w.handles[hidx].reserved = PORT_NO_PICKLE
+    return hidx
 
 
-cdef void _detach(MessagePort p) noexcept:
-    """After a transfer: the sender's object lets go of its reference (the message holds one)."""
-    cdef rp_channel *ch = p.ch
-    p.ch = NULL
-    p.started = False
-    if ch != NULL:
-        rp_channel_decref(ch, p.side)
-    _loop_update(p)   # its event loop lets go of it
+# ---------------------------------------------------------------------------- encode and send
+#
+# The one path from a value to a message: post_message, BroadcastChannel, the hand-over to a
+# new interpreter (_export) and dumps() all encode through encode_send.
+
+cdef enum:
+    TO_PORT = 0     # send on a channel side (waiting for room on a bounded one)
+    TO_NODE = 1     # a message in a block of its own, for another interpreter
+    TO_BYTES = 2    # the codec bytes only (dumps): no handles
+
+
+cdef struct Dest:
+    int kind
+    rp_channel *ch      # TO_PORT: where to, and from which side
+    int side
+    int64_t deadline    # TO_PORT: 0 to never wait (unbounded channels never need to)
+    int rc              # TO_PORT: what the send returned
+    bint allow_pickle   # may values the codec has no native form for be pickled?
+    rp_node *node       # TO_NODE: the message
+
+
+cdef object encode_send(object value, dict ports, Dest *d):
+    """Encode value, moving the claimed ports in ports (listed but not in value: moved too,
+    and dropped by the receiver), and deliver it to d.  Returns the bytes for TO_BYTES."""
+    cdef uint64_t stackbuf[STACK_WORDS]
+    cdef void *mk[MEMO_STACK]
+    cdef Py_ssize_t mv[MEMO_STACK]
+    cdef Writer w
+    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
+    w.allow_handles = d.kind != TO_BYTES
+    w.allow_pickle = d.allow_pickle
+    try:
+        encode_value(&w, value, ports)
+        if d.kind == TO_BYTES:
+            w_flags(&w)
+            return PyBytes_FromStringAndSize(<const char *>w.buf + sizeof(rp_msg),
+                                             <Py_ssize_t>(w.pos - sizeof(rp_msg)))
+        if ports:
+            for p in ports.values():
+                if memo_get(&w, <void *>p) < 0:
+                    port_handle(&w, <MessagePort>p)
+        w_finish(&w)
+        if d.kind == TO_NODE:
+            if w.node == NULL:
+                w_grow(&w, 1)   # move the body into a heap node
+            rp_node_set_len(w.node, w.pos)
+            d.node = w.node
+            d.rc = RP_OK
+        else:
+            d.rc = send_writer(d.ch, d.side, &w, d.deadline)
+        if d.rc == RP_OK:
+            # the message owns the handles now, and the node if it was queued whole
+            w.nhandles = 0
+            w.node = NULL
+        return None
+    finally:
+        w_release(&w)
+
+
+cdef int send_value(rp_channel *ch, int side, object value, dict ports,
+                    int64_t deadline, bint allow_pickle=True) except? -100:
+    """encode_send to a channel side; returns the send's return code (the caller raises)."""
+    cdef Dest d
+    d.kind = TO_PORT
+    d.ch = ch
+    d.side = side
+    d.deadline = deadline
+    d.allow_pickle = allow_pickle
+    d.rc = RP_EINVAL
+    encode_send(value, ports, &d)
+    return d.rc
+
+
+cdef int send_writer(rp_channel *ch, int side, Writer *w, int64_t deadline) except? -100:
+    """Send a finished message; with a deadline, wait for room without the GIL, in slices."""
+    cdef rp_cancel *cancel
+    cdef int rc
+    if deadline == 0:
+        return _send(ch, side, w, 0, NULL)
+    cancel = rp_thread_cancel()
+    while True:
+        with nogil:
+            rc = _send(ch, side, w, deadline, cancel)
+        if rc != RP_EINTR:
+            return rc
+        PyErr_CheckSignals()
 
 
 cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,
                rp_cancel *cancel) noexcept nogil:
-    cdef int rc
     if w.node == NULL:
         return rp_channel_send(ch, side, w.buf, w.pos, deadline, SLICE_NS, cancel)
     rp_node_set_len(w.node, w.pos)
-    rc = rp_channel_send_node(ch, side, w.node, deadline, SLICE_NS, cancel)
-    return rc
+    return rp_channel_send_node(ch, side, w.node, deadline, SLICE_NS, cancel)
 
 
 @cython.final
@@ -566,38 +777,24 @@ def receive_message_on_port(port, /):
 # once, or dropped with _drop_token(); a stale, reused or made-up token raises ValueError.
 
 def _export(value, transfer=()):
-    cdef uint64_t stackbuf[STACK_WORDS]
-    cdef void *mk[MEMO_STACK]
-    cdef Py_ssize_t mv[MEMO_STACK]
-    cdef Writer w
-    cdef dict ports = None
-    cdef rp_node *node
-    cdef int64_t token
-    if transfer:
-        ports = check_transfer(None, transfer)
-    w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
+    cdef dict ports = claim_transfer(NULL, transfer) if transfer else None
+    cdef Dest d
+    cdef int64_t token = -1
+    d.kind = TO_NODE
+    d.node = NULL
+    d.allow_pickle = True
     try:
-        encode_value(&w, value, ports)
-        if ports:
-            for p in ports.values():
-                if not _in_handles(&w, <MessagePort>p):
-                    enc_port_handle_only(&w, <MessagePort>p)
-        w_finish(&w)
-        if w.node == NULL:
-            w_grow(&w, 1)   # move the body into a heap node
-        node = w.node
-        rp_node_set_len(node, w.pos)
-        token = rp_token_new(node)
-        if token < 0:
-            raise MemoryError("could not register the token")
-        # registered: the registry owns the node and the handles in it
-        w.nhandles = 0
-        w.node = NULL
+        encode_send(value, ports, &d)
+        if d.node != NULL:
+            token = rp_token_new(d.node)
+            if token < 0:   # not registered: the node and the handles in it are still ours
+                rp_msg_release_handles(<rp_msg *>rp_node_body(d.node))
+                rp_node_free(d.node)
+                d.node = NULL
+                raise MemoryError("could not register the token")
     finally:
-        w_release(&w)
-    if ports:
-        for p in ports.values():
-            _detach(<MessagePort>p)
+        if ports:
+            release_transfer(ports, d.node != NULL)
     return token
 
 

@@ -47,19 +47,23 @@ cdef class _WaitSet:
                     return True
                 continue
             if rc == RP_ECANCELED:
-                raise WorkerTerminated("the worker was terminated")
+                raise_for(rc, "wait")
             return rc == RP_OK
 
     def watch(self, MessagePort port not None, int slot):
         """Have port's incoming queue signal this set (slot 0: loop thread, 1: asyncio)."""
         cdef rp_waitset *ws = self._ws()
-        if port.ch != NULL:
-            rp_channel_watch(port.ch, port.side, slot, ws)
+        cdef rp_channel *ch = port._try_enter()
+        if ch != NULL:
+            rp_channel_watch(ch, port.side, slot, ws)
+            port._leave()
 
     def unwatch(self, MessagePort port not None, int slot):
         self._ws()
-        if port.ch != NULL:
-            rp_channel_watch(port.ch, port.side, slot, NULL)
+        cdef rp_channel *ch = port._try_enter()
+        if ch != NULL:
+            rp_channel_watch(ch, port.side, slot, NULL)
+            port._leave()
 
     @property
     def fd(self):
@@ -84,7 +88,7 @@ def _new_waitset(bint with_fd=False):
 def _loop_state(MessagePort port not None):
     """0: nothing for an event loop to do; 1: watch it (listeners) without keeping the program
     alive; 2: watch it and keep the program alive ('message' listeners on a ref'ed port)."""
-    if port.ch == NULL or port.events is None or port.close_emitted:
+    if port.events is None or port.close_emitted or port._owns(NULL):   # _owns(NULL): transferred
         return 0
     if port.started and port.events.count("message"):
         return 2 if port.refed else 1

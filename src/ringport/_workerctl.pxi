@@ -133,6 +133,7 @@ def _run_guarded(_WorkerCtl ctl not None, fn):
 def _port_new_ref(MessagePort port not None):
     """A second MessagePort object on the same side of port's channel (one more reference):
     the worker's host thread posts 'exit' through one."""
-    cdef rp_channel *ch = port._live("_port_new_ref")
+    cdef rp_channel *ch = port._enter("_port_new_ref")
     rp_channel_incref(ch, port.side)
+    port._leave()
     return MessagePort._new(ch, port.side)

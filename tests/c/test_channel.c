@@ -129,6 +129,36 @@ static void test_unread_handles_released(void) {
     CHECK(released == 11);
 }
 
+/* A port that closes itself drops what it had not read (rp_channel_discard), releasing the
+ * handles; what it posted stays for the other side. */
+static void test_discard_releases_unread_handles(void) {
+    rp_channel *ch = rp_channel_new(256, 0);
+    unsigned char body[256];
+    rp_msg *m = (rp_msg *)body;
+    m->nhandles = 1;
+    m->flags = 0;
+    m->data_len = 3;
+    rp_handle *h = rp_msg_handles(m);
+    memset(h, 0, sizeof *h);
+    h->release = count_release;
+    h->aux = 1;
+    size_t len = rp_msg_size(3, 1);
+    released = 0;
+    for (int i = 0; i < 3; i++) CHECK(rp_channel_send(ch, 0, body, len, RP_FOREVER, 0, NULL) == RP_OK);
+    CHECK(rp_channel_send(ch, 1, body, len, RP_FOREVER, 0, NULL) == RP_OK);
+    rp_channel_close(ch);
+    rp_channel_discard(ch, 1); /* side 1 closed itself: the 3 messages side 0 posted go */
+    CHECK(released == 3);
+    rp_recv r;
+    CHECK(rp_channel_recv_begin(ch, 1, &r, 0, 0, NULL) == RP_ECLOSED);
+    CHECK(rp_channel_recv_begin(ch, 0, &r, 0, 0, NULL) == RP_OK); /* side 0 still reads its one */
+    rp_channel_recv_end(ch, 0, &r);
+    CHECK(released == 4);
+    rp_channel_decref(ch, 0);
+    rp_channel_decref(ch, 1);
+    released = 0;
+}
+
 static void test_waits(void) {
     rp_channel *ch = rp_channel_new(1024, 0);
     rp_recv r;
@@ -289,6 +319,7 @@ int main(void) {
     test_waits();
     test_cancel_wakes_a_sleeper();
     test_bounded();
+    test_discard_releases_unread_handles();
     test_unread_handles_released();
     test_mpmc(256);     /* nearly everything through the overflow list */
     test_mpmc(4096);    /* ring and overflow mixed */
@@ -296,6 +327,6 @@ int main(void) {
     test_idle_channels_are_small();
     test_capacity_limits();
     test_tokens();
-    printf("channel tests: 10 passed, 0 failed\n");
+    printf("channel tests: 11 passed, 0 failed\n");
     return 0;
 }
