@@ -750,10 +750,18 @@ cdef class Float64Array(_TypedArray):
         self.itemsize = 8
 
 
-# indexed by RP_T_* (module globals: per interpreter, as the types themselves)
+cdef tuple _names_of(tuple types):
+    return tuple([t.__name__ for t in types])
+
+
+# indexed by RP_T_* (module globals: per interpreter, as the types themselves).  No loop or
+# comprehension at module level: Cython keeps the loop variable of module-level code in a
+# process-wide C static, which interpreters initialising the module at once overwrite under
+# each other (a None, or another interpreter's type, where this one's was).  Inside a function
+# it is a C local.
 _TA_TYPES = (Int8Array, Uint8Array, Int16Array, Uint16Array, Int32Array, Uint32Array,
              BigInt64Array, BigUint64Array, Float32Array, Float64Array)
-_TYPE_NAMES = tuple([t.__name__ for t in _TA_TYPES])
+_TYPE_NAMES = _names_of(_TA_TYPES)
 
 
 # ---------------------------------------------------------------------------- decoding
