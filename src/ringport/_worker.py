@@ -796,6 +796,11 @@ def _bootstrap(token, ctl_address, func):
             ctl.exit_code = code
             if backend == "thread":
                 _tls.ctx = None
+            else:
+                # Let the worker's context (its loop, ports, env) go now, while the interpreter
+                # is whole: freed later, during its teardown, it keeps blocks of the interpreter's
+                # allocator alive (2 MiB RSS per worker on 3.14).
+                _interp_ctx = None
     return code
 
 
