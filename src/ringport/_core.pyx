@@ -92,9 +92,15 @@ cdef extern from *:
      *    module -> state -> types -> module is never collected.  Nothing looks the module up
      *    through the metatype (it has no methods), so it lets go of it.
      *
+     * Only from 3.12 (the first with own-GIL subinterpreters; 3.13 for ringport's workers):
+     * before it, Cython builds that metatype's instances by swapping their type and drops a
+     * reference to the static `type` it never took, harmless only while the module is never
+     * freed (freeing it there ends the process in a crash at exit).
+     *
      * Called last in the module body: nothing after it can fail and take the error path. */
     static void rp_module_init_done(PyObject *our_type, PyObject *a_function) {
-    #if CYTHON_PEP489_MULTI_PHASE_INIT && CYTHON_USE_MODULE_STATE && CYTHON_HEX_VERSION < 0x03040000
+    #if CYTHON_PEP489_MULTI_PHASE_INIT && CYTHON_USE_MODULE_STATE && \
+        CYTHON_HEX_VERSION < 0x03040000 && PY_VERSION_HEX >= 0x030C0000
         PyTypeObject *meta = Py_TYPE((PyObject *)Py_TYPE(a_function));
         if (PyType_HasFeature(meta, Py_TPFLAGS_HEAPTYPE) &&
                 strstr(meta->tp_name, "_common_types_metatype") != NULL) {
