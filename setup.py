@@ -14,6 +14,7 @@ import sys
 import sysconfig
 
 from Cython.Build import cythonize
+from Cython.Compiler import Options as CythonOptions
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -58,10 +59,16 @@ ext = Extension(
     include_dirs=INCLUDE,
     define_macros=macros,
     # rebuild the module when the C it links changes (build_clib does not track headers)
-    depends=sorted(glob.glob("csrc/*.[ch]")) + ["src/ringport/_glue.h", *GLUE],
+    depends=sorted(glob.glob("csrc/*.[ch]")) + ["src/ringport/_glue.h", "src/ringport/_cython_fixups.h", *GLUE],
     extra_compile_args=common,
     extra_link_args=link,
 )
+
+# Cython caches the builtins a module uses (`id`, ...) in process-wide C statics, filled by every
+# interpreter that initialises the module: interpreters with their own GIL then share, refcount
+# and call each other's objects.  Look builtins up in the module's own builtins instead.
+CythonOptions.cache_builtins = False
+
 
 class build_ext_with_clib(build_ext):
     """Build the csrc/ static library first, also for `build_ext --inplace` and editable installs."""

@@ -104,3 +104,141 @@ def test_several_interpreters_load_the_module_at_once():
     for i in ids:
         I.destroy(i)
     assert errs == [None] * 4
+
+
+# ---------------------------------------------------------------------------- concurrent module init
+
+# Each interpreter imports the module and uses objects of most of its types: a channel round
+# trip, a typed array over a shared buffer, and the per-type names table the race corrupted.
+_IMPORT_AND_USE = textwrap.dedent(f"""
+    import sys
+    sys.path.insert(0, {SRC_ROOT!r})
+    import ringport
+    from ringport import _core
+    ch = ringport.MessageChannel()
+    ch.port1.post_message({{"x": [1, "two", 3.0]}})
+    assert ch.port2.receive(timeout=10) == {{"x": [1, "two", 3.0]}}
+    assert _core._TYPE_NAMES == tuple(t.__name__ for t in _core._TA_TYPES)
+    assert all(type(t) is type and t.__module__ == "ringport._core" for t in _core._TA_TYPES)
+    a = ringport.Int32Array(ringport.SharedArrayBuffer(16))
+    a[0] = 5
+    try:
+        a[1] = 2**40
+    except OverflowError as e:
+        assert "Int32Array" in str(e), e
+    else:
+        raise AssertionError("no OverflowError")
+    ch.port1.close()
+""")
+
+
+def _import_in_interpreters_at_once(n, rounds):
+    I = _interp_api()
+    for r in range(rounds):
+        ids = [I.create() for _ in range(n)]
+        errs = [None] * n
+        barrier = threading.Barrier(n)
+
+        def run(k):
+            barrier.wait()
+            errs[k] = I.exec(ids[k], _IMPORT_AND_USE)
+
+        ts = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+        try:
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(120)
+            assert not any(t.is_alive() for t in ts), "an interpreter did not finish"
+        finally:
+            for i in ids:
+                I.destroy(i)
+        failed = [f"{e.type.__qualname__}: {e.msg}\n{e.errdisplay}" for e in errs if e is not None]
+        assert not failed, f"round {r}: {len(failed)} of {n} failed:\n" + "\n".join(failed)
+
+
+@pytest.mark.skipif(not HAS_SUBINTERPRETERS, reason="own-GIL subinterpreters need 3.13+")
+def test_many_interpreters_initialise_the_module_at_once():
+    _import_in_interpreters_at_once(8, 3)
+
+
+@pytest.mark.stress
+@pytest.mark.skipif(not HAS_SUBINTERPRETERS, reason="own-GIL subinterpreters need 3.13+")
+def test_many_interpreters_initialise_the_module_at_once_stress():
+    _import_in_interpreters_at_once(8, 60)
+
+
+# Process-wide C variables holding Python objects are what made concurrent initialisation
+# race: each interpreter's init stored its own objects there (a module-level comprehension's
+# loop variable, cached builtins such as `id`), so interpreters read, refcounted and freed each
+# other's objects.  The generated C must have none (per-interpreter state lives in the module
+# state struct).  Only an in-place build leaves the generated C beside the module.
+_ALLOWED_STATICS = {"__pyx_m"}   # only compiled without CYTHON_USE_MODULE_STATE
+
+
+def test_generated_c_keeps_no_python_objects_in_process_globals():
+    import re
+    c_file = os.path.join(os.path.dirname(ringport._core.__file__), "_core.c")
+    if not os.path.exists(c_file):
+        pytest.skip("no generated _core.c beside the module (not an in-place build)")
+    pattern = re.compile(
+        r"^static\s+(?:PyObject|PyTypeObject)\s*\*+\s*(\w+)\s*(?:\[[^]]*\])?\s*(?:=[^;(]*)?;",
+        re.M)
+    with open(c_file) as f:
+        shared = sorted(set(pattern.findall(f.read())) - _ALLOWED_STATICS)
+    assert not shared, f"Python objects in process-wide C variables: {shared}"
+
+
+# ---------------------------------------------------------------------------- failed init
+
+@pytest.mark.skipif(not HAS_SUBINTERPRETERS, reason="own-GIL subinterpreters need 3.13+")
+def test_failed_init_in_a_subinterpreter_raises():
+    """An init that fails (here: a dependency without the name the module imports) raises in
+    that interpreter and leaves no half-made module behind; other interpreters are unaffected.
+    (Cython 3.3's interpreter -> module table may report it as a SystemError caused by the
+    ImportError once interpreter ids pass 32, and then refuses a second import in that
+    interpreter: a stale table entry; see the branch report.)"""
+    I = _interp_api()
+    iid = I.create()
+    try:
+        err = I.exec(iid, textwrap.dedent(f"""
+            import sys, types
+            sys.path.insert(0, {SRC_ROOT!r})
+            sys.modules["ringport._events"] = types.ModuleType("ringport._events")
+            import ringport._core
+        """))
+        assert err is not None, "the import did not fail"
+        assert "ImportError: cannot import name Emitter" in err.errdisplay, err.errdisplay
+        err = I.exec(iid, 'import sys; assert "ringport._core" not in sys.modules')
+        assert err is None, err.errdisplay
+    finally:
+        I.destroy(iid)
+    assert ringport.MessageChannel() is not None
+    other = I.create()
+    try:
+        assert I.exec(other, _IMPORT_AND_USE) is None
+    finally:
+        I.destroy(other)
+
+
+@pytest.mark.skipif(not HAS_SUBINTERPRETERS or FREE_THREADED,
+                    reason="subinterpreter workers need a GIL build of CPython 3.13+")
+def test_worker_whose_interpreter_cannot_load_the_module_reports_it(tmp_path):
+    """A subinterpreter worker that fails while ringport initialises there ends with a non-zero
+    exit code and the ImportError printed, not silently."""
+    # sitecustomize runs in every new interpreter: break ringport's init in subinterpreters only
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys, types, _interpreters
+        if _interpreters.get_current()[0] != 0:
+            sys.modules["ringport._events"] = types.ModuleType("ringport._events")
+    """))
+    script = textwrap.dedent("""
+        import ringport
+        w = ringport.Worker("pass", eval=True, backend="subinterpreter")
+        print("exit code", w.join(timeout=60), flush=True)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), SRC_ROOT]))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert "exit code 1" in out.stdout, (out.stdout, out.stderr)
+    assert "ImportError" in out.stderr and "Emitter" in out.stderr, out.stderr

@@ -64,8 +64,14 @@ def enter(ctx, backend):
 
 
 def leave(backend):
+    global _interp_ctx
     if backend == "thread":
         _tls.ctx = None
+    else:
+        # Let the worker's context (its loop, ports, env) go now, while the interpreter is
+        # whole: freed later, during its teardown, it keeps blocks of the interpreter's
+        # allocator alive (2 MiB RSS per worker on 3.14).
+        _interp_ctx = None
 
 
 def in_subinterpreter_worker():

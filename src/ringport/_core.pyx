@@ -53,3 +53,12 @@ include "_workerctl.pxi"
 include "_broadcast.pxi"
 
 rp_register_types(MessagePort, _TypedArray)
+
+
+
+# Let go of two references Cython leaves on the module, so a destroyed subinterpreter frees it
+# (_cython_fixups.h says which and why).
+cdef extern from "_cython_fixups.h":
+    void rp_module_init_done(object our_type, object a_function)
+
+rp_module_init_done(MessagePort, _export)   # keep last

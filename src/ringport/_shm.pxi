@@ -758,10 +758,18 @@ cdef class Float64Array(_TypedArray):
     BYTES_PER_ELEMENT = 8
 
 
-# indexed by RP_T_* (module globals: per interpreter, as the types themselves)
+cdef tuple _kind_names():
+    return tuple([_kind_name(code) for code in range(RP_T_COUNT)])
+
+
+# indexed by RP_T_* (module globals: per interpreter, as the types themselves).  No loop or
+# comprehension at module level: Cython keeps the loop variable of module-level code in a
+# process-wide C static, which interpreters initialising the module at once overwrite under
+# each other (a None, or another interpreter's type, where this one's was).  Inside a function
+# it is a C local.
 _TA_TYPES = (Int8Array, Uint8Array, Int16Array, Uint16Array, Int32Array, Uint32Array,
              BigInt64Array, BigUint64Array, Float32Array, Float64Array)
-_TYPE_NAMES = tuple([_kind_name(code) for code in range(RP_T_COUNT)])
+_TYPE_NAMES = _kind_names()
 
 
 # ---------------------------------------------------------------------------- decoding
