@@ -14,7 +14,6 @@ import sys
 import sysconfig
 
 from Cython.Build import cythonize
-from Cython.Compiler import Options as CythonOptions
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -64,10 +63,6 @@ ext = Extension(
     extra_link_args=link,
 )
 
-# Cython caches the builtins a module uses (`id`, ...) in process-wide C statics, filled by every
-# interpreter that initialises the module: interpreters with their own GIL then share, refcount
-# and call each other's objects.  Look builtins up in the module's own builtins instead.
-CythonOptions.cache_builtins = False
 
 
 class build_ext_with_clib(build_ext):

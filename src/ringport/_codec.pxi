@@ -915,7 +915,7 @@ cdef int enc_leaf(Writer *w, object v, type t, object transfer_ports) except -1:
 
 
 cdef int encode_value(Writer *w, object root, object transfer_ports) except -1:
-    """Encode root after w.pos.  transfer_ports: a dict {id(port): port} of the ports that may be
+    """Encode root after w.pos.  transfer_ports: a dict {obj_key(port): port} of the ports that may be
     moved (None: ports are not allowed), as in Node's transfer list.
 
     Iterative: containers push a frame (enc_open), their items are taken one at a time
@@ -962,7 +962,7 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
     cdef Py_ssize_t idx = memo_get(w, <void *>p)
     if idx >= 0:
         return w_ref(w, <uint64_t>idx)   # the same port again: one object on arrival
-    if transfer_ports is None or id(p) not in transfer_ports:
+    if transfer_ports is None or obj_key(p) not in transfer_ports:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
     if not w.allow_handles:

@@ -9,6 +9,7 @@ cimport cython
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from cpython.long cimport PyLong_FromVoidPtr
 
 from ringport._csrc cimport *
 
@@ -42,6 +43,12 @@ cdef extern from "_glue.h":
 # factory functions make them.  (A module global, so each interpreter has its own; whoever digs
 # it out still gets exceptions, never a crash: the methods check what they were given.)
 _PRIVATE = object()
+
+
+cdef inline object obj_key(object o):
+    """id(o), without the builtin: Cython keeps the builtins a module uses in process-wide C
+    statics, and id is a different object in every interpreter (see test_interpreters.py)."""
+    return PyLong_FromVoidPtr(<void *>o)
 
 
 include "_codec.pxi"

@@ -344,7 +344,7 @@ cdef class MessagePort:
         else:
             state = "closed" if rp_channel_closed(ch) else "open"
             self._leave()
-        return f"<ringport.MessagePort side={self.side} {state} at {id(self):#x}>"
+        return f"<ringport.MessagePort side={self.side} {state} at {<size_t><void *>self:#x}>"
 
     # ------------------------------------------------------------------ events
 
@@ -551,14 +551,14 @@ cdef list transfer_items(object transfer):
         if not rp_is_port(obj):
             raise DataCloneError(f"{type(obj).__qualname__} object is not transferable "
                                  f"(transfer takes MessagePort objects)")
-        if id(obj) in seen:
+        if obj_key(obj) in seen:
             raise DataCloneError("the same MessagePort is listed twice in transfer")
-        seen.add(id(obj))
+        seen.add(obj_key(obj))
     return items
 
 
 cdef dict claim_transfer(rp_channel *source, object transfer):
-    """Claim every port in transfer for one message ({id(port): port}), or none of them:
+    """Claim every port in transfer for one message ({obj_key(port): port}), or none of them:
     DataCloneError if one was transferred (or is being transferred by another thread), is
     closed, or is the sending port (source) or its peer."""
     cdef dict ports = {}
@@ -570,7 +570,7 @@ cdef dict claim_transfer(rp_channel *source, object transfer):
         if ch == NULL:
             release_transfer(ports, False)
             raise DataCloneError("a MessagePort in transfer was already transferred")
-        ports[id(p)] = p
+        ports[obj_key(p)] = p
         if ch == source:
             release_transfer(ports, False)
             raise DataCloneError("transfer contains the sending port or its peer")
