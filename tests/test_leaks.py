@@ -7,6 +7,7 @@ collected at both ends.  A test stops early, and fails, as soon as RSS has grown
 budget, so a large leak does not take the machine's memory with it.  Set RINGPORT_LEAK_REPORT=1
 to print what each test measured.
 """
+import ctypes
 import gc
 import os
 
@@ -29,8 +30,21 @@ WORKER_BUDGET = 50 * 1024   # bytes of RSS growth per worker cycle (issue 9's ta
 CHECK_EVERY = 0.05          # of the cycles: how often to look at RSS while running
 
 
+def _trimmer():
+    """glibc's malloc_trim: hands freed heap memory back to the system, so that RSS counts what
+    is still allocated rather than what the allocator keeps for later."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda pad: 0
+
+
+_trim = _trimmer()
+
+
 def rss():
     gc.collect()
+    _trim(0)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
