@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 CYCLES = int(os.environ.get("RINGPORT_LEAK_CYCLES", 100_000))    # of each kind of object
-OBJECT_BUDGET = 100         # bytes of RSS growth per object cycle: less than one leaked object
+OBJECT_BUDGET = 100         # bytes of RSS growth per object cycle: about one small object
 WORKER_CYCLES = 300         # per backend
 WORKER_WARMUP = 30
 WORKER_BUDGET = 50 * 1024   # bytes of RSS growth per worker cycle (issue 9's target)
@@ -73,6 +73,17 @@ def measure(cycle, n, warmup, budget, what):
         f"{what}: RSS grew by {grown / 2**20:.1f} MiB in {done} of {n} cycles, "
         f"{per_cycle:.0f} bytes per cycle (budget {budget})")
     return per_cycle
+
+
+def test_measure_catches_a_leak():
+    kept = []
+
+    def leaky(i):
+        kept.append(bytearray(1000))        # 1 KB per cycle: 10x the object budget
+
+    with pytest.raises(AssertionError, match="bytes per cycle"):
+        measure(leaky, 20_000, 100, OBJECT_BUDGET, "leaky")
+    assert len(kept) < 20_100               # it stopped early, once past the whole budget
 
 
 def test_channels_do_not_leak():
