@@ -165,6 +165,7 @@ def test_bounded_mode_blocks_until_room(rethread):
     probe = MessageChannel(max_pending_bytes=1000)
     probe.port1.post_message(0)
     size = probe.port1.pending_bytes        # what one such message counts against the bound
+    probe.port1.close()
 
     def consume():
         # start only once the channel is full, so the producer's next post has to wait
