@@ -17,6 +17,8 @@ import ringport
 from ringport import (BroadcastChannel, Int32Array, MessageChannel, PortClosed, SharedArrayBuffer,
                       atomics)
 
+from conftest import wait_until
+
 pytestmark = [
     pytest.mark.stress,
     pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc"),
@@ -175,3 +177,48 @@ def test_workers_do_not_leak(backend):
         assert code == 0
 
     measure(cycle, WORKER_CYCLES, WORKER_WARMUP, WORKER_BUDGET, f"Worker ({backend})")
+
+
+LISTENER_SRC = """
+import ringport
+port = ringport.parent_port
+
+
+def on_message(m):
+    if m == "raise":
+        raise ValueError("the listener raised")
+    port.post_message(("echo", m))
+
+
+port.on("message", on_message)
+port.post_message("up")
+"""
+
+
+def test_workers_ending_with_listeners_do_not_leak(backend):
+    """A worker whose 'message' listener raises ends with that error; its port, its loop and a
+    port still inside a message it never read must go with it.  (That the peer of such a port
+    sees the end of the stream is tested with the workers; here a port that stays alive keeps
+    its channel's rings, which RSS sees.)"""
+    def cycle(i):
+        errors = []
+        w = ringport.Worker(LISTENER_SRC, eval=True, backend=backend)
+        w.on("error", errors.append)
+        ch = MessageChannel()
+        try:
+            assert w.receive(timeout=60) == "up"
+            w.post_message([i])
+            assert w.receive(timeout=60) == ("echo", [i])
+            w.post_message("raise")
+            w.post_message({"unread": ch.port2}, transfer=[ch.port2])
+        finally:
+            code = w.join(60)
+            if code is None:
+                w.terminate(60)
+        assert code == 1
+        wait_until(lambda: errors, 20, "the worker's 'error' event")
+        assert type(errors[0]) is ValueError
+        ch.port1.close()
+
+    measure(cycle, WORKER_CYCLES, WORKER_WARMUP, WORKER_BUDGET,
+            f"Worker ending with a listener ({backend})")
