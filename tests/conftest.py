@@ -20,7 +20,9 @@ WATCHDOG_S = float(os.environ.get("RINGPORT_TEST_WATCHDOG", "300"))
 
 @pytest.fixture(autouse=True)
 def _watchdog():
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    # sys.__stderr__: pytest's --capture=sys (used by .ci/run under sanitizers) leaves
+    # sys.stderr without a file descriptor
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=sys.__stderr__)
     yield
     faulthandler.cancel_dump_traceback_later()
 
