@@ -2,7 +2,9 @@
 
 Build variants, chosen by environment variable:
   RINGPORT_DEBUG=1                   -O0 -g, C asserts and Cython bounds checks on
-  RINGPORT_SANITIZE=address|thread   compile and link with that sanitizer
+  RINGPORT_SANITIZE=address|thread|address,undefined
+                                     compile and link with those sanitizers; with undefined,
+                                     any UB report aborts (-fno-sanitize-recover=undefined)
 Our own C builds with -Wall -Wextra -Werror as two static libraries: csrc/ (plain C11) and the
 C of the Cython core that needs Python's headers (src/ringport/_glue.c, compiled against this
 interpreter's headers, so a free-threaded build gets Py_GIL_DISABLED from its pyconfig.h).  The
@@ -19,8 +21,9 @@ from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("RINGPORT_DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("RINGPORT_SANITIZE", "")
-if SANITIZE not in ("", "address", "thread"):
-    sys.exit(f"RINGPORT_SANITIZE must be 'address' or 'thread', not {SANITIZE!r}")
+if SANITIZE not in ("", "address", "thread", "address,undefined"):
+    sys.exit("RINGPORT_SANITIZE must be 'address', 'thread' or 'address,undefined', "
+             f"not {SANITIZE!r}")
 
 CSRC = ["csrc/rp_wait.c", "csrc/rp_registry.c", "csrc/rp_ring.c", "csrc/rp_waitset.c",
         "csrc/rp_channel.c", "csrc/rp_workerctl.c", "csrc/rp_broadcast.c", "csrc/rp_shm.c",
@@ -42,6 +45,9 @@ else:
     if SANITIZE:
         common += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
         link += [f"-fsanitize={SANITIZE}"]
+        if "undefined" in SANITIZE:
+            # a UB report must fail the run, not scroll past in the output
+            common.append("-fno-sanitize-recover=undefined")
     ours = common + ["-std=c11", "-fPIC", "-Wall", "-Wextra", "-Werror"]
 
 macros = [

@@ -1,4 +1,5 @@
 import faulthandler
+import linecache
 import os
 import sys
 import sysconfig
@@ -19,7 +20,9 @@ WATCHDOG_S = float(os.environ.get("RINGPORT_TEST_WATCHDOG", "300"))
 
 @pytest.fixture(autouse=True)
 def _watchdog():
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    # sys.__stderr__: pytest's --capture=sys (used by .ci/run under sanitizers) leaves
+    # sys.stderr without a file descriptor
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=sys.__stderr__)
     yield
     faulthandler.cancel_dump_traceback_later()
 
@@ -72,12 +75,42 @@ def start_threads(fn, n, *args):
     return ts
 
 
-def wait_until(cond, timeout=5.0):
+def wait_until(predicate, timeout=10.0, what=None):
+    """Wait until predicate() is true; fail the test if it is not within timeout seconds.
+
+    The one helper for a test that waits on a condition it cannot be signalled about (a waiter
+    count, a listener having run): polls, backing off from 0.1 ms to 10 ms, against a deadline
+    on the monotonic clock."""
     end = time.monotonic() + timeout
-    while not cond():
+    pause = 0.0001
+    while not predicate():
         if time.monotonic() > end:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.001)
+            raise AssertionError(f"{what or 'condition'} not reached within {timeout} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+
+
+def inside_call(thread, name):
+    """True while thread is inside a call of name (e.g. "receive"): its innermost Python frame
+    is on a line that calls .name(.  ringport's blocking methods are Cython and make no frame
+    of their own, so the caller's frame stays on that line for as long as the call lasts; on a
+    GIL build a thread seen there from another thread has released the GIL, i.e. it is waiting
+    inside the call.  Use with wait_until, instead of sleeping and hoping it got there.
+
+    A free-threaded build cannot read another running thread's frame safely (ThreadSanitizer
+    reports CPython's frame_getlineno racing the frame's owner): there it only waits for the
+    thread to have started, and tests using it must pass whichever comes first."""
+    if FREE_THREADED:
+        return thread.ident is not None
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None:
+        return False
+    return f".{name}(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
+def wait_inside_call(thread, name, timeout=10.0):
+    wait_until(lambda: inside_call(thread, name), timeout,
+               f"thread {thread.name} blocked in {name}()")
 
 
 def _interpreters():

@@ -8,7 +8,7 @@ import pytest
 import ringport
 from ringport import BigInt64Array, Float64Array, Int32Array, atomics
 
-import userext
+from ringport.bench import userext
 from conftest import ReThread, start_threads, wait_until
 
 pytestmark = pytest.mark.skipif(not userext.have_compiler(), reason="no C compiler")

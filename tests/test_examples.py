@@ -3,8 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import ringport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +35,6 @@ def test_02_process_data(backend):
 
 
 def test_03_shared_memory(backend):
-    if not hasattr(ringport, "SharedArrayBuffer"):
-        pytest.skip("ringport.SharedArrayBuffer/Int32Array are not built yet (issue 4)")
     assert run_example("03_shared_memory/main.py", backend) == [
         "Main thread received: Memory updated! int_array[0] = 42",
     ]

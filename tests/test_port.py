@@ -15,7 +15,7 @@ from ringport import (DataCloneError, DecodeError, Empty, Full, MessageChannel, 
                       PortClosed, receive_message_on_port)
 
 import test_port_races
-from conftest import FREE_THREADED, wait_until
+from conftest import FREE_THREADED, wait_inside_call, wait_until
 
 
 def test_both_directions(channel):
@@ -119,8 +119,13 @@ def test_close_delivers_earlier_messages_then_raises_port_closed():
 
 def test_close_from_the_receiving_side_wakes_a_blocked_receiver(rethread):
     ch = MessageChannel()
-    t = rethread(lambda: pytest.raises(PortClosed, ch.port2.receive))
-    time.sleep(0.05)
+
+    def receive_until_closed():
+        with pytest.raises(PortClosed):
+            ch.port2.receive()
+
+    t = rethread(receive_until_closed)
+    wait_inside_call(t, "receive")
     ch.port2.close()
     t.join(5)
 
@@ -158,9 +163,14 @@ def test_bounded_mode_raises_full_and_recovers():
 def test_bounded_mode_blocks_until_room(rethread):
     ch = MessageChannel(max_pending_bytes=1000)
     total = 300
+    probe = MessageChannel(max_pending_bytes=1000)
+    probe.port1.post_message(0)
+    size = probe.port1.pending_bytes        # what one such message counts against the bound
+    probe.port1.close()
 
     def consume():
-        time.sleep(0.05)
+        # start only once the channel is full, so the producer's next post has to wait
+        wait_until(lambda: ch.port1.pending_bytes + size > 1000, what="a full channel")
         return [ch.port2.receive(timeout=10) for _ in range(total)]
 
     t = rethread(consume)

@@ -14,14 +14,6 @@ import workerfuncs
 from conftest import wait_until
 
 
-def wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
-
-
 def test_main_thread_identity():
     assert ringport.parent_port is None
     assert ringport.is_main_thread is True
@@ -189,7 +181,7 @@ def test_listener_attached_late_gets_every_message(start_worker):
     done = threading.Event()
     w.on("message", got.append)
     w.on("exit", lambda c: done.set())
-    wait_for(lambda: len(got) == 100)
+    wait_until(lambda: len(got) == 100, 20)
     assert got == list(range(100))
 
 
@@ -211,9 +203,6 @@ def test_terminate_pure_python_loop(start_worker):
 
 
 def test_terminate_in_atomics_wait(start_worker):
-    if not hasattr(ringport, "SharedArrayBuffer"):
-        pytest.skip("ringport.SharedArrayBuffer / atomics are not built yet (issue 4)")
-    from ringport import atomics  # noqa: F401
     w = start_worker("import ringport\nfrom ringport import atomics\n"
                      "a = ringport.worker_data\n"
                      "ringport.parent_port.post_message('ready')\n"
@@ -313,7 +302,7 @@ def test_listener_exception_in_worker_is_its_error(start_worker):
     w.on("error", errors.append)
     w.post_message("k")
     assert w.join(20) == 1
-    wait_for(lambda: errors)
+    wait_until(lambda: errors, 20)
     assert type(errors[0]) is KeyError
 
 
@@ -325,7 +314,7 @@ def test_numpy_in_subinterpreter_says_what_to_do():
     w = ringport.Worker(workerfuncs.import_numpy, backend="subinterpreter")
     w.on("error", errors.append)
     assert w.join(30) == 1
-    wait_for(lambda: errors)
+    wait_until(lambda: errors, 20)
     msg = str(errors[0])
     assert isinstance(errors[0], ImportError)
     assert "numpy" in msg and "backend='thread'" in msg

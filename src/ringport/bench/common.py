@@ -184,7 +184,7 @@ def run_threads(bodies):
 
 
 def run_node(script, params, timeout=300):
-    """Run bench/node/<script> with params as a JSON argv; return its JSON result (last line of
+    """Run node/<script> (next to this file) with params as a JSON argv; return its JSON result (last line of
     stdout).  The JS verifies its own results and says so in 'verified'."""
     node = node_path()
     if not node:

@@ -1,6 +1,7 @@
-"""Build a small user extension that cimports ringport.atomics (used by tests/test_cimport.py,
-bench/bench_atomics.py and the cimported loops of ``python -m ringport.bench``).  Builds in a subprocess, so setuptools' and Cython's output and
-warnings stay out of the caller."""
+"""Build a small user extension that cimports ringport.atomics: the one place that knows how,
+used by the cimported rows of ``python -m ringport.bench`` and by tests/test_cimport.py (tests
+import the package, never the other way round).  Builds in a subprocess, so setuptools' and
+Cython's output and warnings stay out of the caller."""
 import importlib.util
 import os
 import shutil
