@@ -26,8 +26,10 @@ void rp_py_worker_leave(rp_workerctl *c) {
     Py_BEGIN_ALLOW_THREADS
     was_running = rp_workerctl_leave(c);
     Py_END_ALLOW_THREADS
-    /* a terminate() that raced the end may have left an exception pending: drop it */
-    if (was_running) PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
+    /* a terminate() that raced the end may have left an exception pending: drop it (only after
+     * a terminate(): the call walks every thread state of the interpreter) */
+    if (was_running && rp_workerctl_terminated(c))
+        PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
 }
 
 typedef struct {

@@ -676,7 +676,14 @@ cdef int send_writer(rp_channel *ch, int side, Writer *w, int64_t deadline) exce
     cdef rp_cancel *cancel
     cdef int rc
     if deadline == 0:
-        return _send(ch, side, w, 0, NULL)
+        # never waits for room; RP_EINTR: the producer lock stayed busy for a whole slice
+        # (other producers): wait for it without the GIL, coming back for signals
+        rc = _send(ch, side, w, 0, NULL)
+        while rc == RP_EINTR:
+            PyErr_CheckSignals()
+            with nogil:
+                rc = _send(ch, side, w, 0, NULL)
+        return rc
     cancel = rp_thread_cancel()
     while True:
         with nogil:
