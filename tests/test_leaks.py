@@ -195,6 +195,15 @@ port.post_message("up")
 """
 
 
+@pytest.mark.parametrize("backend", [
+    "thread",
+    pytest.param("subinterpreter", marks=[pytest.mark.skipif(
+        "subinterpreter" not in ringport.available_backends(),
+        reason="no subinterpreter backend on this interpreter"), pytest.mark.xfail(
+        strict=True, reason="known leak, not fixed yet: a subinterpreter worker whose script "
+        "attached a 'message' listener (its loop ran) leaves ~3 MiB per cycle on 3.14; one "
+        "whose script used no listener leaves nothing (test_workers_do_not_leak)")]),
+])
 def test_workers_ending_with_listeners_do_not_leak(backend):
     """A worker whose 'message' listener raises ends with that error; its port, its loop and a
     port still inside a message it never read must go with it.  (That the peer of such a port
