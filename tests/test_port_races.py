@@ -21,7 +21,9 @@ CHILD_TIMEOUT = 240
 
 def run_child(scenario, rounds, timeout=CHILD_TIMEOUT):
     env = dict(os.environ)
-    src = os.path.join(os.path.dirname(HERE), "src")
+    # the ringport this process imported (the installed one in CI, the source tree in place)
+    import ringport
+    src = os.path.dirname(os.path.dirname(os.path.abspath(ringport.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run(
         [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), scenario, str(rounds)],
