@@ -47,10 +47,11 @@ class _Redeliverer:
                 return
             self.workers.add(worker)
             if self.thread is None:
-                self.thread = threading.Thread(
+                t = threading.Thread(
                     target=self._run, name="ringport-terminate",
                     daemon=not _context.in_subinterpreter_worker())
-                self.thread.start()
+                t.start()   # (a Ctrl-C may interrupt start(): then no thread is recorded)
+                self.thread = t
 
     def _run(self):
         while True:
@@ -76,7 +77,10 @@ class _Redeliverer:
             self.stopped = True
             thread = self.thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(1.0)
+            try:
+                thread.join(1.0)
+            except RuntimeError:   # its start() was interrupted by Ctrl-C before it ran
+                pass
 
 
 _redeliverer = _Redeliverer()
@@ -89,7 +93,10 @@ def terminate_all(workers, grace):
         w._stop()
     deadline = time.monotonic() + grace
     for w in workers:
-        w._thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            w._thread.join(max(0.0, deadline - time.monotonic()))
+        except RuntimeError:   # a host thread whose start() a Ctrl-C interrupted
+            pass
 
 
 def at_exit():
