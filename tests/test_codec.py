@@ -383,17 +383,8 @@ def run_limited(code, budget_mb=256, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def pickle_frame(pk):
-    return b"\x00P" + varint(len(pk)) + pk + b"\x00"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz"))
+from fuzz_codec import pickle_frame, varint  # noqa: E402
 
 
 # a 16-byte message whose pickle announces a 400 MiB bytearray, and one whose memo index makes

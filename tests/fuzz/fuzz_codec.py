@@ -125,6 +125,11 @@ def varint(n):
     return bytes(out)
 
 
+def pickle_frame(pk):
+    """A codec frame holding pickle bytes pk (the tag 'P'), for crafted inputs."""
+    return b"\x00P" + varint(len(pk)) + pk + b"\x00"
+
+
 def mutate(rng, data, pool):
     b = bytearray(data)
     for _ in range(rng.choice([1, 1, 1, 2, 3, 5])):

@@ -9,20 +9,11 @@ proportion.  Failing inputs the fuzzer saves (--save) can be copied here as they
 import sys
 from pathlib import Path
 
+from fuzz_codec import pickle_frame, varint  # noqa: E402  (beside this script)
+
 OUT = Path(__file__).resolve().parent / "corpus"
 
 
-def varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def pickle_frame(pk):
-    return b"\x00P" + varint(len(pk)) + pk + b"\x00"
 
 
 def nested_headers(kinds, k):
