@@ -50,7 +50,13 @@ class _Redeliverer:
                 t = threading.Thread(
                     target=self._run, name="ringport-terminate",
                     daemon=not _context.in_subinterpreter_worker())
-                t.start()   # (a Ctrl-C may interrupt start(): then no thread is recorded)
+                try:
+                    t.start()   # (a Ctrl-C may interrupt start(): then no thread is recorded)
+                except RuntimeError:
+                    # "can't create new thread at interpreter shutdown" (3.12: terminate() from
+                    # the exit path, after Ctrl-C): no redelivery then; at_exit() still waits
+                    # for the workers, bounded
+                    return
                 self.thread = t
 
     def _run(self):
