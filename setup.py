@@ -54,6 +54,10 @@ macros = [
     # per-interpreter module state and heap types: required to load in several interpreters
     ("CYTHON_USE_MODULE_STATE", "1"),
     ("CYTHON_USE_TYPE_SPECS", "1"),
+    # no freelists: Cython keeps them in the module state, and an object freed after its
+    # module (a closure scope collected while a subinterpreter ends, once the module is freed
+    # with its interpreter) would write into freed memory (found by the ASan run of .ci/run)
+    ("CYTHON_USE_FREELISTS", "0"),
     # ringport/atomics.h: the core defines the C API, it does not import it
     ("RINGPORT_BUILDING_CORE", "1"),
 ]
