@@ -122,21 +122,28 @@ class Blocked(BaseException):
 
 
 def child(start):
+    armed = [False]
+
     def on_alarm(signum, frame):
-        raise Blocked
+        if armed[0]:   # only while a probe runs: never in the bookkeeping around it
+            armed[0] = False
+            raise Blocked
     signal.signal(signal.SIGALRM, on_alarm)
     all_probes = probes()
     print(f"N {len(all_probes)}", flush=True)
     for i in range(start, len(all_probes)):
         label, thunk = all_probes[i]
         print(f"P {i} {label}", flush=True)
-        signal.setitimer(signal.ITIMER_REAL, ALARM_S)
         try:
-            thunk()
-        except (Exception, Blocked):
+            armed[0] = True
+            signal.setitimer(signal.ITIMER_REAL, ALARM_S)
+            try:
+                thunk()
+            finally:
+                armed[0] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except (Exception, Blocked):   # (a slow probe, e.g. 2 GiB under ASan, is Blocked)
             pass
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
     print("D", flush=True)
     sys.stdout.flush()
     os._exit(0)     # workers or threads a probe may have started do not matter here
