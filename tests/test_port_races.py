@@ -86,6 +86,23 @@ def started(fn, *args):
     return t
 
 
+def receiving(port):
+    """A thread, started and past a barrier with the caller, that receives one message from
+    port; its result is the message, or "closed" if the receive raised PortClosed."""
+    go = threading.Barrier(2)
+
+    def receiver():
+        go.wait()
+        try:
+            return port.receive()
+        except PortClosed:
+            return "closed"
+
+    t = started(receiver)
+    go.wait()
+    return t
+
+
 # ---------------------------------------------------------------------------- scenarios
 # Each takes the number of rounds and raises on a wrong outcome.
 
@@ -95,17 +112,7 @@ def receive_vs_transfer(rounds):
     for i in range(rounds):
         a = MessageChannel()
         carrier = MessageChannel()
-        go = threading.Barrier(2)
-
-        def receiver(port=a.port2):
-            go.wait()
-            try:
-                return port.receive()
-            except PortClosed:
-                return "closed"
-
-        t = started(receiver)
-        go.wait()
+        t = receiving(a.port2)
         if i % 2 == 0:
             in_call(t, "receive")
         if i % 3 == 0:
@@ -219,17 +226,7 @@ def drop_vs_receive(rounds):
         a = MessageChannel()
         p1, p2 = a.port1, a.port2
         del a
-        go = threading.Barrier(2)
-
-        def receiver(port=p2):
-            go.wait()
-            try:
-                return port.receive()
-            except PortClosed:
-                return "closed"
-
-        t = started(receiver)
-        go.wait()
+        t = receiving(p2)
         in_call(t, "receive")
         if i % 2:
             p1.post_message("last")
