@@ -84,17 +84,23 @@ def test_exit_waits_for_stuck_workers_together(kind):
 # ---------------------------------------------------------------------------- boot failures
 
 
-def test_boot_failure_is_an_error_and_exit_1(start_worker):
-    """worker_data that cannot be rebuilt in the worker fails it before its target runs."""
+def one_error_then_exit_1(w):
+    """w fails: exactly one 'error', then 'exit' with code 1; returns the error."""
     errors, exits = [], []
-    w = start_worker(workerfuncs.identity, worker_data=workerfuncs.BadOnArrival())
     w.on("error", errors.append)
     w.on("exit", exits.append)
     assert w.join(20) == 1
     wait_until(lambda: exits, 10)
     assert exits == [1]
     assert len(errors) == 1
-    assert "worker_data refused to arrive" in str(errors[0]) + getattr(errors[0], "traceback", "")
+    return errors[0]
+
+
+def test_boot_failure_is_an_error_and_exit_1(start_worker):
+    """worker_data that cannot be rebuilt in the worker fails it before its target runs."""
+    w = start_worker(workerfuncs.identity, worker_data=workerfuncs.BadOnArrival())
+    error = one_error_then_exit_1(w)
+    assert "worker_data refused to arrive" in str(error) + getattr(error, "traceback", "")
 
 
 def test_boot_failure_without_listener_is_printed(backend):
@@ -138,17 +144,10 @@ def test_worker_that_fails_before_its_bootstrap_is_an_error(backend, monkeypatch
     else:
         monkeypatch.setattr(ringport._bootstrap, "_worker_ctl", _failing_ctl)
         expect = "control block could not be attached"
-    errors, exits = [], []
     ch = ringport.MessageChannel()
     w = ringport.Worker(workerfuncs.identity, backend=backend, worker_data=ch.port2,
                         transfer=[ch.port2])
-    w.on("error", errors.append)
-    w.on("exit", exits.append)
-    assert w.join(20) == 1
-    wait_until(lambda: exits, 10)
-    assert exits == [1]
-    assert len(errors) == 1
-    assert expect in str(errors[0])
+    assert expect in str(one_error_then_exit_1(w))
     with pytest.raises(ringport.PortClosed):   # the port in the dropped token was released
         ch.port1.receive(timeout=10)
 
