@@ -633,12 +633,8 @@ cdef int enc_data(Writer *w, const void *buf, size_t n) except -1:
 cdef object dec_data(Reader *r):
     """The counterpart of enc_data: a writable buffer (bytearray, or the adopted block)."""
     cdef unsigned char how = r_byte(r)
-    cdef Py_ssize_t n
     if how == b'o':
-        n = r_len(r, 1)
-        v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
-        r.p += n
-        return v
+        return r_bytearray(r)
     if how == b'h':
         return _Block._adopt(r_handle(r, RP_H_BLOCK))
     raise _decode_error("bad data tag")
@@ -675,11 +671,10 @@ cdef int enc_ndarray(Writer *w, object a) except -1:
 
 
 cdef object dec_ndarray(Reader *r):
-    cdef Py_ssize_t n = r_len(r, 1), ndim, j
-    cdef bytes ds = PyBytes_FromStringAndSize(<const char *>r.p, n)
+    cdef Py_ssize_t ndim, j
+    cdef bytes ds = r_bytes(r)
     cdef unsigned char order
     cdef list shape = []
-    r.p += n
     order = r_byte(r)
     if order != b'C' and order != b'F':
         raise _decode_error("bad array order")
@@ -1117,6 +1112,22 @@ cdef inline Py_ssize_t r_len(Reader *r, size_t unit) except -1:
     return <Py_ssize_t>n
 
 
+cdef inline bytes r_bytes(Reader *r):
+    """A length-prefixed run of bytes, as bytes."""
+    cdef Py_ssize_t n = r_len(r, 1)
+    cdef bytes v = PyBytes_FromStringAndSize(<const char *>r.p, n)
+    r.p += n
+    return v
+
+
+cdef inline bytearray r_bytearray(Reader *r):
+    """A length-prefixed run of bytes, as a bytearray."""
+    cdef Py_ssize_t n = r_len(r, 1)
+    cdef bytearray v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
+    r.p += n
+    return v
+
+
 cdef rp_handle *r_handle(Reader *r, uint32_t kind) except NULL:
     cdef uint64_t k = r_varint(r)
     cdef rp_handle *h
@@ -1242,16 +1253,9 @@ cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
     if tag == b'R':
         return memo_at(memo, r_varint(r))
     if tag == b'I':
-        n = r_len(r, 1)
-        v = int.from_bytes(PyBytes_FromStringAndSize(<const char *>r.p, n), "little",
-                           signed=True)
-        r.p += n
-        return v
+        return int.from_bytes(r_bytes(r), "little", signed=True)
     if tag == b'b':
-        n = r_len(r, 1)
-        v = PyBytes_FromStringAndSize(<const char *>r.p, n)
-        r.p += n
-        return v
+        return r_bytes(r)
     if tag == b'c':
         r_need(r, 16)
         memcpy(dd, r.p, 16)
@@ -1261,9 +1265,7 @@ cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
     if tag == b'H':      # a port: memoized, so a port twice in a message arrives as one object
         v = MessagePort._adopt(r_handle(r, RP_H_PORT))
     elif tag == b'B':
-        n = r_len(r, 1)
-        v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
-        r.p += n
+        v = r_bytearray(r)
     elif tag == b'P':
         v = dec_pickled(r)
     elif tag == b'A':
