@@ -51,7 +51,7 @@ int64_t rp_deadline_after(int64_t timeout_ns) {
 /* ---------------------------------------------------------------- wait on address */
 
 #if RP_WAIT_FUTEX
-int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
+static int futex_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns, int op) {
     struct timespec ts, *tsp = NULL;
     if (deadline_ns != RP_FOREVER) {
         if (deadline_ns <= rp_now_ns()) return RP_ETIMEDOUT;
@@ -60,8 +60,7 @@ int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
         tsp = &ts;
     }
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline: no drift across retries. */
-    long r = syscall(SYS_futex, (void *)addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected,
-                     tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+    long r = syscall(SYS_futex, (void *)addr, op, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
     if (r == 0) return RP_OK;
     switch (errno) {
     case EAGAIN: return RP_OK; /* value already differed */
@@ -71,11 +70,23 @@ int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
     }
 }
 
-int rp_addr_wake(atomic_uint *addr, int n) {
-    long r = syscall(SYS_futex, (void *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
-                     n < 0 ? INT_MAX : n, NULL, NULL, 0);
+int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
+    return futex_wait(addr, expected, deadline_ns, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG);
+}
+
+int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
+    return futex_wait(addr, expected, deadline_ns, FUTEX_WAIT_BITSET);
+}
+
+static int futex_wake(atomic_uint *addr, int n, int op) {
+    long r = syscall(SYS_futex, (void *)addr, op, n < 0 ? INT_MAX : n, NULL, NULL, 0);
     return r < 0 ? 0 : (int)r;
 }
+
+int rp_addr_wake(atomic_uint *addr, int n) {
+    return futex_wake(addr, n, FUTEX_WAKE | FUTEX_PRIVATE_FLAG);
+}
+int rp_addr_wake_shared(atomic_uint *addr, int n) { return futex_wake(addr, n, FUTEX_WAKE); }
 
 #elif RP_WAIT_WINDOWS
 int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
@@ -149,12 +160,20 @@ int rp_addr_wake(atomic_uint *addr, int n) {
 }
 #endif
 
+#if !RP_WAIT_FUTEX
+int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
+    return rp_addr_wait(addr, expected, deadline_ns);
+}
+int rp_addr_wake_shared(atomic_uint *addr, int n) { return rp_addr_wake(addr, n); }
+#endif
+
 /* ---------------------------------------------------------------- cancel tokens */
 
 void rp_cancel_init(rp_cancel *c) {
     atomic_init(&c->fired, 0);
     atomic_init(&c->touching, 0);
     atomic_init(&c->sleeping_on, NULL);
+    atomic_init(&c->sleeping_shared, 0);
 }
 
 static _Thread_local rp_cancel *rp_tls_cancel; /* per thread, so per worker: not shared */
@@ -172,7 +191,10 @@ void rp_cancel_fire(rp_cancel *c) {
     atomic_uint *w = atomic_load_explicit(&c->sleeping_on, memory_order_seq_cst);
     if (w != NULL) {
         atomic_fetch_add_explicit(w, 1u, memory_order_seq_cst);
-        rp_addr_wake(w, -1);
+        if (atomic_load_explicit(&c->sleeping_shared, memory_order_seq_cst))
+            rp_addr_wake_shared(w, -1);
+        else
+            rp_addr_wake(w, -1);
     }
     atomic_fetch_sub_explicit(&c->touching, 1, memory_order_seq_cst);
 }
@@ -182,20 +204,21 @@ static void rp_cancel_leave(rp_cancel *c) {
     while (atomic_load_explicit(&c->touching, memory_order_seq_cst) > 0) rp_cpu_relax();
 }
 
-int rp_sleep_on(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
-                rp_cancel *cancel) {
+static int sleep_on(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
+                    rp_cancel *cancel, int shared) {
     int64_t now = rp_now_ns();
     if (now >= deadline_ns) return RP_ETIMEDOUT;
     int64_t until = deadline_ns;
     if (slice_ns > 0 && slice_ns < deadline_ns - now) until = now + slice_ns;
     if (cancel != NULL) {
+        atomic_store_explicit(&cancel->sleeping_shared, shared, memory_order_seq_cst);
         atomic_store_explicit(&cancel->sleeping_on, word, memory_order_seq_cst);
         if (atomic_load_explicit(&cancel->fired, memory_order_seq_cst)) {
             rp_cancel_leave(cancel);
             return RP_ECANCELED;
         }
     }
-    int r = rp_addr_wait(word, seen, until);
+    int r = shared ? rp_addr_wait_shared(word, seen, until) : rp_addr_wait(word, seen, until);
     if (cancel != NULL) {
         rp_cancel_leave(cancel);
         if (atomic_load_explicit(&cancel->fired, memory_order_acquire))
@@ -203,6 +226,16 @@ int rp_sleep_on(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t s
     }
     if (r == RP_ETIMEDOUT && until != deadline_ns) return RP_EINTR; /* end of a slice */
     return r;
+}
+
+int rp_sleep_on(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
+                rp_cancel *cancel) {
+    return sleep_on(word, seen, deadline_ns, slice_ns, cancel, 0);
+}
+
+int rp_sleep_on_shared(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
+                       rp_cancel *cancel) {
+    return sleep_on(word, seen, deadline_ns, slice_ns, cancel, 1);
 }
 
 /* ---------------------------------------------------------------- spinning */

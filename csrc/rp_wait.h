@@ -55,12 +55,19 @@ int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns);
  * says so (futex), else n. */
 int rp_addr_wake(atomic_uint *addr, int n);
 
+/* The same for a word in memory shared with other processes (a MAP_SHARED mapping): the
+ * futex without FUTEX_PRIVATE_FLAG, so a waker in one process wakes sleepers in another.
+ * Elsewhere they are the in-process versions (no cross-process waits off Linux). */
+int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns);
+int rp_addr_wake_shared(atomic_uint *addr, int n);
+
 /* A cancel token belongs to one thread (a worker).  Waits that are given it come back with
  * RP_ECANCELED once it fires; rp_cancel_fire() also wakes the word the owner sleeps on. */
 typedef struct rp_cancel {
     atomic_int fired;
     atomic_int touching; /* firers currently touching the word in sleeping_on */
     _Atomic(atomic_uint *) sleeping_on;
+    atomic_int sleeping_shared; /* the word is in process-shared memory */
 } rp_cancel;
 
 void rp_cancel_init(rp_cancel *c);
@@ -80,6 +87,9 @@ void rp_thread_set_cancel(rp_cancel *c);
  * Honors the cancel token (may be NULL). */
 int rp_sleep_on(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
                 rp_cancel *cancel);
+/* The same on a word in process-shared memory (see rp_addr_wait_shared). */
+int rp_sleep_on_shared(atomic_uint *word, unsigned seen, int64_t deadline_ns, int64_t slice_ns,
+                       rp_cancel *cancel);
 
 /* Adaptive spinning.  Waking a sleeping thread on another core costs tens of microseconds on
  * a VM, while two spinning threads hand off in well under one, so every blocking call spins
