@@ -12,7 +12,12 @@
 #if defined(_WIN32)
 #include <windows.h>
 #else
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #endif
 
 #include "rp_registry.h"
@@ -113,6 +118,20 @@ static void ring_unmap(void *p, size_t size) {
 
 /* ------------------------------------------------------------------ queues */
 
+/* The words producers and consumers of one direction wait on.  A queue in memory has its own;
+ * a queue whose ring is shared with another process points into the shared header. */
+typedef struct rp_qwords {
+    /* consumers asleep waiting for data.  `data_sleepy` is set by a consumer about to sleep and
+     * taken (exchanged to 0) by the first producer that sees it, which then wakes everybody:
+     * one system call per sleep, not one per message posted while a consumer wakes up. */
+    alignas(64) atomic_uint data_seq;
+    atomic_int data_sleepy;
+    /* bounded mode: producers asleep waiting for room (and, shared, a flusher waiting) */
+    alignas(64) _Atomic int64_t pending;
+    atomic_uint space_seq;
+    atomic_int space_sleepy;
+} rp_qwords;
+
 typedef struct rp_queue {
     alignas(64) rp_lock plock; /* producers */
     alignas(64) rp_lock clock; /* consumers */
@@ -120,16 +139,13 @@ typedef struct rp_queue {
     alignas(64) rp_lock olock;
     atomic_uint ocount;
     rp_node *ohead, *otail;
-    /* consumers asleep waiting for data.  `data_sleepy` is set by a consumer about to sleep and
-     * taken (exchanged to 0) by the first producer that sees it, which then wakes everybody:
-     * one system call per sleep, not one per message posted while a consumer wakes up. */
-    alignas(64) atomic_uint data_seq;
-    atomic_int data_sleepy;
+    size_t osent; /* shared: bytes of ohead already written to the ring as fragments */
+    rp_qwords *w; /* &own, or the direction's words in the shared header */
+    int shared;   /* w and the ring are in memory shared with another process */
+    rp_node *partial; /* shared, consumer: the fragmented message being put together */
+    size_t pfill;
     alignas(64) rp_spin spin; /* read by every spinning consumer: a line of its own */
-    /* bounded mode: producers asleep waiting for room */
-    alignas(64) _Atomic int64_t pending;
-    atomic_uint space_seq;
-    atomic_int space_sleepy;
+    rp_qwords own;
     _Atomic(rp_ring *) ring; /* NULL until the first post that fits it (under plock) */
     /* wait sets watching this queue (event loops; see rp_channel_watch), under plock */
     _Atomic(rp_waitset *) watch[2];
@@ -138,11 +154,45 @@ typedef struct rp_queue {
 struct rp_channel {
     atomic_int refs[2];
     atomic_int sides_alive;
-    atomic_int closed;
+    atomic_int *closed; /* &closed_own, or the word in the shared header */
+    atomic_int closed_own;
     uint64_t capacity;
     int64_t max_pending;
     rp_queue q[2]; /* q[s]: posted by side s, received by side 1 - s */
+    /* shared with another process (see rp_channel_new_shared): only side `local` lives here */
+    int shared, local, sock;
+    void *map;
+    size_t map_len;
+    atomic_int stop;     /* the channel is being freed: helper threads leave */
+    atomic_int threads;  /* helper threads running (flusher, watcher) */
+    atomic_int flushing; /* a flusher thread is running */
+    atomic_int watching; /* a watcher thread is running */
 };
+
+/* A ring shared with another process: the header at the start of the mapping, then ring 0, then
+ * ring 1.  Records in a shared ring start with a fragment header, so a message bigger than a
+ * record crosses in pieces (the consumer puts them together), and producers keep what does not
+ * fit now in their own overflow list, which they (or their flusher thread) write out as the
+ * consumer makes room: the consumer never reads the other process's memory. */
+#define RP_XMAGIC UINT64_C(0x31786e6168637072) /* "rpchanx1" */
+#define RP_XHDR_SIZE 4096u
+
+typedef struct rp_xhdr {
+    uint64_t magic;
+    uint64_t capacity;
+    alignas(64) atomic_int closed;
+    rp_qwords words[2]; /* words[s]: the queue posted by side s */
+} rp_xhdr;
+
+enum { RP_FRAG_WHOLE = 1, RP_FRAG_FIRST = 2, RP_FRAG_MORE = 3 };
+typedef struct rp_frag {
+    uint32_t kind;
+    uint32_t reserved;
+    uint64_t total; /* RP_FRAG_FIRST: the whole message's length */
+} rp_frag;
+
+/* The longest message body a shared record carries whole (and the longest fragment). */
+static size_t frag_room(uint64_t capacity) { return (size_t)(capacity / 4u) - 64u; }
 
 static void *aligned_block(size_t size) {
     size_t rounded = (size + 63u) & ~(size_t)63u;
@@ -157,16 +207,32 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
     rp_lock_init(&q->olock);
     atomic_init(&q->ocount, 0u);
     q->ohead = q->otail = NULL;
-    atomic_init(&q->data_seq, 0u);
-    atomic_init(&q->data_sleepy, 0);
+    q->osent = 0;
+    q->partial = NULL;
+    q->pfill = 0;
+    q->shared = 0;
+    q->w = &q->own;
+    atomic_init(&q->own.data_seq, 0u);
+    atomic_init(&q->own.data_sleepy, 0);
     rp_spin_init(&q->spin);
-    atomic_init(&q->pending, 0);
-    atomic_init(&q->space_seq, 0u);
-    atomic_init(&q->space_sleepy, 0);
+    atomic_init(&q->own.pending, 0);
+    atomic_init(&q->own.space_seq, 0u);
+    atomic_init(&q->own.space_sleepy, 0);
     atomic_init(&q->watch[0], NULL);
     atomic_init(&q->watch[1], NULL);
     atomic_init(&q->ring, NULL);
     return rp_ring_size(capacity) ? RP_OK : RP_EINVAL;
+}
+
+static void q_wake(rp_queue *q, atomic_uint *word, int n) {
+    if (q->shared) rp_addr_wake_shared(word, n);
+    else rp_addr_wake(word, n);
+}
+
+static int q_sleep(rp_queue *q, atomic_uint *word, unsigned seen, int64_t deadline_ns,
+                   int64_t slice_ns, rp_cancel *cancel) {
+    if (q->shared) return rp_sleep_on_shared(word, seen, deadline_ns, slice_ns, cancel);
+    return rp_sleep_on(word, seen, deadline_ns, slice_ns, cancel);
 }
 
 static rp_ring *ring_of(rp_queue *q) { return atomic_load_explicit(&q->ring, memory_order_acquire); }
@@ -186,15 +252,22 @@ static rp_ring *producer_ring(rp_queue *q, uint64_t capacity) {
     return r;
 }
 
-/* Drop every queued message, releasing what each one owns. */
-static void queue_drain(rp_queue *q) {
+/* Drop every queued message, releasing what each one owns.  A shared queue: `consumer` says
+ * whether this process receives from it (then its ring is drained; its messages own nothing in
+ * this process) or posts to it (then only what waits in this process's overflow list). */
+static void queue_drain(rp_queue *q, int consumer) {
     uint32_t len;
     rp_msg *m;
-    rp_ring *ring = ring_of(q);
+    rp_ring *ring = q->shared && !consumer ? NULL : ring_of(q);
     while (ring && (m = (rp_msg *)rp_ring_peek(ring, &len)) != NULL) {
-        if (rp_msg_valid(m, len)) rp_msg_release_handles(m);
+        if (!q->shared && rp_msg_valid(m, len)) rp_msg_release_handles(m);
         rp_ring_consume(ring);
     }
+    if (q->partial) {
+        free(q->partial);
+        q->partial = NULL;
+    }
+    q->osent = 0;
     rp_lock_acquire(&q->olock, RP_FOREVER, 0, NULL);
     rp_node *n = q->ohead;
     q->ohead = q->otail = NULL;
@@ -206,17 +279,17 @@ static void queue_drain(rp_queue *q) {
         free(n);
         n = next;
     }
-    atomic_store_explicit(&q->pending, 0, memory_order_release);
+    if (!q->shared) atomic_store_explicit(&q->w->pending, 0, memory_order_release);
 }
 
-static void queue_free(rp_queue *q, uint64_t capacity) {
+static void queue_free(rp_queue *q, uint64_t capacity, int consumer) {
     for (int i = 0; i < 2; i++) {
         rp_waitset *ws = atomic_exchange_explicit(&q->watch[i], NULL, memory_order_acq_rel);
         if (ws) rp_waitset_decref(ws);
     }
-    queue_drain(q);
+    queue_drain(q, consumer);
     rp_ring *ring = atomic_exchange_explicit(&q->ring, NULL, memory_order_acq_rel);
-    if (ring) {
+    if (ring && !q->shared) {
         rp_ring_destroy(ring);
         ring_unmap(ring, rp_ring_size(capacity));
     }
@@ -231,12 +304,14 @@ rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
     atomic_init(&ch->refs[0], 1);
     atomic_init(&ch->refs[1], 1);
     atomic_init(&ch->sides_alive, 2);
-    atomic_init(&ch->closed, 0);
+    atomic_init(&ch->closed_own, 0);
+    ch->closed = &ch->closed_own;
     ch->capacity = capacity;
     ch->max_pending = max_pending;
+    ch->sock = -1;
     if (queue_init(&ch->q[0], capacity) != RP_OK || queue_init(&ch->q[1], capacity) != RP_OK) {
-        queue_free(&ch->q[0], capacity);
-        queue_free(&ch->q[1], capacity);
+        queue_free(&ch->q[0], capacity, 1);
+        queue_free(&ch->q[1], capacity, 1);
         free(ch);
         return NULL;
     }
@@ -247,7 +322,7 @@ uint64_t rp_channel_capacity(const rp_channel *ch) { return ch->capacity; }
 int64_t rp_channel_max_pending(const rp_channel *ch) { return ch->max_pending; }
 int64_t rp_channel_pending_bytes(rp_channel *ch, int side) {
     rp_queue *q = &ch->q[side & 1];
-    if (ch->max_pending) return atomic_load_explicit(&q->pending, memory_order_acquire);
+    if (ch->max_pending) return atomic_load_explicit(&q->w->pending, memory_order_acquire);
     /* unbounded queues do not count (it would cost a shared write per message): estimate */
     rp_ring *ring = ring_of(q);
     return (int64_t)(ring ? rp_ring_used(ring) : 0) +
@@ -267,31 +342,44 @@ static void signal_watchers(rp_queue *q) {
 }
 
 static void wake_all(rp_queue *q) {
-    atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
-    rp_addr_wake(&q->data_seq, -1);
-    atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
-    rp_addr_wake(&q->space_seq, -1);
+    atomic_fetch_add_explicit(&q->w->data_seq, 1u, memory_order_seq_cst);
+    q_wake(q, &q->w->data_seq, -1);
+    atomic_fetch_add_explicit(&q->w->space_seq, 1u, memory_order_seq_cst);
+    q_wake(q, &q->w->space_seq, -1);
 }
 
 void rp_channel_close(rp_channel *ch) {
-    if (atomic_load_explicit(&ch->closed, memory_order_acquire)) return;
+    if (atomic_load_explicit(ch->closed, memory_order_acquire)) return;
     /* Close under both producer locks: a post either finished before the close, and will be
      * delivered, or sees the channel closed. */
     for (int s = 0; s < 2; s++) rp_lock_acquire(&ch->q[s].plock, RP_FOREVER, 0, NULL);
-    atomic_store_explicit(&ch->closed, 1, memory_order_release);
+    atomic_store_explicit(ch->closed, 1, memory_order_release);
     for (int s = 0; s < 2; s++) signal_watchers(&ch->q[s]);
     for (int s = 1; s >= 0; s--) rp_lock_release(&ch->q[s].plock);
     wake_all(&ch->q[0]);
     wake_all(&ch->q[1]);
 }
 
-int rp_channel_closed(rp_channel *ch) { return atomic_load_explicit(&ch->closed, memory_order_acquire); }
+int rp_channel_closed(rp_channel *ch) { return atomic_load_explicit(ch->closed, memory_order_acquire); }
 
 void rp_channel_discard(rp_channel *ch, int side) {
     rp_queue *in = &ch->q[1 - (side & 1)];
     rp_lock_acquire(&in->clock, RP_FOREVER, 0, NULL);
-    queue_drain(in);
+    queue_drain(in, 1);
     rp_lock_release(&in->clock);
+}
+
+static void shared_stop_threads(rp_channel *ch);
+
+static void channel_free(rp_channel *ch) {
+    if (ch->shared) shared_stop_threads(ch);
+    queue_free(&ch->q[0], ch->capacity, !ch->shared || ch->local == 1);
+    queue_free(&ch->q[1], ch->capacity, !ch->shared || ch->local == 0);
+#if !defined(_WIN32)
+    if (ch->map) munmap(ch->map, ch->map_len);
+    if (ch->sock >= 0) close(ch->sock);
+#endif
+    free(ch);
 }
 
 void rp_channel_decref(rp_channel *ch, int side) {
@@ -301,11 +389,8 @@ void rp_channel_decref(rp_channel *ch, int side) {
      * also breaks reference cycles made of ports queued into their own channel. */
     rp_channel_close(ch);
     rp_channel_discard(ch, side);
-    if (atomic_fetch_sub_explicit(&ch->sides_alive, 1, memory_order_acq_rel) == 1) {
-        queue_free(&ch->q[0], ch->capacity);
-        queue_free(&ch->q[1], ch->capacity);
-        free(ch);
-    }
+    if (atomic_fetch_sub_explicit(&ch->sides_alive, 1, memory_order_acq_rel) == 1)
+        channel_free(ch);
 }
 
 void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)ch, (int)side); }
@@ -315,10 +400,10 @@ void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)
 static void signal_consumers(rp_queue *q) {
     /* Pairs with the waiter's store to data_sleepy and re-check (Dekker): either the waiter
      * sees our data, or we see the flag and wake it. */
-    if (rp_load_after_stores(&q->data_sleepy) &&
-        atomic_exchange_explicit(&q->data_sleepy, 0, memory_order_seq_cst)) {
-        atomic_fetch_add_explicit(&q->data_seq, 1u, memory_order_seq_cst);
-        rp_addr_wake(&q->data_seq, -1);
+    if (rp_load_after_stores(&q->w->data_sleepy) &&
+        atomic_exchange_explicit(&q->w->data_sleepy, 0, memory_order_seq_cst)) {
+        atomic_fetch_add_explicit(&q->w->data_seq, 1u, memory_order_seq_cst);
+        q_wake(q, &q->w->data_seq, -1);
     }
 }
 
@@ -331,22 +416,22 @@ static int lock_producer(rp_queue *q, int64_t deadline_ns, int64_t slice_ns, rp_
 static int wait_room(rp_channel *ch, rp_queue *q, size_t len, int64_t deadline_ns,
                      int64_t slice_ns, rp_cancel *cancel) {
     for (;;) {
-        int64_t p = atomic_load_explicit(&q->pending, memory_order_acquire);
+        int64_t p = atomic_load_explicit(&q->w->pending, memory_order_acquire);
         /* one message may always go into an empty queue, however big */
         if (p == 0 || p + (int64_t)len <= ch->max_pending) return RP_OK;
         rp_lock_release(&q->plock);
         if (deadline_ns == 0) return RP_EFULL;
-        unsigned seq = atomic_load_explicit(&q->space_seq, memory_order_acquire);
-        atomic_store_explicit(&q->space_sleepy, 1, memory_order_seq_cst);
+        unsigned seq = atomic_load_explicit(&q->w->space_seq, memory_order_acquire);
+        atomic_store_explicit(&q->w->space_sleepy, 1, memory_order_seq_cst);
         int r = RP_OK;
-        p = atomic_load_explicit(&q->pending, memory_order_seq_cst);
+        p = atomic_load_explicit(&q->w->pending, memory_order_seq_cst);
         if (!(p == 0 || p + (int64_t)len <= ch->max_pending) &&
-            !atomic_load_explicit(&ch->closed, memory_order_acquire))
-            r = rp_sleep_on(&q->space_seq, seq, deadline_ns, slice_ns, cancel);
+            !atomic_load_explicit(ch->closed, memory_order_acquire))
+            r = q_sleep(q, &q->w->space_seq, seq, deadline_ns, slice_ns, cancel);
         if (r != RP_OK) return r;
         int l = lock_producer(q, deadline_ns, slice_ns, cancel);
         if (l != RP_OK) return l;
-        if (atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+        if (atomic_load_explicit(ch->closed, memory_order_acquire)) {
             rp_lock_release(&q->plock);
             return RP_ECLOSED;
         }
@@ -363,6 +448,104 @@ static void overflow_push(rp_queue *q, rp_node *n) {
     rp_lock_release(&q->olock);
 }
 
+/* ------------------------------------------------------------------ shared queues: posting */
+
+static void *flusher_main(void *arg);
+
+/* With the producer lock held: write what waits in the overflow list into the shared ring, in
+ * fragments where a message is bigger than a record, as far as the ring has room.  Returns
+ * whether something is still waiting. */
+static int shared_flush(rp_channel *ch, rp_queue *q) {
+    rp_ring *ring = ring_of(q);
+    size_t room = frag_room(ch->capacity);
+    int wrote = 0;
+    rp_node *n;
+    while ((n = q->ohead) != NULL) {
+        size_t left = n->len - q->osent;
+        size_t chunk = left < room ? left : room;
+        unsigned char *slot = (unsigned char *)rp_ring_reserve(ring, (uint32_t)(chunk + sizeof(rp_frag)));
+        if (!slot) break;
+        rp_frag f = {q->osent ? RP_FRAG_MORE : chunk == n->len ? RP_FRAG_WHOLE : RP_FRAG_FIRST, 0,
+                     (uint64_t)n->len};
+        memcpy(slot, &f, sizeof f);
+        memcpy(slot + sizeof f, n->body + q->osent, chunk);
+        rp_ring_commit(ring);
+        wrote = 1;
+        q->osent += chunk;
+        if (q->osent == n->len) {
+            rp_lock_acquire(&q->olock, RP_FOREVER, 0, NULL);
+            q->ohead = n->next;
+            if (!q->ohead) q->otail = NULL;
+            atomic_fetch_sub_explicit(&q->ocount, 1u, memory_order_release);
+            rp_lock_release(&q->olock);
+            free(n);
+            q->osent = 0;
+        }
+    }
+    if (wrote) signal_consumers(q);
+    return q->ohead != NULL;
+}
+
+/* With the producer lock held: a shared queue's message goes into the ring now if it fits whole
+ * and nothing waits before it, else into the overflow list, which a flusher thread writes out
+ * as the consumer makes room (posting never waits for the other process). */
+static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len, rp_node *node) {
+    rp_ring *ring = ring_of(q);
+    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0 && len <= frag_room(ch->capacity)) {
+        unsigned char *slot = (unsigned char *)rp_ring_reserve(ring, (uint32_t)(len + sizeof(rp_frag)));
+        if (slot) {
+            rp_frag f = {RP_FRAG_WHOLE, 0, (uint64_t)len};
+            memcpy(slot, &f, sizeof f);
+            memcpy(slot + sizeof f, node ? (const void *)node->body : body, len);
+            rp_ring_commit(ring);
+            if (node) free(node);
+            return RP_OK;
+        }
+    }
+    if (!node) {
+        node = rp_node_alloc(len);
+        if (!node) return RP_ENOMEM;
+        memcpy(node->body, body, len);
+    }
+    overflow_push(q, node);
+    if (shared_flush(ch, q) && !atomic_load_explicit(&ch->flushing, memory_order_acquire)) {
+#if !defined(_WIN32)
+        pthread_t t;
+        pthread_attr_t a;
+        atomic_store_explicit(&ch->flushing, 1, memory_order_release);
+        atomic_fetch_add_explicit(&ch->threads, 1, memory_order_acq_rel);
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &a, flusher_main, ch) != 0) {
+            /* what waits goes out with the next post */
+            atomic_store_explicit(&ch->flushing, 0, memory_order_release);
+            atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
+        }
+        pthread_attr_destroy(&a);
+#endif
+    }
+    return RP_OK;
+}
+
+/* A flusher: writes the overflow list out while the consumer makes room, then leaves. */
+static void *flusher_main(void *arg) {
+    rp_channel *ch = (rp_channel *)arg;
+    rp_queue *q = &ch->q[ch->local];
+    for (;;) {
+        unsigned seq = atomic_load_explicit(&q->w->space_seq, memory_order_acquire);
+        atomic_store_explicit(&q->w->space_sleepy, 1, memory_order_seq_cst);
+        rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
+        int more = !atomic_load_explicit(&ch->stop, memory_order_acquire) && shared_flush(ch, q);
+        if (!more) atomic_store_explicit(&ch->flushing, 0, memory_order_release);
+        rp_lock_release(&q->plock);
+        if (!more) break;
+        /* the consumer wakes space_seq after it consumed; the slice is a backstop */
+        rp_addr_wait_shared(&q->w->space_seq, seq, rp_now_ns() + 50 * 1000000);
+    }
+    atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
+    return NULL;
+}
+
 static int send_common(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
                        int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel) {
     rp_queue *q = &ch->q[side & 1];
@@ -376,13 +559,21 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
     }
     int r = lock_producer(q, deadline_ns, slice_ns, cancel);
     if (r != RP_OK) return r;
-    if (atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+    if (atomic_load_explicit(ch->closed, memory_order_acquire)) {
         rp_lock_release(&q->plock);
         return RP_ECLOSED;
     }
     if (ch->max_pending) {
         r = wait_room(ch, q, len, deadline_ns, slice_ns, cancel);
         if (r != RP_OK) return r; /* the lock was released */
+    }
+    if (ch->shared) {
+        r = shared_post(ch, q, body, len, node);
+        if (r == RP_OK && ch->max_pending)
+            atomic_fetch_add_explicit(&q->w->pending, (int64_t)len, memory_order_acq_rel);
+        rp_lock_release(&q->plock);
+        signal_consumers(q);
+        return r;
     }
     void *slot = NULL;
     rp_ring *ring = NULL;
@@ -406,7 +597,7 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
         }
         overflow_push(q, node);
     }
-    if (ch->max_pending) atomic_fetch_add_explicit(&q->pending, (int64_t)len, memory_order_acq_rel);
+    if (ch->max_pending) atomic_fetch_add_explicit(&q->w->pending, (int64_t)len, memory_order_acq_rel);
     signal_watchers(q);
     rp_lock_release(&q->plock);
     signal_consumers(q);
@@ -431,9 +622,72 @@ static int queue_readable(void *arg) {
     return (ring && rp_ring_readable(ring)) || atomic_load_explicit(&q->ocount, memory_order_acquire);
 }
 
+/* A shared queue's consumer made room: wake a producer (or flusher) that waits for it. */
+static void space_made(rp_queue *q) {
+    if (rp_load_after_stores(&q->w->space_sleepy) &&
+        atomic_exchange_explicit(&q->w->space_sleepy, 0, memory_order_seq_cst)) {
+        atomic_fetch_add_explicit(&q->w->space_seq, 1u, memory_order_seq_cst);
+        q_wake(q, &q->w->space_seq, -1);
+    }
+}
+
+/* take() for a shared queue: a whole record is returned in place; fragments are put together in
+ * q->partial until the last one is there.  The other process wrote these bytes: a record that
+ * does not make sense is skipped, never followed. */
+static int take_shared(rp_queue *q, rp_recv *out) {
+    rp_ring *ring = ring_of(q);
+    uint32_t len;
+    const unsigned char *p;
+    while ((p = (const unsigned char *)rp_ring_peek(ring, &len)) != NULL) {
+        rp_frag f;
+        if (len < sizeof f) {
+            rp_ring_consume(ring);
+            space_made(q);
+            continue;
+        }
+        memcpy(&f, p, sizeof f);
+        const unsigned char *body = p + sizeof f;
+        size_t blen = len - sizeof f;
+        if (!q->partial && f.kind == RP_FRAG_WHOLE) {
+            out->msg = (rp_msg *)(void *)body;
+            out->len = blen;
+            out->node = NULL;
+            out->remote = 1;
+            return 1; /* consumed by rp_channel_recv_end */
+        }
+        if (!q->partial && f.kind == RP_FRAG_FIRST && q->pfill == 0 && f.total > blen &&
+            f.total <= (uint64_t)(SIZE_MAX / 2)) {
+            q->partial = rp_node_alloc((size_t)f.total);
+            if (q->partial) memcpy(q->partial->body, body, blen);
+            q->pfill = q->partial ? blen : (size_t)f.total - blen; /* no memory: skip it */
+        } else if (f.kind == RP_FRAG_MORE && q->pfill) {
+            if (!q->partial) { /* skipping a message we had no memory for */
+                q->pfill = blen < q->pfill ? q->pfill - blen : 0;
+            } else if (blen <= q->partial->len - q->pfill) {
+                memcpy(q->partial->body + q->pfill, body, blen);
+                q->pfill += blen;
+            }
+        }
+        rp_ring_consume(ring);
+        space_made(q);
+        if (q->partial && q->pfill == q->partial->len) {
+            out->msg = (rp_msg *)(void *)q->partial->body;
+            out->len = q->partial->len;
+            out->node = q->partial;
+            out->remote = 1;
+            q->partial = NULL;
+            q->pfill = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* With the consumer lock held: take the oldest message, if any. */
 static int take(rp_queue *q, rp_recv *out) {
     uint32_t len;
+    if (q->shared) return take_shared(q, out);
+    out->remote = 0;
     rp_ring *ring = ring_of(q);
     void *p = ring ? (void *)rp_ring_peek(ring, &len) : NULL;
     if (p) {
@@ -475,7 +729,7 @@ static int try_take(rp_queue *q, rp_recv *out, int64_t deadline_ns, int64_t slic
 
 int rp_channel_poll(rp_channel *ch, int side) {
     rp_queue *q = &ch->q[1 - (side & 1)];
-    return queue_readable(q) || atomic_load_explicit(&ch->closed, memory_order_acquire);
+    return queue_readable(q) || atomic_load_explicit(ch->closed, memory_order_acquire);
 }
 
 int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
@@ -483,9 +737,9 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
     rp_queue *q = &ch->q[1 - (side & 1)];
     int r = try_take(q, out, deadline_ns, slice_ns, cancel);
     if (r != RP_EAGAIN) return r;
-    if (deadline_ns == 0 || atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+    if (deadline_ns == 0 || atomic_load_explicit(ch->closed, memory_order_acquire)) {
         /* closed: everything posted before the close is visible now; re-check once */
-        if (!atomic_load_explicit(&ch->closed, memory_order_acquire)) return RP_EAGAIN;
+        if (!atomic_load_explicit(ch->closed, memory_order_acquire)) return RP_EAGAIN;
         r = try_take(q, out, 0, slice_ns, cancel);
         return r == RP_EAGAIN ? RP_ECLOSED : r;
     }
@@ -499,18 +753,18 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
         }
     }
     for (;;) {
-        unsigned seq = atomic_load_explicit(&q->data_seq, memory_order_acquire);
-        atomic_store_explicit(&q->data_sleepy, 1, memory_order_seq_cst);
+        unsigned seq = atomic_load_explicit(&q->w->data_seq, memory_order_acquire);
+        atomic_store_explicit(&q->w->data_sleepy, 1, memory_order_seq_cst);
         int w = RP_OK;
-        if (!queue_readable(q) && !atomic_load_explicit(&ch->closed, memory_order_seq_cst))
-            w = rp_sleep_on(&q->data_seq, seq, deadline_ns, slice_ns, cancel);
+        if (!queue_readable(q) && !atomic_load_explicit(ch->closed, memory_order_seq_cst))
+            w = q_sleep(q, &q->w->data_seq, seq, deadline_ns, slice_ns, cancel);
         r = try_take(q, out, deadline_ns, slice_ns, cancel);
         if (r == RP_OK) {
             rp_spin_feedback(&q->spin, 0, rp_now_ns() - start);
             return RP_OK;
         }
         if (r != RP_EAGAIN) return r;
-        if (atomic_load_explicit(&ch->closed, memory_order_acquire)) {
+        if (atomic_load_explicit(ch->closed, memory_order_acquire)) {
             r = try_take(q, out, 0, slice_ns, cancel);
             return r == RP_EAGAIN ? RP_ECLOSED : r;
         }
@@ -524,28 +778,30 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
 int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out) {
     rp_queue *q = &ch->q[1 - (side & 1)];
     if (!queue_readable(q)) {
-        if (!atomic_load_explicit(&ch->closed, memory_order_acquire)) return RP_EAGAIN;
+        if (!atomic_load_explicit(ch->closed, memory_order_acquire)) return RP_EAGAIN;
     }
     if (!rp_lock_try(&q->clock)) return RP_EAGAIN;
     if (take(q, out)) return RP_OK;
     rp_lock_release(&q->clock);
-    return atomic_load_explicit(&ch->closed, memory_order_acquire) && !queue_readable(q)
+    return atomic_load_explicit(ch->closed, memory_order_acquire) && !queue_readable(q)
                ? RP_ECLOSED
                : RP_EAGAIN;
 }
 
 void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     rp_queue *q = &ch->q[1 - (side & 1)];
-    if (rp_msg_valid(r->msg, r->len)) rp_msg_release_handles(r->msg);
+    /* a shared message's handles are the other process's: never released from here */
+    if (!q->shared && rp_msg_valid(r->msg, r->len)) rp_msg_release_handles(r->msg);
     if (r->node) free(r->node);
     else rp_ring_consume(ring_of(q));
+    if (q->shared && !r->node) space_made(q);
     rp_lock_release(&q->clock);
     if (ch->max_pending) {
-        atomic_fetch_sub_explicit(&q->pending, (int64_t)r->len, memory_order_seq_cst);
-        if (rp_load_after_stores(&q->space_sleepy) &&
-            atomic_exchange_explicit(&q->space_sleepy, 0, memory_order_seq_cst)) {
-            atomic_fetch_add_explicit(&q->space_seq, 1u, memory_order_seq_cst);
-            rp_addr_wake(&q->space_seq, -1);
+        atomic_fetch_sub_explicit(&q->w->pending, (int64_t)r->len, memory_order_seq_cst);
+        if (rp_load_after_stores(&q->w->space_sleepy) &&
+            atomic_exchange_explicit(&q->w->space_sleepy, 0, memory_order_seq_cst)) {
+            atomic_fetch_add_explicit(&q->w->space_seq, 1u, memory_order_seq_cst);
+            q_wake(q, &q->w->space_seq, -1);
         }
     }
     r->msg = NULL;
@@ -561,8 +817,24 @@ void rp_channel_signal(rp_channel *ch, int side) {
     rp_lock_release(&q->plock);
 }
 
+static void *watcher_main(void *arg);
+
 void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
     rp_queue *q = &ch->q[1 - (side & 1)];
+    if (ws && q->shared && !atomic_exchange_explicit(&ch->watching, 1, memory_order_acq_rel)) {
+#if !defined(_WIN32)
+        pthread_t t;
+        pthread_attr_t a;
+        atomic_fetch_add_explicit(&ch->threads, 1, memory_order_acq_rel);
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &a, watcher_main, ch) != 0) {
+            atomic_store_explicit(&ch->watching, 0, memory_order_release);
+            atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
+        }
+        pthread_attr_destroy(&a);
+#endif
+    }
     if (ws) rp_waitset_incref(ws);
     rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
     rp_waitset *old = atomic_exchange_explicit(&q->watch[slot & 1], ws, memory_order_acq_rel);
@@ -570,3 +842,138 @@ void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
     if (old) rp_waitset_decref(old);
     if (ws) rp_waitset_signal(ws);
 }
+
+/* ------------------------------------------------------------------ shared with a process
+ *
+ * A producer in the other process cannot signal this process's wait sets, so a channel whose
+ * loop watches a shared queue gets a watcher thread: it sleeps on the queue's data word (as a
+ * blocked receiver would) and signals the local sets whenever the producer cursor moved or the
+ * channel closed. */
+
+static void *watcher_main(void *arg) {
+    rp_channel *ch = (rp_channel *)arg;
+    rp_queue *q = &ch->q[1 - ch->local];
+    rp_ring *ring = ring_of(q);
+    uint64_t last = UINT64_MAX;
+    int was_closed = -1;
+    while (!atomic_load_explicit(&ch->stop, memory_order_acquire)) {
+        unsigned seq = atomic_load_explicit(&q->w->data_seq, memory_order_acquire);
+        atomic_store_explicit(&q->w->data_sleepy, 1, memory_order_seq_cst);
+        uint64_t t = rp_ring_produced(ring);
+        int cl = atomic_load_explicit(ch->closed, memory_order_seq_cst);
+        if (t != last || cl != was_closed) {
+            last = t;
+            was_closed = cl;
+            rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
+            signal_watchers(q);
+            rp_lock_release(&q->plock);
+            continue;
+        }
+        rp_addr_wait_shared(&q->w->data_seq, seq, rp_now_ns() + 100 * 1000000);
+    }
+    atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
+    return NULL;
+}
+
+static void shared_stop_threads(rp_channel *ch) {
+    atomic_store_explicit(&ch->stop, 1, memory_order_seq_cst);
+    while (atomic_load_explicit(&ch->threads, memory_order_acquire) > 0) {
+        for (int s = 0; s < 2; s++) {
+            atomic_fetch_add_explicit(&ch->q[s].w->data_seq, 1u, memory_order_seq_cst);
+            rp_addr_wake_shared(&ch->q[s].w->data_seq, -1);
+            atomic_fetch_add_explicit(&ch->q[s].w->space_seq, 1u, memory_order_seq_cst);
+            rp_addr_wake_shared(&ch->q[s].w->space_seq, -1);
+        }
+#if !defined(_WIN32)
+        usleep(200);
+#endif
+    }
+}
+
+/* process-shared waits need the futex (the portable waits are per process) */
+#if defined(__linux__) && !defined(RP_PORTABLE_WAIT)
+static size_t page_round(size_t n) { return (n + 4095u) & ~(size_t)4095u; }
+
+static size_t shared_map_len(uint64_t capacity) {
+    return RP_XHDR_SIZE + 2 * page_round(rp_ring_size(capacity));
+}
+
+static rp_channel *shared_channel(void *map, size_t len, uint64_t capacity, int64_t max_pending,
+                                  int local) {
+    rp_xhdr *h = (rp_xhdr *)map;
+    rp_channel *ch = rp_channel_new(capacity, max_pending);
+    if (!ch) return NULL;
+    ch->shared = 1;
+    ch->local = local & 1;
+    ch->map = map;
+    ch->map_len = len;
+    ch->closed = &h->closed;
+    atomic_store_explicit(&ch->sides_alive, 1, memory_order_relaxed); /* the other is elsewhere */
+    for (int s = 0; s < 2; s++) {
+        ch->q[s].shared = 1;
+        ch->q[s].w = &h->words[s];
+        atomic_store_explicit(&ch->q[s].ring,
+                              (rp_ring *)((char *)map + RP_XHDR_SIZE +
+                                          (size_t)s * page_round(rp_ring_size(capacity))),
+                              memory_order_release);
+    }
+    return ch;
+}
+
+rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out) {
+    if (rp_ring_size(capacity) == 0 || max_pending < 0) return NULL;
+    size_t len = shared_map_len(capacity);
+    int fd = memfd_create("ringport-channel", MFD_CLOEXEC);
+    if (fd < 0) return NULL;
+    void *map = MAP_FAILED;
+    if (ftruncate(fd, (off_t)len) == 0)
+        map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        close(fd);
+        return NULL;
+    }
+    rp_xhdr *h = (rp_xhdr *)map; /* the file's pages are zeros: the words start at 0 */
+    h->magic = RP_XMAGIC;
+    h->capacity = capacity;
+    for (int s = 0; s < 2; s++)
+        rp_ring_init((char *)map + RP_XHDR_SIZE + (size_t)s * page_round(rp_ring_size(capacity)),
+                     capacity);
+    rp_channel *ch = shared_channel(map, len, capacity, max_pending, 0);
+    if (!ch) {
+        munmap(map, len);
+        close(fd);
+        return NULL;
+    }
+    *fd_out = fd;
+    return ch;
+}
+
+rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side) {
+    struct stat st;
+    if (rp_ring_size(capacity) == 0 || max_pending < 0) return NULL;
+    size_t len = shared_map_len(capacity);
+    if (fstat(fd, &st) != 0 || st.st_size < 0 || (size_t)st.st_size != len) return NULL;
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) return NULL;
+    rp_xhdr *h = (rp_xhdr *)map;
+    rp_channel *ch = NULL;
+    if (h->magic == RP_XMAGIC && h->capacity == capacity)
+        ch = shared_channel(map, len, capacity, max_pending, side);
+    if (!ch) munmap(map, len);
+    return ch;
+}
+#else
+rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out) {
+    (void)capacity, (void)max_pending, (void)fd_out;
+    return NULL;
+}
+rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side) {
+    (void)fd, (void)capacity, (void)max_pending, (void)side;
+    return NULL;
+}
+#endif
+
+int rp_channel_shared(const rp_channel *ch) { return ch->shared; }
+int rp_channel_local_side(const rp_channel *ch) { return ch->shared ? ch->local : -1; }
+void rp_channel_set_sock(rp_channel *ch, int fd) { ch->sock = fd; }
+int rp_channel_sock(const rp_channel *ch) { return ch->sock; }

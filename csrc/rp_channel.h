@@ -153,6 +153,7 @@ typedef struct rp_recv {
     rp_msg *msg;
     size_t len;
     rp_node *node; /* the overflow node holding it, or NULL when it is in the ring */
+    int remote;    /* it came from another process: its handles' pointers mean nothing here */
 } rp_recv;
 
 int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
@@ -170,6 +171,27 @@ int rp_channel_poll(rp_channel *ch, int side);
  * queue's producer lock, so a producer never signals a set that is being released.  The new set
  * is signalled once, so its owner re-checks the queue. */
 void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws);
+
+/* ------------------------------------------------------------------ channels shared with a process
+ *
+ * The same channel, with both rings and the words producers and consumers wait on in one memfd
+ * mapping (Linux), so that one side can live in another process: rp_channel_new_shared makes it
+ * with side 0 here and returns the file descriptor (close-on-exec) that the other process gives
+ * rp_channel_attach_shared with side 1 (the creator closes its copy once sent).  Each process
+ * holds its own struct with one live side; closing either side closes both.  Waits use process-
+ * shared futexes; a message too big for a record crosses in fragments; posting never waits for
+ * the other process (what does not fit waits in this process and a flusher thread writes it out).
+ * Messages on such a channel must carry no pointers: every handle is released = NULL and means
+ * something only by its kind and aux (the receiver never calls a release function).
+ * NULL: out of memory, no memfd, or (attach) a file that is not such a channel of that capacity. */
+rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out);
+rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side);
+int rp_channel_shared(const rp_channel *ch);
+/* The side that lives in this process (-1 for a channel in memory). */
+int rp_channel_local_side(const rp_channel *ch);
+/* A Unix socket to the other process that the channel owns (closed with it); -1 if none. */
+void rp_channel_set_sock(rp_channel *ch, int fd);
+int rp_channel_sock(const rp_channel *ch);
 
 #ifdef __cplusplus
 }

@@ -121,3 +121,5 @@ uint64_t rp_ring_used(rp_ring *r) {
     return atomic_load_explicit(&r->tail, memory_order_acquire) -
            atomic_load_explicit(&r->head, memory_order_acquire);
 }
+
+uint64_t rp_ring_produced(rp_ring *r) { return atomic_load_explicit(&r->tail, memory_order_acquire); }

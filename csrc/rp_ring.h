@@ -53,6 +53,8 @@ void rp_ring_consume(rp_ring *r);
 /* Racy hints, for waiting loops: is anything published?  how many bytes are in use? */
 int rp_ring_readable(rp_ring *r);
 uint64_t rp_ring_used(rp_ring *r);
+/* The producer's cursor: bytes published so far (it changes whenever a record is published). */
+uint64_t rp_ring_produced(rp_ring *r);
 
 #ifdef __cplusplus
 }
