@@ -19,20 +19,37 @@ def _free_threaded():
 FREE_THREADED = _free_threaded()
 
 
+BACKENDS = ("thread", "subinterpreter", "process")
+
+
 def available_backends():
-    """The backends that work on this interpreter, the default ("auto") first."""
+    """The backends that work on this interpreter, the one backend="auto" picks first: thread on
+    a free-threaded build, subinterpreter on a standard 3.13+, process on 3.11/3.12 (the only
+    one that runs Python in parallel there)."""
     subinterp = _interpreters is not None and sys.version_info >= (3, 13) and not FREE_THREADED
-    return ["subinterpreter", "thread"] if subinterp else ["thread"]
+    process = sys.platform.startswith("linux")   # memfd rings and process-shared futexes
+    if FREE_THREADED:
+        order = ["thread", "process"]
+    elif subinterp:
+        order = ["subinterpreter", "thread", "process"]
+    else:
+        order = ["process", "thread"]
+    return [b for b in order if b != "process" or process]
 
 
 def resolve_backend(backend):
     """The backend a Worker(backend=...) runs on; ValueError if it is unknown or unavailable."""
     if backend == "auto":
         return available_backends()[0]
-    if backend not in ("thread", "subinterpreter"):
-        raise ValueError(f"backend must be 'auto', 'thread' or 'subinterpreter', not {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto', 'thread', 'subinterpreter' or 'process', "
+                         f"not {backend!r}")
     if backend not in available_backends():
-        why = ("this is a free-threaded build: use backend='thread', which runs in parallel"
-               if FREE_THREADED else "subinterpreters with their own GIL need CPython 3.13+")
-        raise ValueError(f"backend 'subinterpreter' is not available here ({why})")
+        if backend == "process":
+            why = "process workers need Linux (memfd and process-shared futexes)"
+        elif FREE_THREADED:
+            why = "this is a free-threaded build: use backend='thread', which runs in parallel"
+        else:
+            why = "subinterpreters with their own GIL need CPython 3.13+"
+        raise ValueError(f"backend {backend!r} is not available here ({why})")
     return backend

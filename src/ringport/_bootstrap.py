@@ -114,7 +114,8 @@ def _explain_subinterpreter_import(exc):
             new = ImportError(
                 f"module {m.group(1)!r} (imported as {top!r}) does not support loading in "
                 f"subinterpreters, so it cannot be used in a backend='subinterpreter' worker; use "
-                f"backend='thread' (truly parallel on a free-threaded Python) instead",
+                f"backend='process' (a worker in its own process, parallel on every Python; or "
+                f"backend='thread', parallel on a free-threaded Python) instead",
                 name=exc.name)
             new.__cause__ = exc
             return new
@@ -139,7 +140,7 @@ def _run_target(ctx, spec, func, backend):
         else:
             source, filename = spec[1], "[worker eval]"
         code = compile(source, filename, "exec")
-        if backend == "subinterpreter":
+        if backend != "thread":   # its own interpreter: the script is its __main__
             ns = sys.modules["__main__"].__dict__
         else:
             ns = {"__builtins__": builtins}

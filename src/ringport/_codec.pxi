@@ -95,6 +95,7 @@ cdef struct Writer:
     uint32_t hcap
     uint32_t flags
     bint allow_handles     # False for dumps(): bytes cannot carry ports or shared memory
+    bint remote            # for a channel shared with another process (no handles either)
     bint allow_pickle      # False: a value without a native form is a DataCloneError
     # memo: open addressing, object address -> index
     void **mkeys
@@ -118,6 +119,7 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.hcap = 0
     w.flags = 0
     w.allow_handles = True
+    w.remote = False
     w.allow_pickle = True
     w.mkeys = mkeys
     w.mvals = mvals
@@ -897,6 +899,10 @@ cdef int enc_leaf(Writer *w, object v, type t, object transfer_ports) except -1:
     if t is bytearray:
         enc_buffer(w, b'B', v)
     elif isinstance(v, _Shared):
+        if w.remote:
+            raise DataCloneError(
+                f"{t.__qualname__} cannot be shared with a process worker yet (only with thread "
+                f"and subinterpreter workers)")
         if not w.allow_handles:
             raise DataCloneError(
                 f"{t.__qualname__} shares memory and cannot be serialized to bytes")
@@ -960,6 +966,8 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
     if transfer_ports is None or obj_key(p) not in transfer_ports:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
+    if w.remote:
+        raise DataCloneError("a MessagePort cannot be transferred to a process worker yet")
     if not w.allow_handles:
         raise DataCloneError("MessagePort cannot be serialized to bytes")
     # transfer_ports were claimed by the sender (claim_transfer in _port.pxi)

@@ -114,12 +114,19 @@ cdef extern from "rp_channel.h" nogil:
         rp_msg *msg
         size_t len
         rp_node *node
+        int remote
     int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
                               int64_t slice_ns, rp_cancel *cancel)
     int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out)
     void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r)
     int rp_channel_poll(rp_channel *ch, int side)
     void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws)
+    rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out)
+    rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side)
+    int rp_channel_shared(const rp_channel *ch)
+    int rp_channel_local_side(const rp_channel *ch)
+    void rp_channel_set_sock(rp_channel *ch, int fd)
+    int rp_channel_sock(const rp_channel *ch)
 
 cdef extern from "rp_shm.h" nogil:
     ctypedef struct rp_sab:

@@ -454,9 +454,13 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
             rp_msg_handles(m)[i].release = NULL
         rp_channel_recv_end(ch, p.side, r)
         m = <rp_msg *>rp_node_body(copy)
-    # the string cache is guarded by the consumer lock: not used on a private copy
-    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
-           p.scache if copy == NULL else NULL)
+        if r.remote:
+            m.nhandles = 0   # the other process's handles: nothing to release here
+    # the string cache is guarded by the consumer lock: not used on a private copy.  A message
+    # from another process has no handles that mean anything here: a reference to one is a
+    # DecodeError
+    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m),
+           0 if r.remote else m.nhandles, p.scache if copy == NULL else NULL)
     rd.allow_pickle = p.allow_pickle
     try:
         return decode_checked(&rd)
@@ -627,7 +631,10 @@ cdef object encode_send(object value, dict ports, Dest *d):
     cdef Py_ssize_t mv[MEMO_STACK]
     cdef Writer w
     w_init(&w, <unsigned char *>stackbuf, STACK_BYTES, mk, mv)
-    w.allow_handles = d.kind != TO_BYTES
+    # a channel shared with another process carries no pointers: no out-of-band blocks, ports
+    # or shared memory in its messages
+    w.remote = d.kind == TO_PORT and rp_channel_shared(d.ch)
+    w.allow_handles = d.kind != TO_BYTES and not w.remote
     w.allow_pickle = d.allow_pickle
     try:
         encode_value(&w, value, ports)
@@ -702,6 +709,26 @@ cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,
 
 
 @cython.final
+cdef uint64_t checked_capacity(object capacity) except 0:
+    if type(capacity) is not int:
+        raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+    if capacity < RP_RING_MIN_CAPACITY or capacity > RP_RING_MAX_CAPACITY \
+            or (capacity & (capacity - 1)):
+        raise ValueError(f"capacity must be a power of two between {RP_RING_MIN_CAPACITY} "
+                         f"and {RP_RING_MAX_CAPACITY} (2**30), not {capacity}")
+    return capacity
+
+
+cdef int64_t checked_max_pending(object max_pending_bytes) except -1:
+    if max_pending_bytes is None:
+        return 0
+    if type(max_pending_bytes) is not int:
+        raise TypeError("max_pending_bytes must be an int or None")
+    if max_pending_bytes <= 0:
+        raise ValueError("max_pending_bytes must be positive")
+    return max_pending_bytes
+
+
 cdef class MessageChannel:
     """Two entangled ports: what port1 posts, port2 receives, and the other way round.
 
@@ -720,22 +747,9 @@ cdef class MessageChannel:
     cdef readonly MessagePort port2
 
     def __init__(self, capacity=DEFAULT_CAPACITY, max_pending_bytes=None, *, allow_pickle=True):
-        cdef uint64_t cap
-        cdef int64_t maxp = 0
+        cdef uint64_t cap = checked_capacity(capacity)
+        cdef int64_t maxp = checked_max_pending(max_pending_bytes)
         cdef rp_channel *ch
-        if type(capacity) is not int:
-            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
-        if capacity < RP_RING_MIN_CAPACITY or capacity > RP_RING_MAX_CAPACITY \
-                or (capacity & (capacity - 1)):
-            raise ValueError(f"capacity must be a power of two between {RP_RING_MIN_CAPACITY} "
-                             f"and {RP_RING_MAX_CAPACITY} (2**30), not {capacity}")
-        cap = capacity
-        if max_pending_bytes is not None:
-            if type(max_pending_bytes) is not int:
-                raise TypeError("max_pending_bytes must be an int or None")
-            if max_pending_bytes <= 0:
-                raise ValueError("max_pending_bytes must be positive")
-            maxp = max_pending_bytes
         ch = rp_channel_new(cap, maxp)
         if ch == NULL:
             raise MemoryError("could not allocate the channel")
@@ -773,6 +787,50 @@ def receive_message_on_port(port, /):
     m = ReceivedMessage.__new__(ReceivedMessage)
     m.message = v
     return m
+
+
+# ---------------------------------------------------------------------------- across processes
+#
+# A process worker's parent port is one side of a channel whose rings live in a memfd mapping
+# (csrc/rp_channel.h, "channels shared with a process"): the parent makes it, passes the file
+# descriptor to the new process, and each process wraps its own side in a MessagePort.
+
+def _process_channel(capacity=DEFAULT_CAPACITY, max_pending_bytes=None, *, allow_pickle=True):
+    """(port, fd): side 0 of a new channel shared with a process, and the memfd (close-on-exec,
+    the caller's to pass on and close) that the other process gives _process_port."""
+    cdef uint64_t cap = checked_capacity(capacity)
+    cdef int64_t maxp = checked_max_pending(max_pending_bytes)
+    cdef int fd = -1
+    cdef rp_channel *ch = rp_channel_new_shared(cap, maxp, &fd)
+    if ch == NULL:
+        raise OSError("could not make a channel shared with a process (memfd)")
+    cdef MessagePort p = MessagePort._new(ch, 0)
+    p.allow_pickle = bool(allow_pickle)
+    return p, fd
+
+
+def _process_port(int fd, capacity, max_pending_bytes=None, *, allow_pickle=True):
+    """Side 1 of the channel whose memfd is fd (not closed here)."""
+    cdef uint64_t cap = checked_capacity(capacity)
+    cdef int64_t maxp = checked_max_pending(max_pending_bytes)
+    cdef rp_channel *ch = rp_channel_attach_shared(fd, cap, maxp, 1)
+    if ch == NULL:
+        raise ValueError("that file descriptor is not a ringport channel of that capacity")
+    cdef MessagePort p = MessagePort._new(ch, 1)
+    p.allow_pickle = bool(allow_pickle)
+    return p
+
+
+def _port_peer_gone(MessagePort port not None):
+    """The process at the other end of port's channel is gone: close the channel (what it
+    posted before is still delivered; then receive raises PortClosed)."""
+    cdef rp_channel *ch = port._try_enter()
+    if ch == NULL:
+        return
+    try:
+        rp_channel_close(ch)
+    finally:
+        port._leave()
 
 
 # ---------------------------------------------------------------------------- across interpreters

@@ -15,9 +15,15 @@ from ringport import _context, _exit
 from ringport._backends import _interpreters, available_backends, resolve_backend
 from ringport._bootstrap import install_unraisable_hook, run
 from ringport._context import get_environment_data, set_environment_data
-from ringport._core import MessageChannel, _drop_token, _export, _import, _port_new_ref, _new_worker_ctl
-from ringport._errors import boot_failure_report, error_report, print_worker_error, rebuild_error
+from ringport._core import (MessageChannel, _drop_token, _export, _import, _new_worker_ctl,
+                            _port_new_ref, _process_channel, dumps)
+from ringport._errors import (DataCloneError, boot_failure_report, error_report,
+                              print_worker_error, rebuild_error)
 from ringport._events import Emitter
+from ringport._process import ProcessLink
+
+#: Ring bytes per direction of a process worker's parent port (pages are committed as used).
+PROCESS_CAPACITY = 1 << 20
 
 __all__ = ["Worker", "available_backends", "get_environment_data", "set_environment_data"]
 
@@ -38,7 +44,7 @@ def _target_spec(target, eval_, backend):
         qualname = getattr(target, "__qualname__", "")
         if module in (None, "__main__") or "<locals>" in qualname or "<lambda>" in qualname:
             raise TypeError(
-                f"a function target for backend='subinterpreter' must be importable by its module "
+                f"a function target for backend={backend!r} must be importable by its module "
                 f"and qualified name (a module-level function of an importable module); "
                 f"{qualname or target!r} in module {module!r} is not; use a script path, or "
                 f"backend='thread'")
@@ -96,11 +102,9 @@ class Worker:
         # allow_pickle=False: nothing the worker sends can run code here (the pickle fallback is off
         # both ways, and its errors come back as WorkerError rather than unpickled)
         self._allow_pickle = allow_pickle = bool(allow_pickle)
-        chan = MessageChannel(allow_pickle=allow_pickle)
+        self._link = None
         ctl = MessageChannel(allow_pickle=allow_pickle)
         payload = {
-            "parent_port": chan.port2,
-            "ctl_port": ctl.port2,
             "worker_data": worker_data,
             "env_data": parent.env_data,
             "argv": argv,
@@ -111,8 +115,15 @@ class Worker:
             "backend": backend,
         }
         host_ctl = _port_new_ref(ctl.port2)  # the host thread posts 'exit' through it
-        token = _export(payload, [chan.port2, ctl.port2, *transfer])
-        self._port = chan.port1
+        if backend == "process":
+            token = None
+            self._port = self._start_process(payload, transfer)
+        else:
+            chan = MessageChannel(allow_pickle=allow_pickle)
+            payload["parent_port"] = chan.port2
+            payload["ctl_port"] = ctl.port2
+            token = _export(payload, [chan.port2, ctl.port2, *transfer])
+            self._port = chan.port1
         self._ctlport = ctl.port1
         self._thread = threading.Thread(
             target=self._host, args=(token, func, host_ctl, list(sys.path)),
@@ -126,7 +137,8 @@ class Worker:
         try:
             self._thread.start()
         except BaseException:
-            _drop_token(token)
+            if token is not None:
+                _drop_token(token)
             with _exit.live_lock:
                 _exit.live.discard(self)
             self._ctlport.close()
@@ -134,8 +146,32 @@ class Worker:
 
     # ------------------------------------------------------------------ the host thread
 
+    def _start_process(self, payload, transfer):
+        """The process backend: the parent's port of a channel shared with the new process,
+        and the link that starts it from the host thread."""
+        if transfer:
+            raise DataCloneError("ports cannot be transferred to a process worker yet")
+        port, memfd = _process_channel(PROCESS_CAPACITY, allow_pickle=self._allow_pickle)
+        payload.update(sys_path=list(sys.path), allow_pickle=self._allow_pickle,
+                       capacity=PROCESS_CAPACITY)
+        try:
+            # the child decodes what its parent sent (trusted: it started the child)
+            data = dumps(payload, allow_pickle=True)
+        except BaseException:
+            port.close()
+            os.close(memfd)
+            raise
+        self._link = ProcessLink(data, memfd, port, self._allow_pickle)
+        return port
+
     def _host(self, token, func, host_ctl, sys_path):
-        code, report = _run_worker(self.backend, token, self._ctl, func, sys_path)
+        if self._link is not None:
+            try:
+                code, report = self._link.run(lambda: host_ctl.post_message(("online",)))
+            except BaseException as exc:   # the process could not be started
+                code, report = 1, error_report(exc, "process")
+        else:
+            code, report = _run_worker(self.backend, token, self._ctl, func, sys_path)
         error = rebuild_error(report, self._allow_pickle) if report is not None else None
         with self._lock:
             self._exit_code = code
@@ -285,6 +321,9 @@ class Worker:
         # WorkerTerminated can be swallowed (a finalizer, a bare except): deliver it again
         # until the worker has ended
         if self._exit_code is None:
+            if self._link is not None:     # asks, then kills it after a grace period
+                self._link.terminate()
+                return
             if self.backend == "thread":   # (a subinterpreter worker installs its own)
                 install_unraisable_hook()
             self._ctl.terminate()

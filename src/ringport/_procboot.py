@@ -1,0 +1,93 @@
+"""The process backend, child side: what a process worker's interpreter runs first.
+
+argv: the socket to the parent, the memfd of the parent port's channel, the parent's pid
+(see ringport._process).  It reads the start-up payload from the socket, wraps side 1 of the
+channel as ringport.parent_port, and runs the worker through ringport._bootstrap.run, as the
+other backends do; then it reports the error (if any) and the exit code, and exits.
+"""
+import os
+import socket
+import sys
+import threading
+
+
+def _die_with_parent(ppid):
+    """SIGKILL this process when the parent's thread that started it ends (Linux), and exit now
+    if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != ppid:
+        os._exit(1)
+
+
+def _watch_parent(sock, ctl):
+    """Follow the parent's frames: terminate() requests, and the end of the parent."""
+    from ringport._process import TERMINATE, read_frame
+    while True:
+        try:
+            kind, _ = read_frame(sock)
+        except OSError:
+            kind = None
+        if kind is None:   # the parent is gone (or closed its end): nobody waits for us
+            os._exit(1)
+        if kind == TERMINATE:
+            ctl.terminate()
+
+
+def main():
+    sock_fd, memfd, ppid = (int(a) for a in sys.argv[1:4])
+    del sys.argv[1:4]
+    _die_with_parent(ppid)
+    sock = socket.socket(fileno=sock_fd)
+    from ringport._process import ERROR, EXIT, ONLINE, PAYLOAD, read_frame, write_frame
+    kind, data = read_frame(sock)
+    if kind != PAYLOAD:
+        os._exit(1)
+    from ringport._core import loads
+    # the payload comes from the parent that started this process, which is trusted as much as
+    # the program itself (its worker_data may hold pickled values)
+    payload = loads(data, allow_pickle=True)
+    del data
+    sys.path[:] = payload.pop("sys_path")
+    from ringport import _bootstrap
+    from ringport._core import (MessageChannel, _export, _import, _new_worker_ctl, _process_port,
+                                dumps)
+    allow_pickle = payload.pop("allow_pickle")
+    port = _process_port(memfd, payload.pop("capacity"), allow_pickle=allow_pickle)
+    os.close(memfd)
+    ctl = _new_worker_ctl()
+    ctl_chan = MessageChannel()
+    payload["parent_port"] = port
+    payload["ctl_port"] = ctl_chan.port2
+    token = _export(payload, [port, ctl_chan.port2])
+    del payload, port
+    threading.Thread(target=_watch_parent, args=(sock, ctl), name="ringport-parent",
+                     daemon=True).start()
+    write_frame(sock, ONLINE)
+    code = _bootstrap.run(token, ctl.id, None)
+    tok = ctl.swap_error(0)
+    if tok:
+        try:
+            report = _import(tok)
+            report["local"] = None
+            write_frame(sock, ERROR, dumps(report, allow_pickle=False))
+        except Exception:   # noqa: BLE001 - the exit code still says it failed
+            if code == 0:
+                code = 1
+    ctl_chan.port1.close()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:   # noqa: BLE001
+            pass
+    try:
+        write_frame(sock, EXIT, dumps(code))
+    except OSError:
+        pass
+    # like a worker thread's end: the process ends with its worker (its other threads with it)
+    os._exit(code & 0xFF if code >= 0 else 1)

@@ -1,0 +1,192 @@
+"""The process backend, parent side: a worker in a new Python process of the same interpreter.
+
+The worker's parent port is one side of a channel whose rings live in a memfd mapping
+(``_core._process_channel``): the parent keeps side 0, the child maps the same file and wraps
+side 1, so messages cross without a copy through the kernel and waits use process-shared futexes.
+Besides that, a Unix socket pair links the two processes for the rest: the start-up payload
+(worker_data, argv, env, the target...), 'online', the error report and the exit code from the
+child, and terminate() from the parent.  The child's end of the socket closing is how the parent
+learns at once that the process ended, whatever ended it (a signal, os._exit, a crash).
+
+The child is started with subprocess (fork + exec: never a bare fork of a process that has
+threads) from the worker's host thread, with PR_SET_PDEATHSIG so that it dies with that thread;
+it also exits when its end of the socket reports the parent gone.  ``ringport._procboot`` is what
+the child runs.
+"""
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+from ringport._core import _port_peer_gone, dumps, loads
+from ringport._errors import boot_failure_report
+
+__all__ = ["TERMINATE_GRACE_S", "ProcessLink", "read_frame", "write_frame"]
+
+#: How long terminate() waits for a process worker to stop cooperatively before it kills it.
+TERMINATE_GRACE_S = 2.0
+
+_HEADER = struct.Struct("<IB")      # payload length, kind
+_MAX_FRAME = 1 << 30
+
+# frame kinds: parent to child
+PAYLOAD, TERMINATE = b"P", b"T"
+# child to parent
+ONLINE, ERROR, EXIT = b"O", b"E", b"X"
+
+
+def write_frame(sock, kind, data=b""):
+    sock.sendall(_HEADER.pack(len(data), kind[0]) + data)
+
+
+def _read_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(sock):
+    """(kind, data), or (None, b"") once the other end closed (or sent something malformed)."""
+    head = _read_exact(sock, _HEADER.size)
+    if head is None:
+        return None, b""
+    n, kind = _HEADER.unpack(head)
+    if n > _MAX_FRAME:
+        return None, b""
+    data = _read_exact(sock, n) if n else b""
+    if data is None:
+        return None, b""
+    return bytes((kind,)), data
+
+
+def _child_command():
+    """The interpreter and flags of this process, running ringport._procboot."""
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
+            "from ringport._procboot import main; main()")
+    return [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot]
+
+
+def _describe_status(returncode):
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the worker process was killed by {name} ({-returncode})"
+    return f"the worker process exited with status {returncode} without reporting its end"
+
+
+class ProcessLink:
+    """One process worker, seen from its host thread: start(), then wait() for its end."""
+
+    def __init__(self, payload, memfd, port, allow_pickle):
+        self.payload = payload          # dumps() of the start-up payload
+        self.memfd = memfd
+        self.port = port                # the parent's side of the shared channel
+        self.allow_pickle = allow_pickle
+        self.proc = None
+        self.sock = None
+        self.lock = threading.Lock()
+        self.terminating = False
+        self.killed = False
+        self.timer = None
+
+    def run(self, on_online):
+        """Start the process and follow it to its end (in the host thread).  Returns (exit code,
+        error report or None)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            cmd = _child_command() + [str(theirs.fileno()), str(self.memfd), str(os.getpid())]
+            self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.memfd),
+                                         stdin=subprocess.DEVNULL, close_fds=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(self.memfd)
+            self.memfd = -1
+        with self.lock:
+            self.sock = ours
+            terminate = self.terminating
+        try:
+            write_frame(ours, PAYLOAD, self.payload)
+            self.payload = None
+            if terminate:
+                self._send_terminate()
+            return self._follow(ours, on_online)
+        finally:
+            ours.close()
+            # whatever ended it, the process is gone: its side of the channel will post nothing
+            # more (what it posted is still delivered, then PortClosed)
+            _port_peer_gone(self.port)
+            self.port = None
+            if self.timer is not None:
+                self.timer.cancel()
+
+    def _follow(self, sock, on_online):
+        code = None
+        report = None
+        while True:
+            try:
+                kind, data = read_frame(sock)
+            except OSError:
+                kind = None
+            if kind is None:
+                break
+            if kind == ONLINE:
+                on_online()
+            elif kind == ERROR:
+                try:
+                    report = loads(data, allow_pickle=False)
+                except Exception as exc:  # noqa: BLE001 - a garbled report is still an error
+                    report = boot_failure_report(f"the worker's error report was unreadable: "
+                                                 f"{exc}")
+            elif kind == EXIT:
+                try:
+                    code = int(loads(data, allow_pickle=False))
+                except Exception:
+                    code = 1
+        returncode = self.proc.wait()
+        if self.killed:                      # terminate() had to kill it: that is its end
+            return 1, None
+        if code is None:                     # it died without a word
+            return (128 - returncode if returncode < 0 else returncode or 1,
+                    boot_failure_report(_describe_status(returncode)))
+        return code, report
+
+    def terminate(self):
+        """Ask the worker to stop; kill it if it has not within TERMINATE_GRACE_S."""
+        with self.lock:
+            if self.terminating:
+                return
+            self.terminating = True
+            if self.sock is None:            # not started yet: run() sends it
+                return
+        self._send_terminate()
+
+    def _send_terminate(self):
+        try:
+            write_frame(self.sock, TERMINATE)
+        except OSError:
+            pass
+        self.timer = threading.Timer(TERMINATE_GRACE_S, self._kill)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _kill(self):
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            self.killed = True
+            try:
+                proc.kill()
+            except OSError:
+                pass
