@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -160,7 +161,8 @@ struct rp_channel {
     int64_t max_pending;
     rp_queue q[2]; /* q[s]: posted by side s, received by side 1 - s */
     /* shared with another process (see rp_channel_new_shared): only side `local` lives here */
-    int shared, local, sock;
+    int shared, local, sock, memfd;
+    rp_lock fdlock; /* receivers taking descriptors from sock */
     void *map;
     size_t map_len;
     atomic_int stop;     /* the channel is being freed: helper threads leave */
@@ -309,6 +311,8 @@ rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
     ch->capacity = capacity;
     ch->max_pending = max_pending;
     ch->sock = -1;
+    ch->memfd = -1;
+    rp_lock_init(&ch->fdlock);
     if (queue_init(&ch->q[0], capacity) != RP_OK || queue_init(&ch->q[1], capacity) != RP_OK) {
         queue_free(&ch->q[0], capacity, 1);
         queue_free(&ch->q[1], capacity, 1);
@@ -378,6 +382,7 @@ static void channel_free(rp_channel *ch) {
 #if !defined(_WIN32)
     if (ch->map) munmap(ch->map, ch->map_len);
     if (ch->sock >= 0) close(ch->sock);
+    if (ch->memfd >= 0) close(ch->memfd);
 #endif
     free(ch);
 }
@@ -546,14 +551,18 @@ static void *flusher_main(void *arg) {
     return NULL;
 }
 
+static int send_xfds(rp_channel *ch, const rp_xfd *x, int nx);
+
 static int send_common(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
-                       int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel) {
+                       const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                       rp_cancel *cancel) {
     rp_queue *q = &ch->q[side & 1];
+    if (nx && !ch->shared) return RP_EINVAL;
     if (len > UINT32_MAX && !node) {
         node = rp_node_alloc(len);
         if (!node) return RP_ENOMEM;
         memcpy(node->body, body, len);
-        int r = send_common(ch, side, NULL, len, node, deadline_ns, slice_ns, cancel);
+        int r = send_common(ch, side, NULL, len, node, xfds, nx, deadline_ns, slice_ns, cancel);
         if (r != RP_OK) free(node);
         return r;
     }
@@ -568,7 +577,10 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
         if (r != RP_OK) return r; /* the lock was released */
     }
     if (ch->shared) {
-        r = shared_post(ch, q, body, len, node);
+        /* the descriptors go first, under the producer lock: they reach the other process in
+         * the order of the messages, before the message that names them */
+        r = nx ? send_xfds(ch, xfds, nx) : RP_OK;
+        if (r == RP_OK) r = shared_post(ch, q, body, len, node);
         if (r == RP_OK && ch->max_pending)
             atomic_fetch_add_explicit(&q->w->pending, (int64_t)len, memory_order_acq_rel);
         rp_lock_release(&q->plock);
@@ -606,12 +618,19 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
 
 int rp_channel_send(rp_channel *ch, int side, const void *body, size_t len, int64_t deadline_ns,
                     int64_t slice_ns, rp_cancel *cancel) {
-    return send_common(ch, side, body, len, NULL, deadline_ns, slice_ns, cancel);
+    return send_common(ch, side, body, len, NULL, NULL, 0, deadline_ns, slice_ns, cancel);
 }
 
 int rp_channel_send_node(rp_channel *ch, int side, rp_node *node, int64_t deadline_ns,
                          int64_t slice_ns, rp_cancel *cancel) {
-    return send_common(ch, side, NULL, node->len, node, deadline_ns, slice_ns, cancel);
+    return send_common(ch, side, NULL, node->len, node, NULL, 0, deadline_ns, slice_ns, cancel);
+}
+
+int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
+                      const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                      rp_cancel *cancel) {
+    if (node) len = node->len;
+    return send_common(ch, side, body, len, node, xfds, nx, deadline_ns, slice_ns, cancel);
 }
 
 /* ------------------------------------------------------------------ receiving */
@@ -920,16 +939,20 @@ static rp_channel *shared_channel(void *map, size_t len, uint64_t capacity, int6
     return ch;
 }
 
-rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out) {
+rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out,
+                                  int *sock_out) {
     if (rp_ring_size(capacity) == 0 || max_pending < 0) return NULL;
     size_t len = shared_map_len(capacity);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return NULL;
     int fd = memfd_create("ringport-channel", MFD_CLOEXEC);
-    if (fd < 0) return NULL;
     void *map = MAP_FAILED;
-    if (ftruncate(fd, (off_t)len) == 0)
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
         map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
-        close(fd);
+        if (fd >= 0) close(fd);
+        close(sv[0]);
+        close(sv[1]);
         return NULL;
     }
     rp_xhdr *h = (rp_xhdr *)map; /* the file's pages are zeros: the words start at 0 */
@@ -942,13 +965,24 @@ rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *f
     if (!ch) {
         munmap(map, len);
         close(fd);
+        close(sv[0]);
+        close(sv[1]);
         return NULL;
     }
-    *fd_out = fd;
+    ch->memfd = fd;
+    ch->sock = sv[0];
+    *fd_out = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (*fd_out < 0) {
+        close(sv[1]);
+        rp_channel_detach(ch, 0);
+        return NULL;
+    }
+    *sock_out = sv[1];
     return ch;
 }
 
-rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side) {
+rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_t max_pending,
+                                     int side) {
     struct stat st;
     if (rp_ring_size(capacity) == 0 || max_pending < 0) return NULL;
     size_t len = shared_map_len(capacity);
@@ -959,21 +993,158 @@ rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pend
     rp_channel *ch = NULL;
     if (h->magic == RP_XMAGIC && h->capacity == capacity)
         ch = shared_channel(map, len, capacity, max_pending, side);
-    if (!ch) munmap(map, len);
+    if (!ch) {
+        munmap(map, len);
+        return NULL;
+    }
+    ch->memfd = fd;
+    ch->sock = sock;
     return ch;
 }
 #else
-rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out) {
-    (void)capacity, (void)max_pending, (void)fd_out;
+rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out,
+                                  int *sock_out) {
+    (void)capacity, (void)max_pending, (void)fd_out, (void)sock_out;
     return NULL;
 }
-rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side) {
-    (void)fd, (void)capacity, (void)max_pending, (void)side;
+rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_t max_pending,
+                                     int side) {
+    (void)fd, (void)sock, (void)capacity, (void)max_pending, (void)side;
     return NULL;
 }
 #endif
 
 int rp_channel_shared(const rp_channel *ch) { return ch->shared; }
 int rp_channel_local_side(const rp_channel *ch) { return ch->shared ? ch->local : -1; }
-void rp_channel_set_sock(rp_channel *ch, int fd) { ch->sock = fd; }
-int rp_channel_sock(const rp_channel *ch) { return ch->sock; }
+
+/* ------------------------------------------------------------------ descriptors across processes
+ *
+ * What a message to another process holds that is not bytes (a SharedArrayBuffer's memfd, a
+ * transferred port's memfd and socket) crosses over the channel's Unix socket (SOCK_SEQPACKET,
+ * SCM_RIGHTS), one socket message per handle, named by a ticket that the ring message's handle
+ * carries.  They are sent under the producer lock before the message itself, so they arrive in
+ * the order of the messages: a receiver looking for a ticket drops what comes before it (the
+ * descriptors of messages that were discarded unread, or whose send failed). */
+
+uint64_t rp_channel_new_ticket(void) {
+    static _Atomic uint64_t counter;
+#if !defined(_WIN32)
+    uint64_t pid = (uint64_t)getpid();
+#else
+    uint64_t pid = 0;
+#endif
+    return (pid << 40) ^ (atomic_fetch_add_explicit(&counter, 1u, memory_order_relaxed) + 1u);
+}
+
+#if defined(__linux__) && !defined(RP_PORTABLE_WAIT)
+static int send_xfds(rp_channel *ch, const rp_xfd *x, int nx) {
+    for (int i = 0; i < nx; i++) {
+        if (x[i].nfds < 0 || x[i].nfds > RP_XFD_MAX || x[i].len > RP_XFD_META) return RP_EINVAL;
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int) * RP_XFD_MAX)];
+        } u;
+        memset(&u, 0, sizeof u);
+        struct iovec iov = {(void *)x[i].meta, x[i].len};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        if (x[i].nfds) {
+            m.msg_control = u.buf;
+            m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)x[i].nfds);
+            struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+            h->cmsg_level = SOL_SOCKET;
+            h->cmsg_type = SCM_RIGHTS;
+            h->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)x[i].nfds);
+            memcpy(CMSG_DATA(h), x[i].fds, sizeof(int) * (size_t)x[i].nfds);
+        }
+        ssize_t r;
+        do r = sendmsg(ch->sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS ? RP_EFULL
+                                                                               : RP_ECLOSED;
+    }
+    return RP_OK;
+}
+
+int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out) {
+    if (!ch->shared || ch->sock < 0) return RP_EINVAL;
+    rp_lock_acquire(&ch->fdlock, RP_FOREVER, 0, NULL);
+    int rc = RP_ENOENT;
+    for (;;) {
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int) * RP_XFD_MAX)];
+        } u;
+        struct iovec iov = {out->meta, RP_XFD_META};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = u.buf;
+        m.msg_controllen = sizeof u.buf;
+        ssize_t r;
+        do r = recvmsg(ch->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        while (r < 0 && errno == EINTR);
+        if (r <= 0) break; /* nothing (more) there */
+        int fds[RP_XFD_MAX];
+        int n = 0;
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
+            size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *p = (int *)(void *)CMSG_DATA(h);
+            for (size_t j = 0; j < k; j++) {
+                if (n < RP_XFD_MAX) fds[n++] = p[j];
+                else close(p[j]);
+            }
+        }
+        uint64_t t = 0;
+        if ((size_t)r >= sizeof t) memcpy(&t, out->meta, sizeof t);
+        if (t == ticket && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+            out->nfds = n;
+            memcpy(out->fds, fds, sizeof(int) * (size_t)n);
+            out->len = (size_t)r;
+            rc = RP_OK;
+            break;
+        }
+        for (int j = 0; j < n; j++) close(fds[j]); /* an earlier message's: it is gone */
+    }
+    rp_lock_release(&ch->fdlock);
+    return rc;
+}
+#else
+static int send_xfds(rp_channel *ch, const rp_xfd *x, int nx) {
+    (void)ch, (void)x, (void)nx;
+    return RP_EINVAL;
+}
+int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out) {
+    (void)ch, (void)ticket, (void)out;
+    return RP_EINVAL;
+}
+#endif
+
+int rp_channel_export(rp_channel *ch, int *memfd, int *sock) {
+#if defined(__linux__)
+    if (!ch->shared || ch->memfd < 0 || ch->sock < 0) return RP_EINVAL;
+    *memfd = fcntl(ch->memfd, F_DUPFD_CLOEXEC, 0);
+    if (*memfd < 0) return RP_ENOMEM;
+    *sock = fcntl(ch->sock, F_DUPFD_CLOEXEC, 0);
+    if (*sock < 0) {
+        close(*memfd);
+        return RP_ENOMEM;
+    }
+    return RP_OK;
+#else
+    (void)ch, (void)memfd, (void)sock;
+    return RP_EINVAL;
+#endif
+}
+
+void rp_channel_detach(rp_channel *ch, int side) {
+    side &= 1;
+    if (atomic_fetch_sub_explicit(&ch->refs[side], 1, memory_order_acq_rel) != 1) return;
+    /* the side lives on in another process: free this process's struct without closing */
+    channel_free(ch);
+}

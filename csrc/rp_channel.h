@@ -45,7 +45,9 @@ typedef struct rp_handle {
     uint32_t reserved;
 } rp_handle;
 
-enum { RP_H_BLOCK = 1, RP_H_PORT = 2, RP_H_SAB = 3 };
+enum { RP_H_BLOCK = 1, RP_H_PORT = 2, RP_H_SAB = 3,
+       /* in a message to another process (aux: the ticket of its descriptors) */
+       RP_H_XSAB = 4, RP_H_XPORT = 5 };
 
 /* flags of rp_msg */
 enum {
@@ -176,22 +178,49 @@ void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws);
  *
  * The same channel, with both rings and the words producers and consumers wait on in one memfd
  * mapping (Linux), so that one side can live in another process: rp_channel_new_shared makes it
- * with side 0 here and returns the file descriptor (close-on-exec) that the other process gives
- * rp_channel_attach_shared with side 1 (the creator closes its copy once sent).  Each process
+ * with side 0 here and returns the memfd and the other end of the channel's socket pair (both
+ * close-on-exec, the caller's to pass on and close) that the other process gives
+ * rp_channel_attach_shared with side 1 (which owns them from then on).  Each process
  * holds its own struct with one live side; closing either side closes both.  Waits use process-
  * shared futexes; a message too big for a record crosses in fragments; posting never waits for
  * the other process (what does not fit waits in this process and a flusher thread writes it out).
  * Messages on such a channel must carry no pointers: every handle is released = NULL and means
  * something only by its kind and aux (the receiver never calls a release function).
  * NULL: out of memory, no memfd, or (attach) a file that is not such a channel of that capacity. */
-rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out);
-rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side);
+rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out,
+                                  int *sock_out);
+rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_t max_pending,
+                                     int side);
 int rp_channel_shared(const rp_channel *ch);
 /* The side that lives in this process (-1 for a channel in memory). */
 int rp_channel_local_side(const rp_channel *ch);
-/* A Unix socket to the other process that the channel owns (closed with it); -1 if none. */
-void rp_channel_set_sock(rp_channel *ch, int fd);
-int rp_channel_sock(const rp_channel *ch);
+
+/* Descriptors that travel with a message to the other process (see rp_channel.c): up to
+ * RP_XFD_MAX descriptors and RP_XFD_META bytes that start with the 64-bit ticket the message's
+ * handle names.  The descriptors stay the caller's (the kernel copies them). */
+#define RP_XFD_MAX 2
+#define RP_XFD_META 64
+typedef struct rp_xfd {
+    int fds[RP_XFD_MAX];
+    int nfds;
+    size_t len;
+    unsigned char meta[RP_XFD_META];
+} rp_xfd;
+/* A ticket no other message from this process uses. */
+uint64_t rp_channel_new_ticket(void);
+/* rp_channel_send / send_node with descriptors (node may be NULL: then body is copied).
+ * RP_EFULL when the socket has no room for them (too many in flight). */
+int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
+                      const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                      rp_cancel *cancel);
+/* Receiver: the descriptors (now the caller's) and meta of ticket; RP_ENOENT if they are not
+ * there. */
+int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out);
+/* Transferring a side to a third process: new descriptors of the mapping and of this side's
+ * socket (the caller's); then rp_channel_detach drops this process's reference without closing
+ * the channel (the side lives on over there). */
+int rp_channel_export(rp_channel *ch, int *memfd, int *sock);
+void rp_channel_detach(rp_channel *ch, int side);
 
 #ifdef __cplusplus
 }

@@ -49,23 +49,29 @@ static void expect(rp_channel *ch, int side, uint64_t seq, size_t len) {
 }
 
 int main(void) {
-    int fd = -1;
-    rp_channel *ch = rp_channel_new_shared(CAP, 0, &fd);
+    int fd = -1, sock = -1;
+    rp_channel *ch = rp_channel_new_shared(CAP, 0, &fd, &sock);
 #if defined(RP_PORTABLE_WAIT)
     CHECK(ch == NULL); /* the portable waits cannot wake another process */
     puts("test_shared_channel: ok (no shared channels with portable waits)");
     return 0;
 #endif
-    CHECK(ch && fd >= 0 && rp_channel_shared(ch) && rp_channel_local_side(ch) == 0);
+    CHECK(ch && fd >= 0 && sock >= 0 && rp_channel_shared(ch) && rp_channel_local_side(ch) == 0);
     /* a file that is not such a channel, or the wrong capacity, is refused */
-    CHECK(rp_channel_attach_shared(fd, CAP * 2, 0, 1) == NULL);
-    CHECK(rp_channel_attach_shared(0, CAP, 0, 1) == NULL);
+    CHECK(rp_channel_attach_shared(fd, sock, CAP * 2, 0, 1) == NULL);
+    CHECK(rp_channel_attach_shared(0, sock, CAP, 0, 1) == NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
-        rp_channel *c = rp_channel_attach_shared(fd, CAP, 0, 1);
+        rp_channel *c = rp_channel_attach_shared(fd, sock, CAP, 0, 1);
         CHECK(c && rp_channel_local_side(c) == 1);
-        close(fd);
+        /* descriptors cross with the message that names them; older ones are dropped */
+        rp_xfd x;
+        expect(c, 1, 999999, 16);
+        CHECK(rp_channel_take_fds(c, 42, &x) == RP_OK && x.nfds == 1 && x.len == 12);
+        CHECK(memcmp(x.meta + 8, "pipe", 4) == 0);
+        CHECK(write(x.fds[0], "hi", 2) == 2);
+        close(x.fds[0]);
         /* echo every message back, then the big ones */
         for (uint64_t i = 0; i < COUNT; i++) {
             expect(c, 1, i, 16 + (i % 200));
@@ -80,6 +86,33 @@ int main(void) {
         _exit(0);
     }
     close(fd);
+    close(sock);
+    {
+        int pfd[2];
+        CHECK(pipe(pfd) == 0);
+        rp_xfd x[2];
+        memset(x, 0, sizeof x);
+        uint64_t t0 = 41, t1 = 42;
+        memcpy(x[0].meta, &t0, 8); /* one the receiver skips */
+        x[0].len = 8;
+        memcpy(x[1].meta, &t1, 8);
+        memcpy(x[1].meta + 8, "pipe", 4);
+        x[1].len = 12;
+        x[1].fds[0] = pfd[1];
+        x[1].nfds = 1;
+        unsigned char buf[64] = {0};
+        rp_msg *m = (rp_msg *)buf;
+        m->data_len = 16;
+        uint64_t seq = 999999;
+        memcpy(rp_msg_data(m), &seq, 8);
+        for (size_t i = 8; i < 16; i++) rp_msg_data(m)[i] = (unsigned char)(seq + i);
+        CHECK(rp_channel_send_x(ch, 0, buf, rp_msg_size(16, 0), NULL, x, 2, RP_FOREVER, 0, NULL) ==
+              RP_OK);
+        close(pfd[1]);
+        char got[2];
+        CHECK(read(pfd[0], got, 2) == 2 && got[0] == 'h' && got[1] == 'i');
+        close(pfd[0]);
+    }
     /* ping-pong, then a stream the child echoes */
     for (uint64_t i = 0; i < 1000; i++) {
         post(ch, 0, i, 16 + (i % 200));
