@@ -297,3 +297,36 @@ void rp_lock_release(rp_lock *l) {
     if (atomic_exchange_explicit(&l->state, 0u, memory_order_release) == 2u)
         rp_addr_wake(&l->state, 1);
 }
+
+/* ---------------------------------------------------------------- process-shared wait */
+
+#if RP_WAIT_FUTEX
+int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != RP_FOREVER) {
+        if (deadline_ns <= rp_now_ns()) return RP_ETIMEDOUT;
+        ts.tv_sec = (time_t)(deadline_ns / RP_NS_PER_SEC);
+        ts.tv_nsec = (long)(deadline_ns % RP_NS_PER_SEC);
+        tsp = &ts;
+    }
+    long r = syscall(SYS_futex, (void *)addr, FUTEX_WAIT_BITSET, expected, tsp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0) return RP_OK;
+    switch (errno) {
+    case ETIMEDOUT: return RP_ETIMEDOUT;
+    case EINTR: return RP_EINTR;
+    default: return RP_OK; /* EAGAIN (value differed) or spurious: callers re-check */
+    }
+}
+
+int rp_addr_wake_shared(atomic_uint *addr, int n) {
+    long r = syscall(SYS_futex, (void *)addr, FUTEX_WAKE, n < 0 ? INT_MAX : n, NULL, NULL, 0);
+    return r < 0 ? 0 : (int)r;
+}
+#else
+int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns) {
+    return rp_addr_wait(addr, expected, deadline_ns);
+}
+
+int rp_addr_wake_shared(atomic_uint *addr, int n) { return rp_addr_wake(addr, n); }
+#endif

@@ -149,6 +149,14 @@ static inline int rp_lock_try(rp_lock *l) {
 int rp_lock_acquire(rp_lock *l, int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel);
 void rp_lock_release(rp_lock *l);
 
+/* Process-shared wait on address: as rp_addr_wait/rp_addr_wake, for a word in memory that
+ * several processes map (MAP_SHARED), so a wake in one process reaches sleepers in another.
+ * A Linux futex without FUTEX_PRIVATE_FLAG (the kernel keys it by the file and offset, not by
+ * the address).  Elsewhere these are rp_addr_wait/rp_addr_wake, which reach this process only.
+ * Shared and private futexes never meet: wake a word the same way its sleepers wait on it. */
+int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns);
+int rp_addr_wake_shared(atomic_uint *addr, int n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -248,6 +248,9 @@ def wait(arr, index, value, timeout=None):
             rc = rp_park_enqueue(&w, p, size, bits)
         if rc == RP_ENOTEQUAL:
             return "not-equal"
+        if rc == RP_ENOMEM:
+            raise MemoryError(f"atomics.wait: {RP_PARK_XCELLS} threads already wait on this "
+                              f"SharedArrayBuffer (the limit of concurrent waiters per buffer)")
         while True:
             with nogil:
                 rc = rp_park_wait(&w, deadline, SLICE_NS, cancel)
