@@ -142,6 +142,18 @@ static int rp_pid_dead(uint32_t pid) {
 #endif
 }
 
+/* The full barrier of the waiter/notifier handshake (see rp_x_enqueue).  ThreadSanitizer does
+ * not model fences; under it both sides do a seq_cst read-modify-write of the same word instead,
+ * which orders them just as well. */
+static void rp_x_barrier(rp_shm_lot *lot) {
+#ifdef RP_TSAN
+    atomic_fetch_add_explicit(&lot->ticket, 0u, memory_order_seq_cst);
+#else
+    (void)lot;
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 static uint32_t rp_x_hw(rp_shm_lot *lot) {
     uint32_t hw = atomic_load_explicit(&lot->hw, memory_order_acquire);
     return hw > RP_PARK_XCELLS ? RP_PARK_XCELLS : hw;
@@ -201,7 +213,7 @@ static int rp_x_enqueue(rp_waiter *w, rp_shm_lot *lot, uint64_t off, void *addr,
      * fences make it Dekker's handshake, whatever order the user's store had: either we see the
      * new value, or the notifier sees this cell. */
     atomic_store_explicit(&c->st, RP_X_MAKE(g, waiting), memory_order_seq_cst);
-    atomic_thread_fence(memory_order_seq_cst);
+    rp_x_barrier(lot);
     if (rp_load_value(addr, size) != expected) {
         s = RP_X_MAKE(g, waiting);
         if (atomic_compare_exchange_strong_explicit(&c->st, &s, RP_X_MAKE(g, RP_X_FREE),
@@ -291,9 +303,11 @@ static int rp_x_leave(rp_waiter *w) {
 static int64_t rp_x_notify(rp_shm_lot *lot, uint64_t off, int64_t count) {
     uint32_t hw, me = rp_self_pid();
     int64_t n = 0;
-    /* pairs with the waiter's fence (see rp_x_enqueue) */
-    atomic_thread_fence(memory_order_seq_cst);
+    rp_x_barrier(lot); /* pairs with the waiter's (see rp_x_enqueue) */
     hw = rp_x_hw(lot);
+    /* only waiters that came before this notify: one that waits again at once after being woken
+     * must not keep a notify-all going forever */
+    uint64_t limit = atomic_load_explicit(&lot->ticket, memory_order_acquire);
     while (count < 0 || n < count) {
         rp_xcell *best = NULL;
         uint64_t bs = 0, bt = UINT64_MAX;
@@ -307,6 +321,7 @@ static int64_t rp_x_notify(rp_shm_lot *lot, uint64_t off, int64_t count) {
             if (k == RP_X_WAITING_ASYNC && atomic_load_explicit(&c->pid, memory_order_relaxed) != me)
                 continue; /* its fd is another process's */
             uint64_t t = atomic_load_explicit(&c->ticket, memory_order_relaxed);
+            if (t >= limit) continue;
             if (best == NULL || t < bt) {
                 best = c;
                 bs = s;

@@ -16,17 +16,21 @@
  * rp_park_notify dequeues up to count waiters on addr in FIFO order, marks them woken, and only
  * makes the wake-up system call for those that said they sleep.
  *
- * Across processes: a thread that waits on a shareable block's memory (rp_shm.h) is a cell in
- * that block's header instead, so notify from any process that maps the block finds it there.
- * A cell is claimed and released with a CAS on (generation << 2 | state); notify takes the
- * oldest matching cell (by ticket) with WAITING -> WOKEN and bumps the cell's futex word (a
- * process-shared futex, rp_addr_wake_shared).  Waiter and notifier each win or lose that one
- * CAS, so the count notify returns is exact, as between threads: every waiter it counts returns
- * "ok", every other one times out (or is interrupted).  Cells of waiters whose process died are
- * not counted and are reclaimed (checked with kill(pid, 0): processes sharing a block must share
- * a pid namespace, which spawned children do).  The cells are bounded (RP_PARK_XCELLS per block):
- * one more concurrent waiter gets RP_ENOMEM.  Such waits see worker.terminate()'s cancel at the
- * next slice end rather than at once (the token wakes private futexes only).
+ * Across processes: a waiter on a shareable block's memory (rp_shm.h) is a cell in that block's
+ * header instead of a list node, so a notify from any process that maps the block finds it.  A
+ * cell is claimed and released with a CAS on (generation << 3 | state), and holds the word's
+ * offset in the block, a FIFO ticket, the owner's pid and a futex word.  notify takes the oldest
+ * matching cell (tickets before its own start only) with one CAS WAITING -> WOKEN, then bumps the
+ * cell's word and wakes it with a process-shared futex (rp_addr_wake_shared).  Waiter and
+ * notifier each win or lose that one CAS, so notify's count is exact, as between threads: every
+ * waiter it counts returns "ok", every other one times out, is interrupted, or was not equal.
+ * Waiters whose process died (SIGKILL) are not counted: notify checks kill(pid, 0) before it
+ * takes another process's cell and reclaims the cell instead (processes sharing a block must
+ * share a pid namespace, as spawned children do).  A block holds RP_PARK_XCELLS cells; one more
+ * concurrent waiter gets RP_ENOMEM.  Such thread waits see worker.terminate()'s cancel at the
+ * next slice end rather than at once (the token wakes private futexes only).  Async waiters
+ * take cells too (so FIFO order holds between them and threads), but their fd means something
+ * in their own process only: only notifies from that process count and wake them.
  *
  * Async waiters (atomics.wait_async) have an fd (an eventfd, or a pipe's write end) instead:
  * notify writes to it under the bucket lock, and the event loop watches the read end.  Their
