@@ -16,6 +16,22 @@
  * rp_park_notify dequeues up to count waiters on addr in FIFO order, marks them woken, and only
  * makes the wake-up system call for those that said they sleep.
  *
+ * Across processes: a waiter on a shareable block's memory (rp_shm.h) is a cell in that block's
+ * header instead of a list node, so a notify from any process that maps the block finds it.  A
+ * cell is claimed and released with a CAS on (generation << 3 | state), and holds the word's
+ * offset in the block, a FIFO ticket, the owner's pid and a futex word.  notify takes the oldest
+ * matching cell (tickets before its own start only) with one CAS WAITING -> WOKEN, then bumps the
+ * cell's word and wakes it with a process-shared futex (rp_addr_wake_shared).  Waiter and
+ * notifier each win or lose that one CAS, so notify's count is exact, as between threads: every
+ * waiter it counts returns "ok", every other one times out, is interrupted, or was not equal.
+ * Waiters whose process died (SIGKILL) are not counted: notify checks kill(pid, 0) before it
+ * takes another process's cell and reclaims the cell instead (processes sharing a block must
+ * share a pid namespace, as spawned children do).  A block holds RP_PARK_XCELLS cells; one more
+ * concurrent waiter gets RP_ENOMEM.  Such thread waits see worker.terminate()'s cancel at the
+ * next slice end rather than at once (the token wakes private futexes only).  Async waiters
+ * take cells too (so FIFO order holds between them and threads), but their fd means something
+ * in their own process only: only notifies from that process count and wake them.
+ *
  * Async waiters (atomics.wait_async) have an fd (an eventfd, or a pipe's write end) instead:
  * notify writes to it under the bucket lock, and the event loop watches the read end.  Their
  * owner always calls rp_park_leave before closing the fd, so no notify can touch a closed fd.
@@ -41,10 +57,17 @@ typedef struct rp_waiter {
     atomic_uint sleeping;          /* a thread waiter said it goes to sleep on seq */
     atomic_uint seq;               /* the word a thread waiter sleeps on (bumped by notify) */
     int64_t since;                 /* when the thread waiter started waiting (spin feedback) */
+    struct rp_xcell *xcell;        /* a cross-process waiter's cell (see above), else NULL */
+    uint64_t xgen;                 /* the cell's generation while this waiter holds it */
+    int xdone;                     /* 0 holds the cell; 1 left it woken; 2 left it not woken */
 } rp_waiter;
 
+/* Concurrent cross-process waiters one shareable block holds. */
+#define RP_PARK_XCELLS 2045
+
 void rp_waiter_init(rp_waiter *w, int fd);
-/* size is 4 or 8.  RP_OK (enqueued) or RP_ENOTEQUAL (not enqueued). */
+/* size is 4 or 8.  RP_OK (enqueued) or RP_ENOTEQUAL (not enqueued); for a thread waiter on a
+ * shareable block also RP_ENOMEM (all RP_PARK_XCELLS cells taken; not enqueued). */
 int rp_park_enqueue(rp_waiter *w, void *addr, int size, uint64_t expected);
 /* Thread waiters only.  RP_OK once woken by notify; RP_EINTR at the end of a slice;
  * RP_ETIMEDOUT; RP_ECANCELED (the cancel token fired).  Still enqueued unless RP_OK. */

@@ -4,7 +4,9 @@
 #endif
 #include "rp_shm.h"
 
+#include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,30 +17,214 @@
 #include <unistd.h>
 #define RP_SHM_MMAP 1
 #endif
+#if defined(__linux__)
+#include <fcntl.h>
+#include <sys/stat.h>
+#if defined(MFD_CLOEXEC) && defined(MFD_ALLOW_SEALING) && defined(F_SEAL_SHRINK)
+#define RP_SHM_MEMFD 1
+#endif
+#endif
+
+/* The memfd's name: rp_sab_from_fd checks it (in /proc/self/fd) to refuse a descriptor that is
+ * not a block's, such as another ringport memfd passed by mistake. */
+#define RP_SHM_NAME "ringport-sab"
+
+/* The start of a shareable block's mapping.  Shared with other processes: never trusted.
+ * Nothing writes it at creation unless a growable block starts non-empty: touching the page
+ * costs a page fault, a third of the cost of a small block. */
+typedef struct rp_shm_hdr {
+    _Atomic uint64_t length; /* growable blocks only */
+    char pad[RP_SHM_LOT_OFFSET - sizeof(uint64_t)];
+} rp_shm_hdr;
+_Static_assert(sizeof(rp_shm_hdr) == RP_SHM_LOT_OFFSET, "the lot follows the header fields");
 
 struct rp_sab {
     atomic_size_t refs;
-    atomic_size_t length; /* grows only, with a CAS: concurrent grows from any interpreter */
+    _Atomic uint64_t *length; /* grows only, with a CAS: &hdr->length, or &own_length */
+    _Atomic uint64_t own_length;
     size_t max_length;
-    size_t mapped;        /* bytes mapped (growable blocks), 0 when calloc'ed */
     int growable;
+    int fd;            /* the memfd, or -1 for process-local memory */
     void *data;
+    void *map;         /* the mapping (header first when fd >= 0), NULL when calloc'ed */
+    size_t mapped;     /* its size */
 };
+
+static size_t rp_page(void) {
+#if RP_SHM_MMAP
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 ? (size_t)page : 4096u;
+#else
+    return 4096u;
+#endif
+}
+
+/* ---------------------------------------------------------------- the registry
+ * Which shareable block holds an address, for atomics.wait/notify (and the C API), which get
+ * an address only.  Process-wide on purpose, like rp_park.c's lot: mappings are per process,
+ * whichever interpreter made them.  A sorted array of data ranges under one lock: a lookup is a
+ * binary search, an insertion a memmove. */
+typedef struct rp_range {
+    uintptr_t lo, hi; /* the data: [lo, hi) */
+    rp_sab *s;
+} rp_range;
+
+static rp_lock rp_reg_lock;
+static rp_range *rp_reg;
+static size_t rp_reg_n, rp_reg_cap;
+
+static void rp_reg_acquire(void) {
+    while (rp_lock_acquire(&rp_reg_lock, RP_FOREVER, 0, NULL) != RP_OK) {
+    }
+}
+
+/* The first index whose lo is > addr. */
+static size_t rp_reg_upper(uintptr_t addr) {
+    size_t a = 0, b = rp_reg_n;
+    while (a < b) {
+        size_t m = a + (b - a) / 2;
+        if (rp_reg[m].lo <= addr) a = m + 1;
+        else b = m;
+    }
+    return a;
+}
+
+static int rp_reg_add(rp_sab *s) {
+    uintptr_t lo = (uintptr_t)s->data;
+    size_t i;
+    rp_reg_acquire();
+    if (rp_reg_n == rp_reg_cap) {
+        size_t cap = rp_reg_cap ? 2 * rp_reg_cap : 64;
+        rp_range *r = (rp_range *)realloc(rp_reg, cap * sizeof *r);
+        if (r == NULL) {
+            rp_lock_release(&rp_reg_lock);
+            return RP_ENOMEM;
+        }
+        rp_reg = r;
+        rp_reg_cap = cap;
+    }
+    i = rp_reg_upper(lo);
+    memmove(&rp_reg[i + 1], &rp_reg[i], (rp_reg_n - i) * sizeof *rp_reg);
+    rp_reg[i].lo = lo;
+    rp_reg[i].hi = lo + s->max_length;
+    rp_reg[i].s = s;
+    rp_reg_n++;
+    rp_lock_release(&rp_reg_lock);
+    return RP_OK;
+}
+
+static void rp_reg_remove(rp_sab *s) {
+    size_t i;
+    rp_reg_acquire();
+    i = rp_reg_upper((uintptr_t)s->data);
+    /* ranges never overlap, but an empty one (max_length 0) may share lo with its neighbour */
+    while (i > 0 && rp_reg[i - 1].s != s) i--;
+    if (i > 0) {
+        memmove(&rp_reg[i - 1], &rp_reg[i], (rp_reg_n - i) * sizeof *rp_reg);
+        rp_reg_n--;
+    }
+    if (rp_reg_n == 0) {
+        free(rp_reg);
+        rp_reg = NULL;
+        rp_reg_cap = 0;
+    }
+    rp_lock_release(&rp_reg_lock);
+}
+
+rp_sab *rp_sab_find(const void *addr, uint64_t *offset) {
+    uintptr_t a = (uintptr_t)addr;
+    rp_sab *s = NULL;
+    size_t i;
+    rp_reg_acquire();
+    i = rp_reg_upper(a);
+    if (i > 0 && a < rp_reg[i - 1].hi) {
+        s = rp_reg[i - 1].s;
+        *offset = (uint64_t)(a - rp_reg[i - 1].lo);
+    }
+    rp_lock_release(&rp_reg_lock);
+    return s;
+}
+
+rp_shm_lot *rp_sab_lot(const rp_sab *s) {
+    return s->fd >= 0 ? (rp_shm_lot *)((char *)s->map + RP_SHM_LOT_OFFSET) : NULL;
+}
+
+/* ---------------------------------------------------------------- shareable blocks */
+
+#if RP_SHM_MEMFD
+/* The mapping size for max_length bytes of data, or 0 on overflow. */
+static size_t rp_shm_span(size_t max_length) {
+    size_t pg = rp_page();
+    if (max_length > SIZE_MAX - RP_SHM_HDR_BYTES - pg) return 0;
+    return (RP_SHM_HDR_BYTES + max_length + pg - 1) / pg * pg;
+}
+
+/* Map fd's header + max_length bytes into s and register it.  RP_OK, or an errno value. */
+static int rp_shm_map(rp_sab *s, int fd, size_t span) {
+    void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED) return errno ? errno : ENOMEM;
+    s->map = p;
+    s->mapped = span;
+    s->data = (char *)p + RP_SHM_HDR_BYTES;
+    s->fd = fd;
+    s->length = &((rp_shm_hdr *)p)->length;
+    if (rp_reg_add(s) != RP_OK) {
+        munmap(p, span);
+        s->map = NULL;
+        s->fd = -1;
+        return ENOMEM;
+    }
+    return 0;
+}
+
+/* A fresh memfd block; 0 when memfd is not available (the caller falls back). */
+static int rp_shm_create(rp_sab *s, size_t length) {
+    size_t span = rp_shm_span(s->max_length);
+    int fd;
+    if (span == 0) return 0;
+    fd = memfd_create(RP_SHM_NAME, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return 0; /* ENOSYS, EMFILE, ENFILE, EPERM (seccomp): process-local memory */
+    /* sealed against shrinking, so no process can make another's accesses fault (SIGBUS) */
+    if (ftruncate(fd, (off_t)span) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0 ||
+        rp_shm_map(s, fd, span) != 0) {
+        close(fd);
+        return 0;
+    }
+    if (length != 0) atomic_store_explicit(s->length, (uint64_t)length, memory_order_release);
+    return 1;
+}
+#endif
+
+static rp_sab *rp_sab_alloc(size_t max_length, int growable) {
+    rp_sab *s = (rp_sab *)malloc(sizeof *s);
+    if (s == NULL) return NULL;
+    s->max_length = max_length;
+    s->growable = growable;
+    s->fd = -1;
+    s->data = NULL;
+    s->map = NULL;
+    s->mapped = 0;
+    s->length = &s->own_length;
+    atomic_init(&s->own_length, 0u);
+    atomic_init(&s->refs, 1u);
+    return s;
+}
 
 rp_sab *rp_sab_new(size_t length, size_t max_length, int growable) {
     rp_sab *s;
     if (!growable) max_length = length;
     if (length > max_length) return NULL;
-    s = (rp_sab *)malloc(sizeof *s);
+    s = rp_sab_alloc(max_length, growable);
     if (s == NULL) return NULL;
-    s->max_length = max_length;
-    s->growable = growable;
-    s->mapped = 0;
-    s->data = NULL;
+#if RP_SHM_MEMFD
+    if (rp_shm_create(s, length)) {
+        atomic_thread_fence(memory_order_release);
+        return s;
+    }
+#endif
 #if RP_SHM_MMAP
     if (growable) {
-        long page = sysconf(_SC_PAGESIZE);
-        size_t pg = page > 0 ? (size_t)page : 4096u;
+        size_t pg = rp_page();
         size_t len = max_length == 0 ? pg : max_length;
         if (len > SIZE_MAX - pg) {
             free(s);
@@ -53,7 +239,7 @@ rp_sab *rp_sab_new(size_t length, size_t max_length, int growable) {
             free(s);
             return NULL;
         }
-        s->data = p;
+        s->data = s->map = p;
         s->mapped = len;
     }
 #endif
@@ -65,10 +251,65 @@ rp_sab *rp_sab_new(size_t length, size_t max_length, int growable) {
             return NULL;
         }
     }
-    atomic_init(&s->refs, 1u);
-    atomic_init(&s->length, length);
-    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(s->length, (uint64_t)length, memory_order_release);
     return s;
+}
+
+#if RP_SHM_MEMFD
+/* Is fd a memfd made by rp_shm_create?  Its link reads "/memfd:ringport-sab (deleted)".  Without
+ * /proc (a bare chroot) this cannot be told, and the other checks still keep every access
+ * inside the file. */
+static int rp_shm_named(int fd) {
+    char path[64], name[64];
+    static const char want[] = "/memfd:" RP_SHM_NAME " ";
+    ssize_t n;
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    n = readlink(path, name, sizeof name - 1);
+    if (n < 0) return errno == ENOENT && access("/proc/self", F_OK) != 0;
+    name[n] = 0;
+    return strncmp(name, want, sizeof want - 1) == 0;
+}
+#endif
+
+rp_sab *rp_sab_from_fd(int fd, size_t max_length, int growable) {
+#if RP_SHM_MEMFD
+    struct stat st;
+    size_t span = rp_shm_span(max_length);
+    int seals, e;
+    rp_sab *s;
+    if (fd < 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) return NULL; /* EBADF */
+    seals = fcntl(fd, F_GET_SEALS);
+    if (!S_ISREG(st.st_mode) || span == 0 || st.st_size < 0 || !rp_shm_named(fd) ||
+        (uint64_t)st.st_size < (uint64_t)RP_SHM_HDR_BYTES + max_length || seals < 0 ||
+        !(seals & F_SEAL_SHRINK)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* a file shorter than the page-rounded span still maps: only its last, partial page is
+     * past the end, and that page reads as zeros */
+    s = rp_sab_alloc(max_length, growable);
+    if (s == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    e = rp_shm_map(s, fd, span);
+    if (e != 0) {
+        free(s);
+        errno = e;
+        return NULL;
+    }
+    return s;
+#else
+    (void)fd;
+    (void)max_length;
+    (void)growable;
+    errno = EINVAL;
+    return NULL;
+#endif
 }
 
 void rp_sab_incref(rp_sab *s) { atomic_fetch_add_explicit(&s->refs, 1u, memory_order_relaxed); }
@@ -76,8 +317,12 @@ void rp_sab_incref(rp_sab *s) { atomic_fetch_add_explicit(&s->refs, 1u, memory_o
 void rp_sab_decref(rp_sab *s) {
     if (atomic_fetch_sub_explicit(&s->refs, 1u, memory_order_acq_rel) != 1u) return;
 #if RP_SHM_MMAP
-    if (s->mapped) {
-        munmap(s->data, s->mapped);
+    if (s->map != NULL) {
+        if (s->fd >= 0) {
+            rp_reg_remove(s);
+            close(s->fd);
+        }
+        munmap(s->map, s->mapped);
         free(s);
         return;
     }
@@ -94,21 +339,27 @@ void rp_sab_release(void *s, uint64_t aux) {
 void *rp_sab_data(const rp_sab *s) { return s->data; }
 
 size_t rp_sab_length(const rp_sab *s) {
-    return atomic_load_explicit(&((rp_sab *)s)->length, memory_order_acquire);
+    uint64_t n;
+    if (!s->growable) return s->max_length;
+    /* another process may have written anything into a shared header */
+    n = atomic_load_explicit(s->length, memory_order_acquire);
+    return n < (uint64_t)s->max_length ? (size_t)n : s->max_length;
 }
 
 size_t rp_sab_max_length(const rp_sab *s) { return s->max_length; }
 
 int rp_sab_growable(const rp_sab *s) { return s->growable; }
 
+int rp_sab_fd(const rp_sab *s) { return s->fd; }
+
 int rp_sab_grow(rp_sab *s, size_t new_length) {
-    size_t cur;
+    uint64_t cur;
     if (!s->growable || new_length > s->max_length) return RP_EINVAL;
-    cur = atomic_load_explicit(&s->length, memory_order_acquire);
+    cur = atomic_load_explicit(s->length, memory_order_acquire);
     do {
         if (new_length < cur) return RP_EINVAL;
         if (new_length == cur) return RP_OK;
-    } while (!atomic_compare_exchange_weak_explicit(&s->length, &cur, new_length,
+    } while (!atomic_compare_exchange_weak_explicit(s->length, &cur, (uint64_t)new_length,
                                                     memory_order_acq_rel, memory_order_acquire));
     return RP_OK;
 }

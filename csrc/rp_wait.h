@@ -56,8 +56,9 @@ int rp_addr_wait(atomic_uint *addr, unsigned expected, int64_t deadline_ns);
 int rp_addr_wake(atomic_uint *addr, int n);
 
 /* The same for a word in memory shared with other processes (a MAP_SHARED mapping): the
- * futex without FUTEX_PRIVATE_FLAG, so a waker in one process wakes sleepers in another.
- * Elsewhere they are the in-process versions (no cross-process waits off Linux). */
+ * futex without FUTEX_PRIVATE_FLAG (keyed by the file and offset, not the address), so a waker
+ * in one process wakes sleepers in another.  Shared and private futexes never meet: wake a word
+ * the same way its sleepers wait on it.  Elsewhere these are the in-process versions. */
 int rp_addr_wait_shared(atomic_uint *addr, unsigned expected, int64_t deadline_ns);
 int rp_addr_wake_shared(atomic_uint *addr, int n);
 

@@ -42,3 +42,10 @@ def test_private_signal_module():
                     reason="only a free-threaded build reports its GIL")
 def test_free_threaded_build_reports_its_gil():
     assert callable(sys._is_gil_enabled)
+
+
+def test_shared_memory_handoff_present():
+    """The process backend passes SharedArrayBuffers to other processes with these (what they
+    do is tests/test_shm_xproc.py)."""
+    from ringport._core import _sab_export_fd, _sab_import_fd, _sab_layout
+    assert callable(_sab_export_fd) and callable(_sab_import_fd) and callable(_sab_layout)

@@ -1,8 +1,9 @@
 # ringport.atomics: JavaScript's Atomics over typed arrays and writable buffers.
 #
 # The operations are the inline C11 ones of ringport/atomics.h, dispatched on the element type
-# (csrc/rp_elem.h); wait/notify meet in the process-wide parking lot of csrc/rp_park.c, which C
-# and Cython users reach through the capsule _C_API.  Waits release the GIL and come back every
+# (csrc/rp_elem.h); wait/notify meet in the process-wide parking lot of csrc/rp_park.c (and, on
+# a memfd-backed SharedArrayBuffer, in its wait cells, which every process mapping it shares),
+# which C and Cython users reach through the capsule _C_API.  Waits release the GIL and come back every
 # SLICE_NS for PyErr_CheckSignals() and the thread's cancel token, like every wait in ringport.
 
 from cpython.buffer cimport PyBUF_RECORDS_RO
@@ -226,7 +227,8 @@ def wait(arr, index, value, timeout=None):
     (None: no timeout).  Returns "ok" (woken by notify), "not-equal" (the value differed at the
     call) or "timed-out", as JavaScript's Atomics.wait.  Only Int32Array and BigInt64Array (int32
     or int64 buffers); the whole value is compared.  Releases the GIL; Ctrl-C interrupts it
-    (KeyboardInterrupt), and worker.terminate() raises WorkerTerminated in the waiting worker."""
+    (KeyboardInterrupt), and worker.terminate() raises WorkerTerminated in the waiting worker.
+    On a SharedArrayBuffer shared with other processes, a notify in any of them wakes it."""
     cdef _Span s
     cdef char *p
     cdef uint64_t bits
@@ -248,6 +250,9 @@ def wait(arr, index, value, timeout=None):
             rc = rp_park_enqueue(&w, p, size, bits)
         if rc == RP_ENOTEQUAL:
             return "not-equal"
+        if rc == RP_ENOMEM:
+            raise MemoryError(f"atomics.wait: {RP_PARK_XCELLS} threads already wait on this "
+                              f"SharedArrayBuffer (the limit of concurrent waiters per buffer)")
         while True:
             with nogil:
                 rc = rp_park_wait(&w, deadline, SLICE_NS, cancel)
@@ -271,7 +276,9 @@ def wait(arr, index, value, timeout=None):
 
 def notify(arr, index, count=None):
     """Wake up to count threads (and wait_async waiters) waiting on arr[index], oldest first
-    (None: all).  Returns how many were woken."""
+    (None: all).  Returns how many were woken.  On a SharedArrayBuffer shared with other
+    processes it wakes and counts their threads too (not the wait_async waiters of other
+    processes, nor waiters whose process has died)."""
     cdef _Span s
     cdef char *p
     cdef int64_t n = -1
@@ -376,7 +383,7 @@ def wait_async(arr, index, value, timeout=None):
     resolving to "ok", "not-equal" or "timed-out".  The waiter is registered at the call (as
     JavaScript's Atomics.waitAsync), so a notify() between the call and the await counts.  Never
     blocks the event loop: notify() signals the loop through an fd, from any thread or
-    interpreter.  Call it from a coroutine or callback running in the loop."""
+    interpreter of this process (a notify from another process does not wake it).  Call it from a coroutine or callback running in the loop."""
     import asyncio
     cdef _Span s
     cdef char *p

@@ -140,6 +140,8 @@ cdef extern from "rp_shm.h" nogil:
     size_t rp_sab_max_length(const rp_sab *s)
     int rp_sab_growable(const rp_sab *s)
     int rp_sab_grow(rp_sab *s, size_t new_length)
+    int rp_sab_fd(const rp_sab *s)
+    rp_sab *rp_sab_from_fd(int fd, size_t max_length, int growable)
 
 cdef extern from "rp_elem.h" nogil:
     enum:
@@ -177,6 +179,8 @@ cdef extern from "rp_elem.h" nogil:
     bint rp_is_lock_free(int size)
 
 cdef extern from "rp_park.h" nogil:
+    enum:
+        RP_PARK_XCELLS
     ctypedef struct rp_waiter:
         pass
     void rp_waiter_init(rp_waiter *w, int fd)

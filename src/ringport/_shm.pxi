@@ -20,6 +20,7 @@ from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_FromUnsignedLongLong
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport INT64_MAX, INT64_MIN, uintptr_t
+from libc cimport errno
 from libc.string cimport strcmp, strncmp
 
 cdef enum:
@@ -210,6 +211,67 @@ cdef class SharedArrayBuffer(_Shared):
         w_tag_varint(w, b'S', k)
         w_byte(w, 0)
         return 0
+
+
+# ---------------------------------------------------------------------------- across processes
+# Private, for the process backend: a SharedArrayBuffer crosses into another process as its
+# memfd (sent with socket.send_fds, SCM_RIGHTS) plus _sab_layout's numbers, and the receiver
+# maps the same memory with _sab_import_fd.  csrc/rp_shm.h says what is shared and checked.
+
+def _sab_export_fd(SharedArrayBuffer sab not None):
+    """The buffer's memfd, to send to another process.  Borrowed, not a dup: it stays open
+    exactly as long as the buffer (keep `sab`, or a message holding it, alive until the send
+    returns) and must not be closed; socket.send_fds copies it into the message.  OSError when
+    the buffer is process-local (no memfd on this platform, or the process was at its open-file
+    limit when the buffer was made)."""
+    cdef int fd = rp_sab_fd(sab._s())
+    if fd < 0:
+        raise OSError("this SharedArrayBuffer lives in process-local memory and "
+                      "cannot be shared with another process (no memfd on this platform, or "
+                      "the process was at its open-file limit, RLIMIT_NOFILE, when it was made)")
+    return fd
+
+
+def _sab_layout(SharedArrayBuffer sab not None):
+    """(max_length, growable): what _sab_import_fd needs besides the fd.  The current length
+    travels in the shared memory itself."""
+    cdef rp_sab *s = sab._s()
+    return rp_sab_max_length(s), bool(rp_sab_growable(s))
+
+
+def _sab_import_fd(fd, max_length, growable):
+    """A SharedArrayBuffer over the memory of a memfd received from another process
+    (_sab_export_fd's, after SCM_RIGHTS).  Takes ownership of fd whatever happens: on success
+    the buffer closes it when it dies, on failure it is closed here.  Nothing about the fd is
+    trusted: ValueError when it is not a SharedArrayBuffer's memfd or is smaller than
+    max_length says, OSError for a bad descriptor."""
+    cdef int cfd
+    cdef Py_ssize_t m
+    cdef rp_sab *s
+    cdef int e
+    if not PyIndex_Check(fd):
+        raise TypeError(f"fd must be an int, not {type(fd).__name__}")
+    cfd = PyNumber_Index(fd)
+    try:
+        m = _as_size(max_length, "max_length")
+        s = rp_sab_from_fd(cfd, <size_t>m, 1 if growable else 0)
+        if s == NULL:
+            e = errno.errno
+            if e == errno.EBADF:
+                raise OSError(e, f"_sab_import_fd: {cfd} is not an open file descriptor")
+            if e == errno.ENOMEM:
+                raise MemoryError(f"_sab_import_fd: could not map {m} bytes")
+            raise ValueError(f"_sab_import_fd: fd {cfd} is not a SharedArrayBuffer's memory of "
+                             f"at least {m} bytes")
+    except BaseException:
+        if cfd >= 0:
+            import os
+            try:
+                os.close(cfd)
+            except OSError:
+                pass
+        raise
+    return SharedArrayBuffer._wrap(s)
 
 
 cdef uint32_t _w_sab(Writer *w, rp_sab *s) except? 0xFFFFFFFF:
