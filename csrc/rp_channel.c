@@ -14,6 +14,7 @@
 #else
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -225,6 +226,8 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
     atomic_init(&q->ring, NULL);
     return rp_ring_size(capacity) ? RP_OK : RP_EINVAL;
 }
+
+static void check_peer(rp_channel *ch);
 
 static void q_wake(rp_queue *q, atomic_uint *word, int n) {
     if (q->shared) rp_addr_wake_shared(word, n);
@@ -788,6 +791,7 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
             return r == RP_EAGAIN ? RP_ECLOSED : r;
         }
         if (w != RP_OK) {
+            if (ch->shared) check_peer(ch);
             if (w == RP_ETIMEDOUT) rp_spin_feedback(&q->spin, 0, rp_now_ns() - start);
             return w; /* RP_ETIMEDOUT, RP_EINTR (slice end or signal), RP_ECANCELED */
         }
@@ -869,6 +873,21 @@ void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
  * blocked receiver would) and signals the local sets whenever the producer cursor moved or the
  * channel closed. */
 
+/* A shared channel whose other process is gone (every holder of the other end of its socket
+ * closed it: it ended, was killed, crashed) closes, as if that side had closed: what it posted
+ * before is still delivered.  Looked at when a wait's slice ends and by the watcher thread. */
+static void check_peer(rp_channel *ch) {
+#if defined(__linux__)
+    if (!ch->shared || ch->sock < 0 || atomic_load_explicit(ch->closed, memory_order_acquire))
+        return;
+    struct pollfd p = {ch->sock, POLLRDHUP, 0};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
+        rp_channel_close(ch);
+#else
+    (void)ch;
+#endif
+}
+
 static void *watcher_main(void *arg) {
     rp_channel *ch = (rp_channel *)arg;
     rp_queue *q = &ch->q[1 - ch->local];
@@ -888,7 +907,8 @@ static void *watcher_main(void *arg) {
             rp_lock_release(&q->plock);
             continue;
         }
-        rp_addr_wait_shared(&q->w->data_seq, seq, rp_now_ns() + 100 * 1000000);
+        if (rp_addr_wait_shared(&q->w->data_seq, seq, rp_now_ns() + 100 * 1000000) == RP_ETIMEDOUT)
+            check_peer(ch);
     }
     atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
     return NULL;

@@ -95,7 +95,12 @@ cdef struct Writer:
     uint32_t hcap
     uint32_t flags
     bint allow_handles     # False for dumps(): bytes cannot carry ports or shared memory
-    bint remote            # for a channel shared with another process (no handles either)
+    bint remote            # for a channel shared with another process: no pointers; shared
+                           # buffers and ports go as descriptors (xfds)
+    rp_xfd *xfds           # remote: what goes over the channel's socket (descriptors owned)
+    int nx
+    int xcap
+    PyObject *relays       # remote: a list of (local port, shared port) to relay once sent
     bint allow_pickle      # False: a value without a native form is a DataCloneError
     # memo: open addressing, object address -> index
     void **mkeys
@@ -120,6 +125,10 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.flags = 0
     w.allow_handles = True
     w.remote = False
+    w.xfds = NULL
+    w.nx = 0
+    w.xcap = 0
+    w.relays = NULL
     w.allow_pickle = True
     w.mkeys = mkeys
     w.mvals = mvals
@@ -139,12 +148,21 @@ cdef void w_release(Writer *w) noexcept:
     """Free what the writer owns, releasing handles not yet sent."""
     cdef uint32_t i
     cdef rp_release_fn f
+    cdef int j
     for i in range(w.nhandles):
         f = w.handles[i].release
         w.handles[i].release = NULL
         if f != NULL:
             f(w.handles[i].ptr, w.handles[i].aux)
     w.nhandles = 0
+    for i in range(<uint32_t>w.nx):
+        for j in range(w.xfds[i].nfds):
+            close(w.xfds[i].fds[j])
+    w.nx = 0
+    free(w.xfds)
+    w.xfds = NULL
+    Py_XDECREF(w.relays)
+    w.relays = NULL
     if w.handles != NULL:
         free(w.handles)
         w.handles = NULL
@@ -244,7 +262,8 @@ cdef uint32_t w_add_handle(Writer *w, rp_release_fn release, void *ptr, uint64_t
         h = <rp_handle *>realloc(w.handles, newcap * sizeof(rp_handle))
         if h == NULL:
             # the caller still owns ptr: release it so nothing leaks
-            release(ptr, aux)
+            if release != NULL:
+                release(ptr, aux)
             raise MemoryError()
         w.handles = h
         w.hcap = newcap
@@ -399,7 +418,7 @@ cdef int enc_pickled(Writer *w, object v) except -1:
             f"{type(v).__module__}.{type(v).__qualname__} object could not be cloned: the "
             f"codec has no native form for it and pickle is off (allow_pickle=False)")
     try:
-        if w.allow_handles:
+        if w.allow_handles or w.remote:
             data = _pickle_sharing(v, bufs, shared)
         else:
             data = _pickle_module().dumps(v, protocol=5, buffer_callback=bufs.append)
@@ -899,11 +918,7 @@ cdef int enc_leaf(Writer *w, object v, type t, object transfer_ports) except -1:
     if t is bytearray:
         enc_buffer(w, b'B', v)
     elif isinstance(v, _Shared):
-        if w.remote:
-            raise DataCloneError(
-                f"{t.__qualname__} cannot be shared with a process worker yet (only with thread "
-                f"and subinterpreter workers)")
-        if not w.allow_handles:
+        if not w.allow_handles and not w.remote:
             raise DataCloneError(
                 f"{t.__qualname__} shares memory and cannot be serialized to bytes")
         (<_Shared>v)._encode_shared(w)
@@ -967,7 +982,8 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
     if w.remote:
-        raise DataCloneError("a MessagePort cannot be transferred to a process worker yet")
+        w_tag_varint(w, b'H', xport_handle(w, p))
+        return memo_put(w, <void *>p)
     if not w.allow_handles:
         raise DataCloneError("MessagePort cannot be serialized to bytes")
     # transfer_ports were claimed by the sender (claim_transfer in _port.pxi)
@@ -1003,6 +1019,8 @@ cdef struct Reader:
     uint32_t nhandles
     PyObject **scache           # STRCACHE recently decoded short ASCII strings, or NULL
     bint allow_pickle           # False: a pickle frame is a DecodeError and nothing runs
+    rp_channel *xch             # a message from another process: the channel its descriptors
+                                # come through (its handles are a private copy); else NULL
     PyObject *keep              # strong, or NULL: a list of the SharedArrayBuffers adopted so
                                 # far, alive until decoding ends (their handles point at them)
 
@@ -1017,6 +1035,7 @@ cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handl
     r.scache = scache
     r.allow_pickle = True   # messages within the program; loads() and strict ports set False
     r.keep = NULL
+    r.xch = NULL
 
 
 cdef inline size_t _shash(const unsigned char *p, size_t n) noexcept:
@@ -1271,7 +1290,10 @@ cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
         return PyComplex_FromDoubles(dd[0], dd[1])
     # the rest is memoized
     if tag == b'H':      # a port: memoized, so a port twice in a message arrives as one object
-        v = MessagePort._adopt(r_handle(r, RP_H_PORT))
+        if r.xch != NULL:
+            v = xport_adopt(r)
+        else:
+            v = MessagePort._adopt(r_handle(r, RP_H_PORT))
     elif tag == b'B':
         v = r_bytearray(r)
     elif tag == b'P':

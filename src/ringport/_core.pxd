@@ -20,6 +20,8 @@ cdef class MessagePort:
     cdef object events           # Emitter, created on first on()/once()
     cdef object __weakref__
     cdef PyObject *scache[64]    # recently decoded short strings (guarded by the consumer lock)
+    cdef bint exported           # moved to another process by its channel's memfd: letting go of
+                                 # it detaches this process's side instead of closing the channel
 
     @staticmethod
     cdef MessagePort _new(rp_channel *ch, int side)

@@ -68,6 +68,8 @@ cdef extern from "rp_channel.h" nogil:
         RP_H_BLOCK
         RP_H_PORT
         RP_H_SAB
+        RP_H_XSAB
+        RP_H_XPORT
         RP_MSG_CODE
     ctypedef struct rp_msg:
         uint32_t nhandles
@@ -121,12 +123,27 @@ cdef extern from "rp_channel.h" nogil:
     void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r)
     int rp_channel_poll(rp_channel *ch, int side)
     void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws)
-    rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out)
-    rp_channel *rp_channel_attach_shared(int fd, uint64_t capacity, int64_t max_pending, int side)
+    rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out,
+                                      int *sock_out)
+    rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_t max_pending,
+                                         int side)
     int rp_channel_shared(const rp_channel *ch)
     int rp_channel_local_side(const rp_channel *ch)
-    void rp_channel_set_sock(rp_channel *ch, int fd)
-    int rp_channel_sock(const rp_channel *ch)
+    enum:
+        RP_XFD_MAX
+        RP_XFD_META
+    ctypedef struct rp_xfd:
+        int fds[2]
+        int nfds
+        size_t len
+        unsigned char meta[64]
+    uint64_t rp_channel_new_ticket()
+    int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
+                          const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                          rp_cancel *cancel)
+    int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out)
+    int rp_channel_export(rp_channel *ch, int *memfd, int *sock)
+    void rp_channel_detach(rp_channel *ch, int side)
 
 cdef extern from "rp_shm.h" nogil:
     ctypedef struct rp_sab:
@@ -221,3 +238,11 @@ cdef extern from "rp_broadcast.h" nogil:
     rp_bc_member *rp_bc_join(const char *name, size_t length, rp_channel *ch)
     void rp_bc_leave(rp_bc_member *m)
     int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap)
+
+
+cdef extern from "fcntl.h" nogil:
+    int fcntl(int fd, int cmd, ...)
+    int F_DUPFD_CLOEXEC
+
+cdef extern from "unistd.h" nogil:
+    int close(int fd)

@@ -11,6 +11,7 @@ from cpython.exc cimport PyErr_CheckSignals
 cdef enum:
     SLICE_NS = 50000000          # come back to Python at least every 50 ms while blocked
     DEFAULT_CAPACITY = 262144    # ring bytes per direction
+    RELAY_MIN_CAPACITY = 65536   # ring bytes of the shared channel that relays a port
 
 
 cdef int64_t timeout_to_deadline(object timeout) except? -2:
@@ -134,7 +135,7 @@ cdef class MessagePort:
                 drop = self.held   # transferred while this call ran: the reference goes now
                 self.held = NULL
         if drop != NULL:
-            rp_channel_decref(drop, self.side)
+            port_let_go(self, drop)
 
     cdef bint _owns(self, rp_channel *ch) noexcept:
         """Is ch still this object's channel (not transferred meanwhile)?"""
@@ -162,13 +163,14 @@ cdef class MessagePort:
             self.moving = False
             if not moved:
                 self.ch = self.held
+                self.exported = False
             else:
                 rp_channel_signal(self.held, self.side)   # asyncio waiters: PortClosed
                 if self.busy == 0:
                     drop = self.held
                     self.held = NULL
         if drop != NULL:
-            rp_channel_decref(drop, self.side)
+            port_let_go(self, drop)
         if moved:
             self.started = False
         _loop_update(self)   # its event loop lets go of it, or watches it again
@@ -456,15 +458,30 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
         m = <rp_msg *>rp_node_body(copy)
         if r.remote:
             m.nhandles = 0   # the other process's handles: nothing to release here
-    # the string cache is guarded by the consumer lock: not used on a private copy.  A message
-    # from another process has no handles that mean anything here: a reference to one is a
-    # DecodeError
-    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m),
-           0 if r.remote else m.nhandles, p.scache if copy == NULL else NULL)
+    # the string cache is guarded by the consumer lock: not used on a private copy
+    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
+           p.scache if copy == NULL else NULL)
     rd.allow_pickle = p.allow_pickle
+    cdef rp_handle *xh = NULL
+    if r.remote:
+        # from another process: its handles name descriptors by ticket; work on a private copy
+        # of them (the ring is the other process's to write)
+        rd.xch = ch
+        if m.nhandles:
+            xh = <rp_handle *>malloc(m.nhandles * sizeof(rp_handle))
+            if xh == NULL:
+                rd.nhandles = 0
+            else:
+                memcpy(xh, rp_msg_handles(m), m.nhandles * sizeof(rp_handle))
+                for i in range(m.nhandles):
+                    xh[i].release = NULL
+                    xh[i].ptr = NULL
+                    xh[i].reserved = 0
+            rd.handles = xh
     try:
         return decode_checked(&rd)
     finally:
+        free(xh)
         if copy != NULL:
             rp_msg_release_handles(m)
             rp_node_free(copy)
@@ -642,10 +659,12 @@ cdef object encode_send(object value, dict ports, Dest *d):
             w_flags(&w)
             return PyBytes_FromStringAndSize(<const char *>w.buf + sizeof(rp_msg),
                                              <Py_ssize_t>(w.pos - sizeof(rp_msg)))
-        if ports:
-            for p in ports.values():
+        if ports and not w.remote:   # (remote: a listed port not in the value just closes
+            for p in ports.values():   # here when its object lets go once moved)
                 if memo_get(&w, <void *>p) < 0:
                     port_handle(&w, <MessagePort>p)
+        if w.remote:
+            xhandles_seal(&w)
         w_finish(&w)
         if d.kind == TO_NODE:
             if w.node == NULL:
@@ -659,6 +678,8 @@ cdef object encode_send(object value, dict ports, Dest *d):
             # the message owns the handles now, and the node if it was queued whole
             w.nhandles = 0
             w.node = NULL
+            if w.remote:
+                xsent(&w)
         return None
     finally:
         w_release(&w)
@@ -702,13 +723,17 @@ cdef int send_writer(rp_channel *ch, int side, Writer *w, int64_t deadline) exce
 
 cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,
                rp_cancel *cancel) noexcept nogil:
+    if w.nx:
+        if w.node != NULL:
+            rp_node_set_len(w.node, w.pos)
+        return rp_channel_send_x(ch, side, w.buf, w.pos, w.node, w.xfds, w.nx, deadline,
+                                 SLICE_NS, cancel)
     if w.node == NULL:
         return rp_channel_send(ch, side, w.buf, w.pos, deadline, SLICE_NS, cancel)
     rp_node_set_len(w.node, w.pos)
     return rp_channel_send_node(ch, side, w.node, deadline, SLICE_NS, cancel)
 
 
-@cython.final
 cdef uint64_t checked_capacity(object capacity) except 0:
     if type(capacity) is not int:
         raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
@@ -729,6 +754,7 @@ cdef int64_t checked_max_pending(object max_pending_bytes) except -1:
     return max_pending_bytes
 
 
+@cython.final
 cdef class MessageChannel:
     """Two entangled ports: what port1 posts, port2 receives, and the other way round.
 
@@ -789,6 +815,14 @@ def receive_message_on_port(port, /):
     return m
 
 
+def _try_receive(MessagePort port not None):
+    """(True, message) or (False, None) when nothing is queued; never waits.  PortClosed once
+    the port is closed and drained (for relays, which must tell the two apart)."""
+    cdef bint got = False
+    v = port._receive(0, &got)
+    return (True, v) if got else (False, None)
+
+
 # ---------------------------------------------------------------------------- across processes
 #
 # A process worker's parent port is one side of a channel whose rings live in a memfd mapping
@@ -796,24 +830,26 @@ def receive_message_on_port(port, /):
 # descriptor to the new process, and each process wraps its own side in a MessagePort.
 
 def _process_channel(capacity=DEFAULT_CAPACITY, max_pending_bytes=None, *, allow_pickle=True):
-    """(port, fd): side 0 of a new channel shared with a process, and the memfd (close-on-exec,
-    the caller's to pass on and close) that the other process gives _process_port."""
+    """(port, memfd, sock): side 0 of a new channel shared with a process, and the two
+    descriptors (close-on-exec, the caller's to pass on and close) that the other process gives
+    _process_port."""
     cdef uint64_t cap = checked_capacity(capacity)
     cdef int64_t maxp = checked_max_pending(max_pending_bytes)
-    cdef int fd = -1
-    cdef rp_channel *ch = rp_channel_new_shared(cap, maxp, &fd)
+    cdef int fd = -1, sock = -1
+    cdef rp_channel *ch = rp_channel_new_shared(cap, maxp, &fd, &sock)
     if ch == NULL:
         raise OSError("could not make a channel shared with a process (memfd)")
     cdef MessagePort p = MessagePort._new(ch, 0)
     p.allow_pickle = bool(allow_pickle)
-    return p, fd
+    return p, fd, sock
 
 
-def _process_port(int fd, capacity, max_pending_bytes=None, *, allow_pickle=True):
-    """Side 1 of the channel whose memfd is fd (not closed here)."""
+def _process_port(int fd, int sock, capacity, max_pending_bytes=None, *, allow_pickle=True):
+    """Side 1 of the channel whose memfd and socket are fd and sock (the port owns them from
+    then on; on error they are still the caller's)."""
     cdef uint64_t cap = checked_capacity(capacity)
     cdef int64_t maxp = checked_max_pending(max_pending_bytes)
-    cdef rp_channel *ch = rp_channel_attach_shared(fd, cap, maxp, 1)
+    cdef rp_channel *ch = rp_channel_attach_shared(fd, sock, cap, maxp, 1)
     if ch == NULL:
         raise ValueError("that file descriptor is not a ringport channel of that capacity")
     cdef MessagePort p = MessagePort._new(ch, 1)
@@ -831,6 +867,156 @@ def _port_peer_gone(MessagePort port not None):
         rp_channel_close(ch)
     finally:
         port._leave()
+
+
+# Ports and shared buffers in a message to another process travel as descriptors over the
+# channel's socket (rp_channel_send_x), each named by a ticket in the message's handle.  A port
+# whose channel is already shared moves as its memfd and socket (full speed over there); a port
+# of a channel in this process's memory is relayed: a thread here pumps messages between it and
+# a new shared channel whose other side goes to the other process.
+
+cdef rp_xfd *w_add_xfd(Writer *w, uint64_t ticket) except NULL:
+    cdef rp_xfd *x
+    if w.nx == w.xcap:
+        x = <rp_xfd *>realloc(w.xfds, (w.xcap * 2 + 4) * sizeof(rp_xfd))
+        if x == NULL:
+            raise MemoryError()
+        w.xfds = x
+        w.xcap = w.xcap * 2 + 4
+    x = &w.xfds[w.nx]
+    w.nx += 1
+    x.nfds = 0
+    x.len = 8
+    memcpy(x.meta, &ticket, 8)
+    return x
+
+
+cdef void meta_put(rp_xfd *x, uint64_t v) noexcept:
+    memcpy(x.meta + x.len, &v, 8)
+    x.len += 8
+
+
+cdef uint64_t meta_get(rp_xfd *x, size_t off) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t v
+    if x.len < off + 8:
+        raise _decode_error("descriptor message too short")
+    memcpy(&v, x.meta + off, 8)
+    return v
+
+
+cdef int w_dup_into(rp_xfd *x, int fd) except -1:
+    cdef int d = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+    if d < 0:
+        raise OSError("could not duplicate a descriptor to send it")
+    x.fds[x.nfds] = d
+    x.nfds += 1
+    return 0
+
+
+cdef uint32_t xport_handle(Writer *w, MessagePort p) except? 0xFFFFFFFF:
+    """A claimed port going to another process: its channel's descriptors (or those of a new
+    shared channel that a relay will pump) over the socket, a ticket in the message."""
+    cdef rp_channel *ch = p.held
+    cdef uint64_t ticket = rp_channel_new_ticket()
+    cdef rp_xfd *x = w_add_xfd(w, ticket)
+    cdef int memfd = -1, sock = -1, side = p.side
+    cdef rp_channel *s
+    cdef MessagePort local, near
+    cdef uint64_t cap = rp_channel_capacity(ch)
+    cdef int64_t maxp = rp_channel_max_pending(ch)
+    if rp_channel_shared(ch):
+        if rp_channel_export(ch, &memfd, &sock) != RP_OK:
+            raise DataCloneError("could not duplicate the port's descriptors to send it")
+        x.fds[0] = memfd
+        x.fds[1] = sock
+        x.nfds = 2
+        p.exported = True   # once sent, this process lets go of its side without closing it
+    else:
+        if cap < RELAY_MIN_CAPACITY:
+            cap = RELAY_MIN_CAPACITY
+        s = rp_channel_new_shared(cap, maxp, &memfd, &sock)
+        if s == NULL:
+            raise DataCloneError("could not make a channel shared with the other process")
+        x.fds[0] = memfd
+        x.fds[1] = sock
+        x.nfds = 2
+        near = MessagePort._new(s, 0)
+        near.allow_pickle = p.allow_pickle
+        rp_channel_incref(ch, side)
+        local = MessagePort._new(ch, side)
+        local.allow_pickle = p.allow_pickle
+        if w.relays == NULL:
+            relays = []
+            Py_INCREF(relays)
+            w.relays = <PyObject *>relays
+        (<list>w.relays).append((local, near))
+        side = 1
+    meta_put(x, cap)
+    meta_put(x, <uint64_t>maxp)
+    meta_put(x, <uint64_t>side | (0 if p.allow_pickle else 2))
+    return w_add_handle(w, NULL, <void *>p, ticket, RP_H_XPORT)
+
+
+cdef void xhandles_seal(Writer *w) noexcept:
+    """Before a message to another process is finished: its handles carry tickets only (the
+    pointers that told them apart while encoding mean nothing over there)."""
+    cdef uint32_t i
+    for i in range(w.nhandles):
+        w.handles[i].ptr = NULL
+        w.handles[i].release = NULL
+
+
+cdef int xsent(Writer *w) except -1:
+    """A message to another process was sent: start its relays."""
+    relays = <list>w.relays if w.relays != NULL else None
+    if relays:
+        from ringport._relay import start
+        for local, near in relays:
+            start(local, near)
+        relays.clear()
+    return 0
+
+
+cdef void port_let_go(MessagePort p, rp_channel *ch) noexcept:
+    if p.exported:
+        rp_channel_detach(ch, p.side)
+    else:
+        rp_channel_decref(ch, p.side)
+
+
+cdef object xport_adopt(Reader *r):
+    """A port that came from another process: map its channel from the descriptors."""
+    cdef uint64_t k = r_varint(r)
+    cdef rp_handle *h
+    cdef rp_xfd x
+    cdef rp_channel *ch
+    cdef uint64_t cap, flags
+    cdef int64_t maxp
+    cdef MessagePort p
+    if k >= r.nhandles:
+        raise _decode_error("handle index out of range")
+    h = &r.handles[k]
+    if h.kind != RP_H_XPORT or h.reserved != 0:
+        raise _decode_error("handle of the wrong kind, or used twice")
+    h.reserved = 1
+    if rp_channel_take_fds(r.xch, h.aux, &x) != RP_OK:
+        raise _decode_error("the descriptors of a transferred port did not arrive")
+    try:
+        cap = meta_get(&x, 8)
+        maxp = <int64_t>meta_get(&x, 16)
+        flags = meta_get(&x, 24)
+        if x.nfds != 2 or maxp < 0 or cap > RP_RING_MAX_CAPACITY:
+            raise _decode_error("bad descriptors for a transferred port")
+        ch = rp_channel_attach_shared(x.fds[0], x.fds[1], cap, maxp, <int>(flags & 1))
+        if ch == NULL:
+            raise _decode_error("a transferred port's memory is not a ringport channel")
+    except BaseException:
+        for i in range(x.nfds):
+            close(x.fds[i])
+        raise
+    p = MessagePort._new(ch, <int>(flags & 1))
+    p.allow_pickle = not (flags & 2)
+    return p
 
 
 # ---------------------------------------------------------------------------- across interpreters

@@ -1,7 +1,7 @@
 """The process backend, child side: what a process worker's interpreter runs first.
 
-argv: the socket to the parent, the memfd of the parent port's channel, the parent's pid
-(see ringport._process).  It reads the start-up payload from the socket, wraps side 1 of the
+argv: the socket to the parent, the memfd and socket of the parent port's channel, the parent's
+pid (see ringport._process).  It reads the start-up payload from the socket, wraps side 1 of the
 channel as ringport.parent_port, and runs the worker through ringport._bootstrap.run, as the
 other backends do; then it reports the error (if any) and the exit code, and exits.
 """
@@ -40,8 +40,8 @@ def _watch_parent(sock, ctl):
 
 
 def main():
-    sock_fd, memfd, ppid = (int(a) for a in sys.argv[1:4])
-    del sys.argv[1:4]
+    sock_fd, memfd, chan_sock, ppid = (int(a) for a in sys.argv[1:5])
+    del sys.argv[1:5]
     _die_with_parent(ppid)
     sock = socket.socket(fileno=sock_fd)
     from ringport._process import ERROR, EXIT, ONLINE, PAYLOAD, read_frame, write_frame
@@ -58,8 +58,7 @@ def main():
     from ringport._core import (MessageChannel, _export, _import, _new_worker_ctl, _process_port,
                                 dumps)
     allow_pickle = payload.pop("allow_pickle")
-    port = _process_port(memfd, payload.pop("capacity"), allow_pickle=allow_pickle)
-    os.close(memfd)
+    port = _process_port(memfd, chan_sock, payload.pop("capacity"), allow_pickle=allow_pickle)
     ctl = _new_worker_ctl()
     ctl_chan = MessageChannel()
     payload["parent_port"] = port
@@ -80,6 +79,8 @@ def main():
             if code == 0:
                 code = 1
     ctl_chan.port1.close()
+    from ringport._relay import flush
+    flush()   # ports relayed to other processes: what the worker posted on them goes out first
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

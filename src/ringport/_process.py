@@ -87,11 +87,10 @@ def _describe_status(returncode):
 class ProcessLink:
     """One process worker, seen from its host thread: start(), then wait() for its end."""
 
-    def __init__(self, payload, memfd, port, allow_pickle):
+    def __init__(self, payload, fds, port):
         self.payload = payload          # dumps() of the start-up payload
-        self.memfd = memfd
+        self.fds = fds                  # the memfd and socket of the channel's side 1
         self.port = port                # the parent's side of the shared channel
-        self.allow_pickle = allow_pickle
         self.proc = None
         self.sock = None
         self.lock = threading.Lock()
@@ -104,16 +103,17 @@ class ProcessLink:
         error report or None)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            cmd = _child_command() + [str(theirs.fileno()), str(self.memfd), str(os.getpid())]
-            self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.memfd),
+            cmd = _child_command() + [str(theirs.fileno()), *map(str, self.fds), str(os.getpid())]
+            self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(), *self.fds),
                                          stdin=subprocess.DEVNULL, close_fds=True)
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-            os.close(self.memfd)
-            self.memfd = -1
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = ()
         with self.lock:
             self.sock = ours
             terminate = self.terminating

@@ -277,9 +277,26 @@ def _sab_import_fd(fd, max_length, growable):
 cdef uint32_t _w_sab(Writer *w, rp_sab *s) except? 0xFFFFFFFF:
     """The message's handle for block s: one per block, however often it appears."""
     cdef uint32_t i
+    cdef uint64_t ticket
+    cdef rp_xfd *x
+    cdef int fd
     for i in range(w.nhandles):
-        if w.handles[i].kind == RP_H_SAB and w.handles[i].ptr == <void *>s:
+        if (w.handles[i].kind == RP_H_SAB or w.handles[i].kind == RP_H_XSAB) and \
+                w.handles[i].ptr == <void *>s:
             return i
+    if w.remote:   # to another process: its memfd, over the channel's socket
+        fd = rp_sab_fd(s)
+        if fd < 0:
+            raise DataCloneError(
+                "this SharedArrayBuffer lives in process-local memory and cannot be shared with "
+                "another process (no memfd on this platform, or the process was at its open-file "
+                "limit, RLIMIT_NOFILE, when it was made)")
+        ticket = rp_channel_new_ticket()
+        x = w_add_xfd(w, ticket)
+        w_dup_into(x, fd)
+        meta_put(x, rp_sab_max_length(s))
+        meta_put(x, 1 if rp_sab_growable(s) else 0)
+        return w_add_handle(w, NULL, <void *>s, ticket, RP_H_XSAB)
     rp_sab_incref(s)   # the message's own reference (w_add_handle drops it on failure)
     return w_add_handle(w, rp_sab_release, <void *>s, 0, RP_H_SAB)
 
@@ -294,6 +311,8 @@ cdef SharedArrayBuffer _r_sab(Reader *r):
     if k >= r.nhandles:
         raise _decode_error("handle index out of range")
     h = &r.handles[k]
+    if r.xch != NULL:
+        return _r_xsab(r, h)
     if h.kind != RP_H_SAB:
         raise _decode_error("handle of the wrong kind")
     if h.release == NULL:
@@ -309,6 +328,42 @@ cdef SharedArrayBuffer _r_sab(Reader *r):
     (<list>r.keep).append(b)
     h.reserved = SAB_ADOPTED
     h.aux = <uint64_t><uintptr_t><PyObject *>b
+    return b
+
+
+cdef SharedArrayBuffer _r_xsab(Reader *r, rp_handle *h):
+    """_r_sab for a message from another process: map the buffer's memfd (h is the reader's
+    private copy of the handle, so it may remember the object)."""
+    cdef rp_xfd x
+    cdef rp_sab *s
+    cdef uint64_t maxlen, growable
+    if h.kind != RP_H_XSAB:
+        raise _decode_error("handle of the wrong kind")
+    if h.reserved == SAB_ADOPTED:
+        return <SharedArrayBuffer><PyObject *>h.ptr
+    if rp_channel_take_fds(r.xch, h.aux, &x) != RP_OK:
+        raise _decode_error("the descriptor of a SharedArrayBuffer did not arrive")
+    try:
+        maxlen = meta_get(&x, 8)
+        growable = meta_get(&x, 16)
+        if x.nfds != 1 or maxlen > <uint64_t>PY_SSIZE_T_MAX:
+            raise _decode_error("bad descriptor for a SharedArrayBuffer")
+        s = rp_sab_from_fd(x.fds[0], <size_t>maxlen, growable != 0)
+        if s == NULL:
+            raise _decode_error("a SharedArrayBuffer's memory from another process is not "
+                                "what its message says")
+    except BaseException:
+        for i in range(x.nfds):
+            close(x.fds[i])
+        raise
+    b = SharedArrayBuffer._wrap(s)
+    if r.keep == NULL:
+        keep = []
+        Py_INCREF(keep)
+        r.keep = <PyObject *>keep
+    (<list>r.keep).append(b)
+    h.reserved = SAB_ADOPTED
+    h.ptr = <void *><PyObject *>b
     return b
 
 

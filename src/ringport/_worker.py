@@ -151,7 +151,7 @@ class Worker:
         and the link that starts it from the host thread."""
         if transfer:
             raise DataCloneError("ports cannot be transferred to a process worker yet")
-        port, memfd = _process_channel(PROCESS_CAPACITY, allow_pickle=self._allow_pickle)
+        port, memfd, sock = _process_channel(PROCESS_CAPACITY, allow_pickle=self._allow_pickle)
         payload.update(sys_path=list(sys.path), allow_pickle=self._allow_pickle,
                        capacity=PROCESS_CAPACITY)
         try:
@@ -160,8 +160,9 @@ class Worker:
         except BaseException:
             port.close()
             os.close(memfd)
+            os.close(sock)
             raise
-        self._link = ProcessLink(data, memfd, port, self._allow_pickle)
+        self._link = ProcessLink(data, (memfd, sock), port)
         return port
 
     def _host(self, token, func, host_ctl, sys_path):
