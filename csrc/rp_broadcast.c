@@ -46,14 +46,19 @@ void rp_bc_leave(rp_bc_member *m) {
 }
 
 int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap) {
+    return rp_bc_named(self->name, self->len, self, out, cap);
+}
+
+int rp_bc_named(const char *name, size_t len, const rp_bc_member *self, rp_channel **out,
+                int cap) {
     int n = 0;
     rp_lock_acquire(&rp_bc_lock, RP_FOREVER, 0, NULL);
     for (rp_bc_member *m = rp_bc_head; m; m = m->next)
-        if (m != self && m->len == self->len && memcmp(m->name, self->name, m->len) == 0) n++;
+        if (m != self && m->len == len && memcmp(m->name, name, len) == 0) n++;
     if (n <= cap) {
         int i = 0;
         for (rp_bc_member *m = rp_bc_head; m; m = m->next) {
-            if (m != self && m->len == self->len && memcmp(m->name, self->name, m->len) == 0) {
+            if (m != self && m->len == len && memcmp(m->name, name, len) == 0) {
                 rp_channel_incref(m->ch, 0);
                 out[i++] = m->ch;
             }

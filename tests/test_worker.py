@@ -21,7 +21,7 @@ def test_main_thread_identity():
     assert ringport.worker_data is None
     assert ringport.argv is sys.argv
     assert ringport.env is os.environ
-    assert set(ringport.available_backends()) <= {"thread", "subinterpreter"}
+    assert set(ringport.available_backends()) <= {"thread", "subinterpreter", "process"}
     assert "thread" in ringport.available_backends()
     with pytest.raises(AttributeError):
         ringport.no_such_attribute  # noqa: B018
@@ -269,7 +269,7 @@ def test_echo_round_trips(start_worker):
 
 
 def test_nested_workers(start_worker, backend):
-    inner = "thread" if backend == "thread" else "subinterpreter"
+    inner = backend   # a worker of the same kind inside it
     w = start_worker(workerfuncs.nested, worker_data={"inner": inner})
     got = w.receive(timeout=30)
     assert w.join(30) == 0

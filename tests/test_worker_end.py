@@ -141,6 +141,12 @@ def test_worker_that_fails_before_its_bootstrap_is_an_error(backend, monkeypatch
         monkeypatch.setattr(ringport._worker, "_interpreters",
                             _ImportFailsFirst(ringport._worker._interpreters))
         expect = "ringport_no_such_module"
+    elif backend == "process":   # the new process dies before ringport's bootstrap runs
+        import ringport._process
+        real = ringport._process._child_command
+        monkeypatch.setattr(ringport._process, "_child_command",
+                            lambda: real()[:-1] + ["import ringport_no_such_module"])
+        expect = "exited with status 1"
     else:
         monkeypatch.setattr(ringport._bootstrap, "_worker_ctl", _failing_ctl)
         expect = "control block could not be attached"

@@ -47,30 +47,14 @@ cdef class BroadcastChannel:
         return self.member
 
     def post_message(self, value):
-        """Send a structured clone of value to every other channel with this name."""
+        """Send a structured clone of value to every other channel with this name (in process
+        workers too)."""
         cdef rp_bc_member *m = self._live("post_message")
-        cdef rp_channel *stack[16]
-        cdef rp_channel **peers = stack
-        cdef int n, cap = 16, i
-        while True:
-            n = rp_bc_peers(m, peers, cap)
-            if n <= cap:
-                break
-            if peers != stack:
-                free(peers)
-            cap = n + 16
-            peers = <rp_channel **>malloc(cap * sizeof(rp_channel *))
-            if peers == NULL:
-                raise MemoryError()
-        try:
-            for i in range(n):
-                # one encoding per receiver, so each owns its handles (shared buffers, blocks)
-                _post_value(peers[i], 0, value)
-        finally:
-            for i in range(n):
-                rp_channel_decref(peers[i], 0)
-            if peers != stack:
-                free(peers)
+        cdef bytes key = self.name.encode("utf-8", "surrogatepass")
+        bc_deliver(key, m, value)
+        if bc_bridged:
+            from ringport._bcbridge import forward
+            forward(self.name, value, None)
 
     postMessage = post_message
 
@@ -130,6 +114,47 @@ cdef class BroadcastChannel:
 
     def __repr__(self):
         return f"<ringport.BroadcastChannel {self.name!r}{' closed' if self.member == NULL else ''}>"
+
+
+cdef bint bc_bridged = False   # this process has broadcast bridges to other processes
+
+
+def _bc_set_bridged(bint on):
+    global bc_bridged
+    bc_bridged = on
+
+
+def _bc_deliver(str name, value):
+    """Post value to every BroadcastChannel named name in this process (what a bridge brought
+    from another process)."""
+    bc_deliver(name.encode("utf-8", "surrogatepass"), NULL, value)
+
+
+cdef int bc_deliver(bytes key, rp_bc_member *m, object value) except -1:
+    """Post value to the members named key in this process (m, the poster, left out)."""
+    cdef rp_channel *stack[16]
+    cdef rp_channel **peers = stack
+    cdef int n, cap = 16, i
+    while True:
+        n = rp_bc_named(key, len(key), m, peers, cap)
+        if n <= cap:
+            break
+        if peers != stack:
+            free(peers)
+        cap = n + 16
+        peers = <rp_channel **>malloc(cap * sizeof(rp_channel *))
+        if peers == NULL:
+            raise MemoryError()
+    try:
+        for i in range(n):
+            # one encoding per receiver, so each owns its handles (shared buffers, blocks)
+            _post_value(peers[i], 0, value)
+    finally:
+        for i in range(n):
+            rp_channel_decref(peers[i], 0)
+        if peers != stack:
+            free(peers)
+    return 0
 
 
 cdef int _post_value(rp_channel *ch, int side, object value) except -1:

@@ -40,35 +40,69 @@ def _watch_parent(sock, ctl):
 
 
 def main():
-    sock_fd, memfd, chan_sock, ppid = (int(a) for a in sys.argv[1:5])
-    del sys.argv[1:5]
+    sock_fd, memfd, chan_sock, bmemfd, bsock, ppid = (int(a) for a in sys.argv[1:7])
+    del sys.argv[1:7]
     _die_with_parent(ppid)
     sock = socket.socket(fileno=sock_fd)
-    from ringport._process import ERROR, EXIT, ONLINE, PAYLOAD, read_frame, write_frame
+    from ringport._process import ERROR, EXIT, write_frame
+    try:
+        token, ctl, ctl_chan = _boot(sock, memfd, chan_sock, bmemfd, bsock)
+    except BaseException as exc:   # before the worker ran: that is its error
+        from ringport._core import dumps
+        from ringport._errors import error_report
+        try:
+            write_frame(sock, ERROR, dumps(error_report(exc, "process"), allow_pickle=False))
+            write_frame(sock, EXIT, dumps(1))
+        finally:
+            os._exit(1)
+    from ringport import _bootstrap
+    code = _bootstrap.run(token, ctl.id, None)
+    _finish(sock, code, ctl, ctl_chan)
+
+
+def _boot(sock, memfd, chan_sock, bmemfd, bsock):
+    """The worker's token (for ringport._bootstrap.run), its control block and channel."""
+    from ringport._process import ONLINE, ONLINE_SEEN, PAYLOAD, TERMINATE, read_frame, write_frame
     kind, data = read_frame(sock)
     if kind != PAYLOAD:
         os._exit(1)
     from ringport._core import loads
-    # the payload comes from the parent that started this process, which is trusted as much as
-    # the program itself (its worker_data may hold pickled values)
-    payload = loads(data, allow_pickle=True)
-    del data
-    sys.path[:] = payload.pop("sys_path")
-    from ringport import _bootstrap
-    from ringport._core import (MessageChannel, _export, _import, _new_worker_ctl, _process_port,
-                                dumps)
-    allow_pickle = payload.pop("allow_pickle")
-    port = _process_port(memfd, chan_sock, payload.pop("capacity"), allow_pickle=allow_pickle)
+    boot = loads(data)
+    # the parent's sys.path first: worker_data may need its modules to unpickle
+    sys.path[:] = boot["sys_path"]
+    from ringport._core import MessageChannel, _export, _new_worker_ctl, _process_port
+    from ringport._relay import _ports_in
+    port = _process_port(memfd, chan_sock, boot["capacity"])
+    from ringport import _bcbridge
+    _bcbridge.add(_process_port(bmemfd, bsock, boot["bridge_capacity"]))
+    # the first message is the start-up payload, from the parent that started this process
+    # (trusted as much as the program itself: its worker_data may hold pickled values)
+    payload = port.receive()
+    port.allow_pickle = payload.pop("allow_pickle")
     ctl = _new_worker_ctl()
     ctl_chan = MessageChannel()
     payload["parent_port"] = port
     payload["ctl_port"] = ctl_chan.port2
-    token = _export(payload, [port, ctl_chan.port2])
-    del payload, port
+    token = _export(payload, [port, ctl_chan.port2, *_ports_in(payload["worker_data"])])
+    write_frame(sock, ONLINE)
+    while True:   # the parent's 'online' comes before anything the worker posts
+        kind, _ = read_frame(sock)
+        if kind is None:
+            os._exit(1)
+        if kind == TERMINATE:
+            ctl.terminate()
+        if kind == ONLINE_SEEN:
+            break
     threading.Thread(target=_watch_parent, args=(sock, ctl), name="ringport-parent",
                      daemon=True).start()
-    write_frame(sock, ONLINE)
-    code = _bootstrap.run(token, ctl.id, None)
+    return token, ctl, ctl_chan
+
+
+def _finish(sock, code, ctl, ctl_chan):
+    """Report the worker's error and exit code to the parent, and end the process."""
+    from ringport._core import _import, dumps
+    from ringport._process import ERROR, EXIT, write_frame
+    from ringport._relay import flush
     tok = ctl.swap_error(0)
     if tok:
         try:
@@ -79,7 +113,6 @@ def main():
             if code == 0:
                 code = 1
     ctl_chan.port1.close()
-    from ringport._relay import flush
     flush()   # ports relayed to other processes: what the worker posted on them goes out first
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -32,8 +32,9 @@ TERMINATE_GRACE_S = 2.0
 _HEADER = struct.Struct("<IB")      # payload length, kind
 _MAX_FRAME = 1 << 30
 
-# frame kinds: parent to child
-PAYLOAD, TERMINATE = b"P", b"T"
+# frame kinds: parent to child (ONLINE_SEEN: 'online' was posted to the parent's listeners, so
+# the worker's messages come after it)
+PAYLOAD, TERMINATE, ONLINE_SEEN = b"P", b"T", b"A"
 # child to parent
 ONLINE, ERROR, EXIT = b"O", b"E", b"X"
 
@@ -89,7 +90,8 @@ class ProcessLink:
 
     def __init__(self, payload, fds, port):
         self.payload = payload          # dumps() of the start-up payload
-        self.fds = fds                  # the memfd and socket of the channel's side 1
+        self.fds = fds                  # memfd and socket of side 1: the parent port's channel,
+                                        # then the broadcast bridge's
         self.port = port                # the parent's side of the shared channel
         self.proc = None
         self.sock = None
@@ -144,6 +146,10 @@ class ProcessLink:
                 break
             if kind == ONLINE:
                 on_online()
+                try:
+                    write_frame(sock, ONLINE_SEEN)
+                except OSError:
+                    pass
             elif kind == ERROR:
                 try:
                     report = loads(data, allow_pickle=False)

@@ -11,19 +11,20 @@ import os
 import sys
 import threading
 
-from ringport import _context, _exit
+from ringport import _bcbridge, _context, _exit
 from ringport._backends import _interpreters, available_backends, resolve_backend
 from ringport._bootstrap import install_unraisable_hook, run
 from ringport._context import get_environment_data, set_environment_data
 from ringport._core import (MessageChannel, _drop_token, _export, _import, _new_worker_ctl,
                             _port_new_ref, _process_channel, dumps)
-from ringport._errors import (DataCloneError, boot_failure_report, error_report,
-                              print_worker_error, rebuild_error)
+from ringport._errors import boot_failure_report, error_report, print_worker_error, rebuild_error
 from ringport._events import Emitter
 from ringport._process import ProcessLink
 
 #: Ring bytes per direction of a process worker's parent port (pages are committed as used).
 PROCESS_CAPACITY = 1 << 20
+#: ... and of the channel that carries BroadcastChannel messages to and from it.
+BRIDGE_CAPACITY = 1 << 16
 
 __all__ = ["Worker", "available_backends", "get_environment_data", "set_environment_data"]
 
@@ -148,21 +149,30 @@ class Worker:
 
     def _start_process(self, payload, transfer):
         """The process backend: the parent's port of a channel shared with the new process,
-        and the link that starts it from the host thread."""
-        if transfer:
-            raise DataCloneError("ports cannot be transferred to a process worker yet")
-        port, memfd, sock = _process_channel(PROCESS_CAPACITY, allow_pickle=self._allow_pickle)
-        payload.update(sys_path=list(sys.path), allow_pickle=self._allow_pickle,
-                       capacity=PROCESS_CAPACITY)
+        with the start-up payload as its first message (so worker_data shares buffers and moves
+        ports as any message does), and the link that starts the process from the host thread."""
+        port, memfd, sock = _process_channel(PROCESS_CAPACITY)
+        payload["allow_pickle"] = self._allow_pickle
+        bridge = None
         try:
-            # the child decodes what its parent sent (trusted: it started the child)
-            data = dumps(payload, allow_pickle=True)
+            bridge, bmemfd, bsock = _process_channel(BRIDGE_CAPACITY)
+            # the payload may always be pickled: it goes to the process this one starts (as
+            # _export does for the other backends); the port's own setting applies after it
+            port.post_message(payload, transfer)
+            port.allow_pickle = self._allow_pickle
         except BaseException:
             port.close()
             os.close(memfd)
             os.close(sock)
+            if bridge is not None:
+                bridge.close()
+                os.close(bmemfd)
+                os.close(bsock)
             raise
-        self._link = ProcessLink(data, (memfd, sock), port)
+        _bcbridge.add(bridge)
+        boot = dumps({"capacity": PROCESS_CAPACITY, "bridge_capacity": BRIDGE_CAPACITY,
+                      "sys_path": list(sys.path)})
+        self._link = ProcessLink(boot, (memfd, sock, bmemfd, bsock), port)
         return port
 
     def _host(self, token, func, host_ctl, sys_path):
