@@ -302,6 +302,14 @@ class Worker:
         """The exit code once the worker ended, else None."""
         return self._exit_code
 
+    @property
+    def pid(self):
+        """The process id of a process worker (None before it started and for the other
+        backends, which run in this process)."""
+        link = self._link
+        proc = link.proc if link is not None else None
+        return proc.pid if proc is not None else None
+
     def is_alive(self):
         return self._thread.is_alive()
 

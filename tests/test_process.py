@@ -1,0 +1,258 @@
+"""The process backend: what only a worker in its own process can show (numpy on a GIL build,
+sudden death, orphans, descriptors and mappings given back) and exact counts across the process
+boundary.  The rest of the worker suite runs on it through the `backend` fixture."""
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import ringport
+from ringport._backends import FREE_THREADED
+from ringport import Float64Array, Int32Array, SharedArrayBuffer, Worker, atomics
+from conftest import wait_until
+
+pytestmark = pytest.mark.skipif("process" not in ringport.available_backends(),
+                                reason="process workers need Linux")
+
+
+def _fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _maps():
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def _settled(count, baseline, slack, what):
+    """Wait until count() comes back to baseline (+ slack): helper threads and the kernel let
+    go of descriptors and mappings shortly after a worker ended."""
+    gc.collect()
+    wait_until(lambda: gc.collect() is not None and count() <= baseline + slack, 10,
+               f"{what} back to {baseline} (+{slack}), now {count()}")
+
+
+def test_auto_and_available():
+    backends = ringport.available_backends()
+    assert "process" in backends
+    if FREE_THREADED:
+        assert backends[0] == "thread"
+    elif sys.version_info >= (3, 13):
+        assert backends[0] == "subinterpreter"
+    else:
+        assert backends[0] == "process"
+
+
+def test_numpy_in_process_workers_filling_halves_of_one_buffer():
+    np = pytest.importorskip("numpy")
+    n = 1 << 16
+    sab = SharedArrayBuffer(8 * n)
+    src = textwrap.dedent("""
+        import numpy as np, ringport
+        sab, lo, hi = ringport.worker_data
+        a = np.frombuffer(sab, dtype=np.float64)
+        a[lo:hi] = np.arange(lo, hi, dtype=np.float64)
+        ringport.parent_port.post_message(float(a[lo:hi].sum()))
+    """)
+    ws = [Worker(src, eval=True, backend="process", worker_data=(sab, lo, lo + n // 2))
+          for lo in (0, n // 2)]
+    parts = [w.receive(timeout=60) for w in ws]
+    assert [w.join(60) for w in ws] == [0, 0]
+    whole = np.frombuffer(sab, dtype=np.float64)
+    assert whole.sum() == sum(parts) == n * (n - 1) / 2
+    assert Float64Array(sab)[n - 1] == n - 1
+
+
+def test_numpy_array_round_trip_through_a_process_worker():
+    np = pytest.importorskip("numpy")
+    w = Worker("import ringport\n"
+               "a = ringport.parent_port.receive()\n"
+               "ringport.parent_port.post_message(a * 2)\n", eval=True, backend="process")
+    a = np.arange(300_000, dtype=np.float64)   # bigger than a ring record: crosses in pieces
+    w.post_message(a)
+    b = w.receive(timeout=60)
+    assert w.join(60) == 0
+    assert np.array_equal(b, a * 2)
+
+
+def test_sigkill_mid_stream_is_an_error_and_frees_everything():
+    fds, maps = _fds(), _maps()
+    ch = ringport.MessageChannel()
+    sab = SharedArrayBuffer(1 << 20)
+    w = Worker("import ringport\n"
+               "port, sab = ringport.worker_data\n"
+               "port.post_message('holding')\n"
+               "i = 0\n"
+               "while True:\n"
+               "    ringport.parent_port.post_message(i)\n"
+               "    i += 1\n", eval=True, backend="process",
+               worker_data=(ch.port2, sab), transfer=[ch.port2])
+    errors, exits = [], []
+    w.on("error", errors.append)
+    w.on("exit", exits.append)
+    assert ch.port1.receive(timeout=30) == "holding"
+    for i in range(1000):
+        assert w.receive(timeout=30) == i
+    os.kill(w.pid, signal.SIGKILL)
+    assert w.join(30) == 128 + signal.SIGKILL
+    wait_until(lambda: exits, 10, "'exit'")
+    assert exits == [128 + signal.SIGKILL]
+    assert len(errors) == 1 and "SIGKILL" in str(errors[0])
+    # what it posted before it died is still delivered, in order, then the port reads closed
+    i = 1000
+    while True:
+        try:
+            assert w.receive(timeout=30) == i
+        except ringport.PortClosed:
+            break
+        i += 1
+    with pytest.raises(ringport.PortClosed):   # the port it held closes too
+        ch.port1.receive(timeout=30)
+    del w, ch, errors
+    _settled(_fds, fds, 0, "open descriptors")
+    _settled(_maps, maps, 2, "mappings")
+
+
+def test_terminate_kills_a_worker_that_ignores_it():
+    w = Worker("import ringport, time\n"
+               "ringport.parent_port.post_message('ready')\n"
+               "while True:\n"
+               "    try:\n"
+               "        time.sleep(0.01)\n"
+               "    except BaseException:\n"
+               "        pass\n", eval=True, backend="process")
+    assert w.receive(timeout=30) == "ready"
+    t = time.monotonic()
+    assert w.terminate(30) == 1
+    assert time.monotonic() - t < 15
+
+
+def test_parent_killed_leaves_no_orphan(tmp_path):
+    src = os.path.dirname(os.path.dirname(os.path.abspath(ringport.__file__)))
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {src!r})
+        import ringport
+        w = ringport.Worker("import os, ringport, time\\n"
+                            "ringport.parent_port.post_message(os.getpid())\\n"
+                            "time.sleep(600)\\n", eval=True, backend="process")
+        print(w.receive(timeout=60), flush=True)
+        import time
+        time.sleep(600)
+    """))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(p.stdout.readline())
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+    finally:
+        p.kill()
+        p.wait(30)
+        p.stdout.close()
+
+    def gone():
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                return f.read().split(")")[-1].split()[0] in ("Z", "X")   # a zombie is dead
+        except FileNotFoundError:
+            return True
+    wait_until(gone, 20, "the process worker of a killed parent to end")
+
+
+def _count_from_producers(n_threads, per_thread):
+    src = textwrap.dedent("""
+        import threading, ringport
+        n, per = ringport.worker_data
+        def produce(k):
+            for i in range(per):
+                ringport.parent_port.post_message((k, i))
+        ts = [threading.Thread(target=produce, args=(k,)) for k in range(n)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+    """)
+    w = Worker(src, eval=True, backend="process", worker_data=(n_threads, per_thread))
+    nxt = [0] * n_threads
+    for _ in range(n_threads * per_thread):
+        k, i = w.receive(timeout=60)
+        assert i == nxt[k], "each producer's messages arrive once, in order"
+        nxt[k] += 1
+    assert w.join(60) == 0
+    with pytest.raises(ringport.PortClosed):
+        w.receive(timeout=30)
+    assert nxt == [per_thread] * n_threads
+
+
+def test_messages_from_several_producer_threads_counted_exactly():
+    _count_from_producers(4, 25_000)
+
+
+@pytest.mark.stress
+def test_a_million_messages_counted_exactly():
+    _count_from_producers(4, 250_000)
+
+
+def test_atomics_exact_from_two_process_workers():
+    ints = Int32Array(SharedArrayBuffer(64))
+    floats = Float64Array(SharedArrayBuffer(64))
+    src = textwrap.dedent("""
+        import ringport
+        from ringport import atomics
+        ints, floats, n = ringport.worker_data
+        for _ in range(n):
+            atomics.add(ints, 0, 1)
+            atomics.add(floats, 0, 0.5)
+    """)
+    n = 20_000
+    ws = [Worker(src, eval=True, backend="process", worker_data=(ints, floats, n))
+          for _ in range(2)]
+    assert [w.join(60) for w in ws] == [0, 0]
+    assert ints[0] == 2 * n
+    assert floats[0] == n
+
+
+def test_wait_and_notify_across_processes():
+    cell = Int32Array(SharedArrayBuffer(16))
+    w = Worker("import ringport\nfrom ringport import atomics\n"
+               "cell = ringport.worker_data\n"
+               "ringport.parent_port.post_message('waiting')\n"
+               "ringport.parent_port.post_message(atomics.wait(cell, 0, 0, 60))\n"
+               "ringport.parent_port.post_message(atomics.wait(cell, 0, 0, 0.05))\n",
+               eval=True, backend="process", worker_data=cell)
+    assert w.receive(timeout=30) == "waiting"
+    deadline = time.monotonic() + 30
+    woken = 0
+    while not woken and time.monotonic() < deadline:   # once the worker sleeps in wait()
+        woken = atomics.notify(cell, 0)
+        time.sleep(0.005)
+    assert woken == 1
+    assert w.receive(timeout=30) == "ok"          # woken by this process, not timed out
+    assert w.receive(timeout=30) == "timed-out"
+    assert w.join(30) == 0
+
+
+@pytest.mark.stress
+def test_start_join_cycles_leave_descriptors_and_memory_flat():
+    def cycle():
+        w = Worker("import ringport\nringport.parent_port.post_message(1)\n", eval=True,
+                   backend="process")
+        assert w.receive(timeout=60) == 1
+        assert w.join(60) == 0
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    for _ in range(10):
+        cycle()
+    fds, before = _fds(), rss()
+    for _ in range(200):
+        cycle()
+    _settled(_fds, fds, 0, "open descriptors")
+    grown = rss() - before
+    assert grown < 200 * 50 * 1024, f"RSS grew {grown / 1024:.0f} KiB over 200 cycles"
