@@ -169,6 +169,8 @@ struct rp_channel {
     atomic_int stop;     /* the channel is being freed: helper threads leave */
     atomic_int threads;  /* helper threads running (flusher, watcher) */
     atomic_int flushing; /* a flusher thread is running */
+    atomic_int closing;  /* closed here; the other process sees it once the flusher is done */
+    atomic_int zombie;   /* freed here while the flusher works: it frees the struct */
     atomic_int watching; /* a watcher thread is running */
 };
 
@@ -228,6 +230,14 @@ static int queue_init(rp_queue *q, uint64_t capacity) {
 }
 
 static void check_peer(rp_channel *ch);
+
+/* Closed, here or (shared) by the other process.  The shared flag is set by a closing process
+ * only once everything it posted is in the ring, so the consumer never takes "closed and
+ * empty" for the end while messages are still on their way. */
+static int chan_closed(rp_channel *ch) {
+    return atomic_load_explicit(ch->closed, memory_order_acquire) ||
+           atomic_load_explicit(&ch->closing, memory_order_acquire);
+}
 
 static void q_wake(rp_queue *q, atomic_uint *word, int n) {
     if (q->shared) rp_addr_wake_shared(word, n);
@@ -356,18 +366,25 @@ static void wake_all(rp_queue *q) {
 }
 
 void rp_channel_close(rp_channel *ch) {
-    if (atomic_load_explicit(ch->closed, memory_order_acquire)) return;
+    if (chan_closed(ch)) return;
     /* Close under both producer locks: a post either finished before the close, and will be
      * delivered, or sees the channel closed. */
     for (int s = 0; s < 2; s++) rp_lock_acquire(&ch->q[s].plock, RP_FOREVER, 0, NULL);
-    atomic_store_explicit(ch->closed, 1, memory_order_release);
+    if (ch->shared) {
+        atomic_store_explicit(&ch->closing, 1, memory_order_release);
+        /* what waits in this process's overflow goes first: the flusher closes when done */
+        if (!atomic_load_explicit(&ch->flushing, memory_order_acquire))
+            atomic_store_explicit(ch->closed, 1, memory_order_release);
+    } else {
+        atomic_store_explicit(ch->closed, 1, memory_order_release);
+    }
     for (int s = 0; s < 2; s++) signal_watchers(&ch->q[s]);
     for (int s = 1; s >= 0; s--) rp_lock_release(&ch->q[s].plock);
     wake_all(&ch->q[0]);
     wake_all(&ch->q[1]);
 }
 
-int rp_channel_closed(rp_channel *ch) { return atomic_load_explicit(ch->closed, memory_order_acquire); }
+int rp_channel_closed(rp_channel *ch) { return chan_closed(ch); }
 
 void rp_channel_discard(rp_channel *ch, int side) {
     rp_queue *in = &ch->q[1 - (side & 1)];
@@ -378,7 +395,22 @@ void rp_channel_discard(rp_channel *ch, int side) {
 
 static void shared_stop_threads(rp_channel *ch);
 
+static void channel_free_now(rp_channel *ch);
+
 static void channel_free(rp_channel *ch) {
+    if (ch->shared) {
+        /* a flusher still writing what this process posted: it frees the struct when done */
+        rp_queue *q = &ch->q[ch->local];
+        rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
+        int later = atomic_load_explicit(&ch->flushing, memory_order_acquire);
+        if (later) atomic_store_explicit(&ch->zombie, 1, memory_order_release);
+        rp_lock_release(&q->plock);
+        if (later) return;
+    }
+    channel_free_now(ch);
+}
+
+static void channel_free_now(rp_channel *ch) {
     if (ch->shared) shared_stop_threads(ch);
     queue_free(&ch->q[0], ch->capacity, !ch->shared || ch->local == 1);
     queue_free(&ch->q[1], ch->capacity, !ch->shared || ch->local == 0);
@@ -434,12 +466,12 @@ static int wait_room(rp_channel *ch, rp_queue *q, size_t len, int64_t deadline_n
         int r = RP_OK;
         p = atomic_load_explicit(&q->w->pending, memory_order_seq_cst);
         if (!(p == 0 || p + (int64_t)len <= ch->max_pending) &&
-            !atomic_load_explicit(ch->closed, memory_order_acquire))
+            !chan_closed(ch))
             r = q_sleep(q, &q->w->space_seq, seq, deadline_ns, slice_ns, cancel);
         if (r != RP_OK) return r;
         int l = lock_producer(q, deadline_ns, slice_ns, cancel);
         if (l != RP_OK) return l;
-        if (atomic_load_explicit(ch->closed, memory_order_acquire)) {
+        if (chan_closed(ch)) {
             rp_lock_release(&q->plock);
             return RP_ECLOSED;
         }
@@ -459,6 +491,10 @@ static void overflow_push(rp_queue *q, rp_node *n) {
 /* ------------------------------------------------------------------ shared queues: posting */
 
 static void *flusher_main(void *arg);
+static int peer_gone(rp_channel *ch);
+
+/* Flusher threads running in this process (rp_channel_flush_all waits for them). */
+static atomic_int flushers_running;
 
 /* With the producer lock held: write what waits in the overflow list into the shared ring, in
  * fragments where a message is bigger than a record, as far as the ring has room.  Returns
@@ -522,17 +558,33 @@ static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len
         pthread_attr_t a;
         atomic_store_explicit(&ch->flushing, 1, memory_order_release);
         atomic_fetch_add_explicit(&ch->threads, 1, memory_order_acq_rel);
+        atomic_fetch_add_explicit(&flushers_running, 1, memory_order_acq_rel);
         pthread_attr_init(&a);
         pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
         if (pthread_create(&t, &a, flusher_main, ch) != 0) {
             /* what waits goes out with the next post */
             atomic_store_explicit(&ch->flushing, 0, memory_order_release);
             atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
+            atomic_fetch_sub_explicit(&flushers_running, 1, memory_order_acq_rel);
         }
         pthread_attr_destroy(&a);
 #endif
     }
     return RP_OK;
+}
+
+static void channel_free_now(rp_channel *ch);
+
+/* With the producer lock held: the flusher is done (or gives up).  A close that waited for it
+ * reaches the other process now. */
+static void flusher_done(rp_channel *ch) {
+    atomic_store_explicit(&ch->flushing, 0, memory_order_release);
+    if (atomic_load_explicit(&ch->closing, memory_order_acquire) &&
+        !atomic_load_explicit(ch->closed, memory_order_acquire)) {
+        atomic_store_explicit(ch->closed, 1, memory_order_release);
+        wake_all(&ch->q[0]);
+        wake_all(&ch->q[1]);
+    }
 }
 
 /* A flusher: writes the overflow list out while the consumer makes room, then leaves. */
@@ -544,14 +596,36 @@ static void *flusher_main(void *arg) {
         atomic_store_explicit(&q->w->space_sleepy, 1, memory_order_seq_cst);
         rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
         int more = !atomic_load_explicit(&ch->stop, memory_order_acquire) && shared_flush(ch, q);
-        if (!more) atomic_store_explicit(&ch->flushing, 0, memory_order_release);
+        if (!more) flusher_done(ch);
         rp_lock_release(&q->plock);
         if (!more) break;
-        /* the consumer wakes space_seq after it consumed; the slice is a backstop */
-        rp_addr_wait_shared(&q->w->space_seq, seq, rp_now_ns() + 50 * 1000000);
+        /* the consumer wakes space_seq after it consumed; the slice is a backstop, and the
+         * moment to see whether a consumer is left at all (if not, what waits is dropped with
+         * the channel) */
+        if (rp_addr_wait_shared(&q->w->space_seq, seq, rp_now_ns() + 50 * 1000000) ==
+                RP_ETIMEDOUT &&
+            peer_gone(ch)) {
+            rp_lock_acquire(&q->plock, RP_FOREVER, 0, NULL);
+            flusher_done(ch);
+            rp_lock_release(&q->plock);
+            break;
+        }
     }
+    int zombie = atomic_load_explicit(&ch->zombie, memory_order_acquire);
     atomic_fetch_sub_explicit(&ch->threads, 1, memory_order_acq_rel);
+    atomic_fetch_sub_explicit(&flushers_running, 1, memory_order_acq_rel);
+    if (zombie) channel_free_now(ch); /* (flushing is 0: nobody else frees it) */
     return NULL;
+}
+
+int rp_channel_flush_all(int64_t deadline_ns) {
+    while (atomic_load_explicit(&flushers_running, memory_order_acquire) > 0) {
+        if (rp_now_ns() >= deadline_ns) return RP_ETIMEDOUT;
+#if !defined(_WIN32)
+        usleep(1000);
+#endif
+    }
+    return RP_OK;
 }
 
 static int send_xfds(rp_channel *ch, const rp_xfd *x, int nx);
@@ -571,7 +645,7 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
     }
     int r = lock_producer(q, deadline_ns, slice_ns, cancel);
     if (r != RP_OK) return r;
-    if (atomic_load_explicit(ch->closed, memory_order_acquire)) {
+    if (chan_closed(ch)) {
         rp_lock_release(&q->plock);
         return RP_ECLOSED;
     }
@@ -751,7 +825,7 @@ static int try_take(rp_queue *q, rp_recv *out, int64_t deadline_ns, int64_t slic
 
 int rp_channel_poll(rp_channel *ch, int side) {
     rp_queue *q = &ch->q[1 - (side & 1)];
-    return queue_readable(q) || atomic_load_explicit(ch->closed, memory_order_acquire);
+    return queue_readable(q) || chan_closed(ch);
 }
 
 int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
@@ -759,9 +833,9 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
     rp_queue *q = &ch->q[1 - (side & 1)];
     int r = try_take(q, out, deadline_ns, slice_ns, cancel);
     if (r != RP_EAGAIN) return r;
-    if (deadline_ns == 0 || atomic_load_explicit(ch->closed, memory_order_acquire)) {
+    if (deadline_ns == 0 || chan_closed(ch)) {
         /* closed: everything posted before the close is visible now; re-check once */
-        if (!atomic_load_explicit(ch->closed, memory_order_acquire)) return RP_EAGAIN;
+        if (!chan_closed(ch)) return RP_EAGAIN;
         r = try_take(q, out, 0, slice_ns, cancel);
         return r == RP_EAGAIN ? RP_ECLOSED : r;
     }
@@ -778,7 +852,7 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
         unsigned seq = atomic_load_explicit(&q->w->data_seq, memory_order_acquire);
         atomic_store_explicit(&q->w->data_sleepy, 1, memory_order_seq_cst);
         int w = RP_OK;
-        if (!queue_readable(q) && !atomic_load_explicit(ch->closed, memory_order_seq_cst))
+        if (!queue_readable(q) && !chan_closed(ch))
             w = q_sleep(q, &q->w->data_seq, seq, deadline_ns, slice_ns, cancel);
         r = try_take(q, out, deadline_ns, slice_ns, cancel);
         if (r == RP_OK) {
@@ -786,7 +860,7 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
             return RP_OK;
         }
         if (r != RP_EAGAIN) return r;
-        if (atomic_load_explicit(ch->closed, memory_order_acquire)) {
+        if (chan_closed(ch)) {
             r = try_take(q, out, 0, slice_ns, cancel);
             return r == RP_EAGAIN ? RP_ECLOSED : r;
         }
@@ -801,12 +875,12 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
 int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out) {
     rp_queue *q = &ch->q[1 - (side & 1)];
     if (!queue_readable(q)) {
-        if (!atomic_load_explicit(ch->closed, memory_order_acquire)) return RP_EAGAIN;
+        if (!chan_closed(ch)) return RP_EAGAIN;
     }
     if (!rp_lock_try(&q->clock)) return RP_EAGAIN;
     if (take(q, out)) return RP_OK;
     rp_lock_release(&q->clock);
-    return atomic_load_explicit(ch->closed, memory_order_acquire) && !queue_readable(q)
+    return chan_closed(ch) && !queue_readable(q)
                ? RP_ECLOSED
                : RP_EAGAIN;
 }
@@ -876,16 +950,20 @@ void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws) {
 /* A shared channel whose other process is gone (every holder of the other end of its socket
  * closed it: it ended, was killed, crashed) closes, as if that side had closed: what it posted
  * before is still delivered.  Looked at when a wait's slice ends and by the watcher thread. */
-static void check_peer(rp_channel *ch) {
+static int peer_gone(rp_channel *ch) {
 #if defined(__linux__)
-    if (!ch->shared || ch->sock < 0 || atomic_load_explicit(ch->closed, memory_order_acquire))
-        return;
+    if (!ch->shared || ch->sock < 0) return 0;
     struct pollfd p = {ch->sock, POLLRDHUP, 0};
-    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
-        rp_channel_close(ch);
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL));
 #else
     (void)ch;
+    return 0;
 #endif
+}
+
+static void check_peer(rp_channel *ch) {
+    if (!chan_closed(ch) && peer_gone(ch))
+        rp_channel_close(ch);
 }
 
 static void *watcher_main(void *arg) {
@@ -898,7 +976,7 @@ static void *watcher_main(void *arg) {
         unsigned seq = atomic_load_explicit(&q->w->data_seq, memory_order_acquire);
         atomic_store_explicit(&q->w->data_sleepy, 1, memory_order_seq_cst);
         uint64_t t = rp_ring_produced(ring);
-        int cl = atomic_load_explicit(ch->closed, memory_order_seq_cst);
+        int cl = chan_closed(ch);
         if (t != last || cl != was_closed) {
             last = t;
             was_closed = cl;

@@ -221,6 +221,10 @@ int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out);
  * the channel (the side lives on over there). */
 int rp_channel_export(rp_channel *ch, int *memfd, int *sock);
 void rp_channel_detach(rp_channel *ch, int side);
+/* Before a process ends: wait until every message posted here to another process is in its
+ * ring (the flushers are done), or deadline_ns (RP_ETIMEDOUT).  Whatever waits for a consumer
+ * that is gone is dropped rather than waited for. */
+int rp_channel_flush_all(int64_t deadline_ns);
 
 #ifdef __cplusplus
 }

@@ -144,6 +144,7 @@ cdef extern from "rp_channel.h" nogil:
     int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out)
     int rp_channel_export(rp_channel *ch, int *memfd, int *sock)
     void rp_channel_detach(rp_channel *ch, int side)
+    int rp_channel_flush_all(int64_t deadline_ns)
 
 cdef extern from "rp_shm.h" nogil:
     ctypedef struct rp_sab:

@@ -857,6 +857,22 @@ def _process_port(int fd, int sock, capacity, max_pending_bytes=None, *, allow_p
     return p
 
 
+def _flush_shared(timeout=None):
+    """Wait until what this process posted to other processes is in their rings (before a
+    process worker ends: what waits in this process's memory would die with it).  False on
+    timeout."""
+    cdef int64_t deadline = timeout_to_deadline(timeout)
+    cdef int rc
+    while True:
+        with nogil:
+            rc = rp_channel_flush_all(min(deadline, rp_deadline_after(SLICE_NS)))
+        if rc == RP_OK:
+            return True
+        if rp_now_ns() >= deadline:
+            return False
+        PyErr_CheckSignals()
+
+
 def _port_peer_gone(MessagePort port not None):
     """The process at the other end of port's channel is gone: close the channel (what it
     posted before is still delivered; then receive raises PortClosed)."""

@@ -100,7 +100,7 @@ def _boot(sock, memfd, chan_sock, bmemfd, bsock):
 
 def _finish(sock, code, ctl, ctl_chan):
     """Report the worker's error and exit code to the parent, and end the process."""
-    from ringport._core import _import, dumps
+    from ringport._core import _flush_shared, _import, dumps
     from ringport._process import ERROR, EXIT, write_frame
     from ringport._relay import flush
     tok = ctl.swap_error(0)
@@ -114,6 +114,7 @@ def _finish(sock, code, ctl, ctl_chan):
                 code = 1
     ctl_chan.port1.close()
     flush()   # ports relayed to other processes: what the worker posted on them goes out first
+    _flush_shared()   # and what waits to enter a ring shared with another process
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
