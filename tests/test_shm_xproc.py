@@ -378,3 +378,30 @@ def test_process_local_fallback_at_the_open_file_limit():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("fallback ok")
+
+
+def test_recycled_small_buffers_come_back_zeroed():
+    """Small buffers that never left the process are recycled (csrc/rp_shm.c): a new one must
+    still be all zeros, whatever the dropped one held, growable or not."""
+    for size, kw in ((64, {}), (4096, {}), (100, {"max_byte_length": 60000})):
+        for _ in range(40):           # more than the cache holds
+            sab = SharedArrayBuffer(size, **kw)
+            assert bytes(memoryview(sab)) == bytes(size)
+            if kw:
+                sab.grow(60000)
+                assert bytes(memoryview(sab)) == bytes(60000)
+            memoryview(sab)[:] = b"\xff" * len(sab)
+            del sab
+
+
+def test_exported_buffer_is_never_recycled():
+    """Once its fd was handed out another process may map it: dropping it here must not give
+    the same memory to the next buffer."""
+    sab = SharedArrayBuffer(64)
+    other = _sab_import_fd(os.dup(_sab_export_fd(sab)), *_sab_layout(sab))   # "another process"
+    memoryview(sab)[:4] = b"keep"
+    del sab
+    fresh = [SharedArrayBuffer(64) for _ in range(40)]
+    for f in fresh:
+        memoryview(f)[:4] = b"oops"
+    assert bytes(memoryview(other)[:4]) == b"keep"
