@@ -405,3 +405,29 @@ def test_exported_buffer_is_never_recycled():
     for f in fresh:
         memoryview(f)[:4] = b"oops"
     assert bytes(memoryview(other)[:4]) == b"keep"
+
+
+def test_ping_pong_across_processes_loses_no_wake_up(child):
+    """Two processes take turns through wait/notify on one element; a lost wake-up would show as
+    a wait that timed out although the other side stored and notified."""
+    rounds = 2000
+    a = Int32Array(1)
+    c = child(f"""
+        a = Int32Array(recv_sab())
+        late = 0
+        for i in range({rounds}):
+            while atomics.load(a, 0) != 2 * i + 1:
+                late += atomics.wait(a, 0, 2 * i, 5) == "timed-out"
+            atomics.store(a, 0, 2 * i + 2)
+            atomics.notify(a, 0)
+        say(late)
+    """)
+    c.send(a.buffer)
+    late = 0
+    for i in range(rounds):
+        atomics.store(a, 0, 2 * i + 1)
+        atomics.notify(a, 0)
+        while atomics.load(a, 0) != 2 * i + 2:
+            late += atomics.wait(a, 0, 2 * i + 1, 5) == "timed-out"
+    assert c.hear() == 0 and late == 0
+    assert a[0] == 2 * rounds and c.join() == 0
