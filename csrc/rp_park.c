@@ -10,6 +10,7 @@
 #include "rp_shm.h"
 
 #if !defined(_WIN32)
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/types.h>
@@ -123,9 +124,22 @@ static void rp_yield_cpu(void) {
 #endif
 }
 
+#if !defined(_WIN32)
+/* getpid() is a system call, once per wait: cache it, and forget it in a forked child. */
+static _Atomic uint32_t rp_pid_cache;
+static pthread_once_t rp_pid_once = PTHREAD_ONCE_INIT;
+static void rp_pid_forget(void) { atomic_store_explicit(&rp_pid_cache, 0u, memory_order_relaxed); }
+static void rp_pid_hook(void) { pthread_atfork(NULL, NULL, rp_pid_forget); }
+#endif
+
 static uint32_t rp_self_pid(void) {
 #if !defined(_WIN32)
-    return (uint32_t)getpid();
+    uint32_t pid = atomic_load_explicit(&rp_pid_cache, memory_order_relaxed);
+    if (pid != 0u) return pid;
+    pthread_once(&rp_pid_once, rp_pid_hook);
+    pid = (uint32_t)getpid();
+    atomic_store_explicit(&rp_pid_cache, pid, memory_order_relaxed);
+    return pid;
 #else
     return 0u;
 #endif
@@ -301,10 +315,11 @@ static int rp_x_leave(rp_waiter *w) {
 
 /* Wake the oldest waiter on off (count > 0), or every one (count < 0), until count. */
 static int64_t rp_x_notify(rp_shm_lot *lot, uint64_t off, int64_t count) {
-    uint32_t hw, me = rp_self_pid();
+    uint32_t hw, me = 0; /* our pid, looked up only once a waiter is found (a system call) */
     int64_t n = 0;
     rp_x_barrier(lot); /* pairs with the waiter's (see rp_x_enqueue) */
     hw = rp_x_hw(lot);
+    if (hw == 0) return 0;
     /* only waiters that came before this notify: one that waits again at once after being woken
      * must not keep a notify-all going forever */
     uint64_t limit = atomic_load_explicit(&lot->ticket, memory_order_acquire);
@@ -318,8 +333,11 @@ static int64_t rp_x_notify(rp_shm_lot *lot, uint64_t off, int64_t count) {
             if ((k != RP_X_WAITING && k != RP_X_WAITING_ASYNC) ||
                 atomic_load_explicit(&c->off, memory_order_relaxed) != off)
                 continue;
-            if (k == RP_X_WAITING_ASYNC && atomic_load_explicit(&c->pid, memory_order_relaxed) != me)
-                continue; /* its fd is another process's */
+            if (k == RP_X_WAITING_ASYNC) {
+                if (me == 0) me = rp_self_pid();
+                if (atomic_load_explicit(&c->pid, memory_order_relaxed) != me)
+                    continue; /* its fd is another process's */
+            }
             uint64_t t = atomic_load_explicit(&c->ticket, memory_order_relaxed);
             if (t >= limit) continue;
             if (best == NULL || t < bt) {
@@ -330,6 +348,7 @@ static int64_t rp_x_notify(rp_shm_lot *lot, uint64_t off, int64_t count) {
             }
         }
         if (best == NULL) break;
+        if (me == 0) me = rp_self_pid();
         uint32_t pid = atomic_load_explicit(&best->pid, memory_order_relaxed);
         if (pid != me && rp_pid_dead(pid)) {
             /* its process died waiting: reclaim the cell, do not count it */

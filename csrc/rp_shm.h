@@ -27,6 +27,11 @@
  * another process fails (with a clear error in the layer above).  We do not raise the process's
  * descriptor limit behind the program's back.
  *
+ * Small blocks that never left the process (rp_sab_fd never called) are recycled, zeroed,
+ * instead of unmapped (rp_shm.c, "recycling"): a memfd block costs tens of microseconds of
+ * system calls to make and drop.  A child made by os.fork() shares every block with its parent
+ * (MAP_SHARED), unlike the copy it had of calloc'ed memory: start other processes with spawn.
+ *
  * Nothing in the header is trusted: another process may write anything there.  The length read
  * from it is clamped to the maximum this process mapped, and rp_park.c bounds every index.
  */

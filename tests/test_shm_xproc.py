@@ -378,3 +378,56 @@ def test_process_local_fallback_at_the_open_file_limit():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("fallback ok")
+
+
+def test_recycled_small_buffers_come_back_zeroed():
+    """Small buffers that never left the process are recycled (csrc/rp_shm.c): a new one must
+    still be all zeros, whatever the dropped one held, growable or not."""
+    for size, kw in ((64, {}), (4096, {}), (100, {"max_byte_length": 60000})):
+        for _ in range(40):           # more than the cache holds
+            sab = SharedArrayBuffer(size, **kw)
+            assert bytes(memoryview(sab)) == bytes(size)
+            if kw:
+                sab.grow(60000)
+                assert bytes(memoryview(sab)) == bytes(60000)
+            memoryview(sab)[:] = b"\xff" * len(sab)
+            del sab
+
+
+def test_exported_buffer_is_never_recycled():
+    """Once its fd was handed out another process may map it: dropping it here must not give
+    the same memory to the next buffer."""
+    sab = SharedArrayBuffer(64)
+    other = _sab_import_fd(os.dup(_sab_export_fd(sab)), *_sab_layout(sab))   # "another process"
+    memoryview(sab)[:4] = b"keep"
+    del sab
+    fresh = [SharedArrayBuffer(64) for _ in range(40)]
+    for f in fresh:
+        memoryview(f)[:4] = b"oops"
+    assert bytes(memoryview(other)[:4]) == b"keep"
+
+
+def test_ping_pong_across_processes_loses_no_wake_up(child):
+    """Two processes take turns through wait/notify on one element; a lost wake-up would show as
+    a wait that timed out although the other side stored and notified."""
+    rounds = 2000
+    a = Int32Array(1)
+    c = child(f"""
+        a = Int32Array(recv_sab())
+        late = 0
+        for i in range({rounds}):
+            while atomics.load(a, 0) != 2 * i + 1:
+                late += atomics.wait(a, 0, 2 * i, 5) == "timed-out"
+            atomics.store(a, 0, 2 * i + 2)
+            atomics.notify(a, 0)
+        say(late)
+    """)
+    c.send(a.buffer)
+    late = 0
+    for i in range(rounds):
+        atomics.store(a, 0, 2 * i + 1)
+        atomics.notify(a, 0)
+        while atomics.load(a, 0) != 2 * i + 2:
+            late += atomics.wait(a, 0, 2 * i + 1, 5) == "timed-out"
+    assert c.hear() == 0 and late == 0
+    assert a[0] == 2 * rounds and c.join() == 0

@@ -413,6 +413,10 @@ def wait_async(arr, index, value, timeout=None):
             a._close()
             fut.set_result("not-equal")
             return fut
+        if rc == RP_ENOMEM:
+            a._close()
+            raise MemoryError(f"atomics.wait_async: {RP_PARK_XCELLS} waiters already wait on "
+                              f"this SharedArrayBuffer (the limit of concurrent waiters per buffer)")
         a.enqueued = True
         a.arr = arr
         a.loop = loop

@@ -140,10 +140,34 @@ static void test_parent_waits_child_notifies(void) {
     rp_sab_decref(s);
 }
 
+/* The cells are bounded: one waiter more than RP_PARK_XCELLS is refused, not overrun; leaving
+ * gives the cells back; a notify counts exactly the waiters enqueued. */
+static void test_cells_are_bounded(void) {
+    rp_sab *s = rp_sab_new(64, 64, 0);
+    char *a = rp_sab_data(s);
+    static rp_waiter w[RP_PARK_XCELLS + 1];
+    for (int i = 0; i < RP_PARK_XCELLS; i++) {
+        rp_waiter_init(&w[i], -1);
+        CHECK(rp_park_enqueue(&w[i], a + 8 * (i % 4), 4, 0) == RP_OK);
+    }
+    rp_waiter_init(&w[RP_PARK_XCELLS], -1);
+    CHECK(rp_park_enqueue(&w[RP_PARK_XCELLS], a, 4, 0) == RP_ENOMEM);
+    CHECK(rp_park_waiters(a) == (RP_PARK_XCELLS + 3) / 4);
+    CHECK(rp_park_notify(a + 8, 3) == 3);
+    int woken = 0;
+    for (int i = 0; i < RP_PARK_XCELLS; i++) woken += rp_park_leave(&w[i]);
+    CHECK(woken == 3);
+    CHECK(rp_park_waiters(a) == 0 && rp_park_waiters(a + 8) == 0);
+    rp_waiter_init(&w[0], -1);
+    CHECK(rp_park_enqueue(&w[0], a, 4, 0) == RP_OK && rp_park_leave(&w[0]) == 0);
+    rp_sab_decref(s);
+}
+
 int main(void) {
+    test_cells_are_bounded();
     test_blocks_and_fds();
     test_wait_notify_across_processes();
     test_parent_waits_child_notifies();
-    printf("shm tests: 3 passed, 0 failed\n");
+    printf("shm tests: 4 passed, 0 failed\n");
     return 0;
 }
