@@ -88,8 +88,10 @@ def finalizers_forever():
 
 def swallow_terminate_once():
     """Catches the first WorkerTerminated and carries on."""
-    ringport.parent_port.post_message("ready")
     try:
+        # (inside the try: the parent terminates as soon as it reads 'ready', which may be
+        # before this call has returned)
+        ringport.parent_port.post_message("ready")
         while True:
             pass
     except BaseException:
