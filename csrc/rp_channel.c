@@ -166,6 +166,7 @@ struct rp_channel {
     rp_lock fdlock; /* receivers taking descriptors from sock */
     void *map;
     size_t map_len;
+    atomic_int *spinners; /* shared: the header's count of spinners in both processes */
     atomic_int stop;     /* the channel is being freed: helper threads leave */
     atomic_int threads;  /* helper threads running (flusher, watcher) */
     atomic_int flushing; /* a flusher thread is running */
@@ -186,6 +187,7 @@ typedef struct rp_xhdr {
     uint64_t magic;
     uint64_t capacity;
     alignas(64) atomic_int closed;
+    alignas(64) atomic_int spinners; /* threads of both processes spinning on this channel */
     rp_qwords words[2]; /* words[s]: the queue posted by side s */
 } rp_xhdr;
 
@@ -841,7 +843,7 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
     }
     int64_t start = rp_now_ns();
     if (rp_cancel_fired(cancel)) return RP_ECANCELED;
-    if (rp_spin_until(&q->spin, queue_readable, q)) {
+    if (rp_spin_until_shared(&q->spin, queue_readable, q, ch->spinners)) {
         r = try_take(q, out, deadline_ns, slice_ns, cancel);
         if (r != RP_EAGAIN) {
             if (r == RP_OK) rp_spin_feedback(&q->spin, 1, 0);
@@ -1025,6 +1027,7 @@ static rp_channel *shared_channel(void *map, size_t len, uint64_t capacity, int6
     ch->map = map;
     ch->map_len = len;
     ch->closed = &h->closed;
+    ch->spinners = &h->spinners;
     atomic_store_explicit(&ch->sides_alive, 1, memory_order_relaxed); /* the other is elsewhere */
     for (int s = 0; s < 2; s++) {
         ch->q[s].shared = 1;

@@ -270,10 +270,24 @@ static void rp_yield(void) {
 }
 
 int rp_spin_until(rp_spin *s, int (*ready)(void *), void *arg) {
+    return rp_spin_until_shared(s, ready, arg, NULL);
+}
+
+/* Spinners in this process, plus those another process counts in `shared` (which counts this
+ * thread too, while it spins). */
+static int spinners_now(atomic_int *shared) {
+    int n = atomic_load_explicit(&rp_spinners, memory_order_relaxed);
+    if (shared) n += atomic_load_explicit(shared, memory_order_relaxed) - 1;
+    return n;
+}
+
+int rp_spin_until_shared(rp_spin *s, int (*ready)(void *), void *arg, atomic_int *shared) {
     int64_t budget = atomic_load_explicit(&s->budget_ns, memory_order_relaxed);
     int ncpu = rp_ncpu();
     int ok = 0;
-    int crowd = atomic_fetch_add_explicit(&rp_spinners, 1, memory_order_relaxed) + 1 >= ncpu;
+    atomic_fetch_add_explicit(&rp_spinners, 1, memory_order_relaxed);
+    if (shared) atomic_fetch_add_explicit(shared, 1, memory_order_relaxed);
+    int crowd = spinners_now(shared) >= ncpu;
     int64_t end = rp_now_ns() + (crowd ? budget / 4 : budget);
     for (unsigned i = 1;; i++) {
         if (ready(arg)) { ok = 1; break; }
@@ -281,12 +295,13 @@ int rp_spin_until(rp_spin *s, int (*ready)(void *), void *arg) {
             if (rp_now_ns() >= end) break;
             /* too many spinners: a spinning thread may keep the very thread it waits for off
              * the CPU, so give the core away instead of pausing */
-            crowd = atomic_load_explicit(&rp_spinners, memory_order_relaxed) >= ncpu;
+            crowd = spinners_now(shared) >= ncpu;
             if (crowd) { rp_yield(); continue; }
         }
         rp_cpu_relax();
     }
     atomic_fetch_sub_explicit(&rp_spinners, 1, memory_order_relaxed);
+    if (shared) atomic_fetch_sub_explicit(shared, 1, memory_order_relaxed);
     return ok;
 }
 

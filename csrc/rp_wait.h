@@ -109,6 +109,9 @@ typedef struct rp_spin {
 void rp_spin_init(rp_spin *s);
 /* Spin until ready(arg) returns non-zero (then return 1) or the budget is spent (return 0). */
 int rp_spin_until(rp_spin *s, int (*ready)(void *), void *arg);
+/* The same, counting the spinners of another process too: shared (NULL: none) is a counter in
+ * memory shared with it, which every spinner on both sides holds up while it spins. */
+int rp_spin_until_shared(rp_spin *s, int (*ready)(void *), void *arg, atomic_int *shared);
 /* After a wait that went on to sleep: how long the whole wait took. */
 void rp_spin_feedback(rp_spin *s, int spun_ok, int64_t waited_ns);
 
