@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import ringport
 from conftest import SRC_DIR
 
@@ -57,6 +59,46 @@ def test_quick_run_verifies_everything_and_writes_json(tmp_path):
         node = [n for n in list(b["systems"]) + list(b["skipped"]) if n.startswith("Node")]
         assert node, bid
     assert "ping-pong round trip" in p.stdout
+    if "process" in ringport.available_backends():
+        check_process_rows(res)
+
+
+# every family has its process-worker rows, each compared with its baseline(s) on equal work
+PROCESS_ROWS = {
+    "pingpong": ("ringport Worker (process)", ["multiprocessing.Pipe (processes)"]),
+    "processData": ("ringport Worker (process)", ["multiprocessing.Queue (processes)",
+                                                  "faster-fifo (processes)"]),
+    "array-copy": ("ringport Worker (process)", ["multiprocessing.Pipe send_bytes (processes)",
+                                                 "multiprocessing.Pipe (processes)"]),
+    "array-transfer": ("ringport Worker (process)", []),
+    "array-share-size": ("ringport Worker (process), 64 MiB",
+                         ["ringport Worker (process), 1 MiB"]),
+    "bytes-64k": ("ringport Worker (process)", ["multiprocessing.Pipe (processes)"]),
+    "counter": ("ringport.atomics.add (Python, Worker process)", []),
+    "waitnotify": ("ringport.atomics wait/notify (Python, main <-> Worker process)", []),
+    "worker-startup": ("ringport Worker (process)",
+                       ["multiprocessing.Process (forkserver)",
+                        "ProcessPoolExecutor (forkserver, fresh pool)"]),
+    "worker-memory": ("ringport Worker (process)", ["multiprocessing.Process (forkserver)"]),
+    "scaling-2": ("ringport Worker (process)", []),
+}
+
+
+def check_process_rows(res):
+    bench = res["benchmarks"]
+    assert {bench[bid]["family"] for bid in PROCESS_ROWS} == FAMILIES
+    for bid, (name, bases) in PROCESS_ROWS.items():
+        d = bench[bid]["systems"][name]
+        assert d["verified"] and d["median"] > 0 or bid == "worker-memory", (bid, d)
+        for base in bases:
+            if base in bench[bid]["skipped"]:      # e.g. faster-fifo not installed
+                continue
+            assert d["vs"][base] > 0, (bid, base, d)
+            assert d["vs"][base] == pytest.approx(
+                bench[bid]["systems"][base]["median"] / d["median"]
+                if bench[bid]["better"] == "lower" else
+                d["median"] / bench[bid]["systems"][base]["median"]), (bid, base)
+    assert bench["scaling-2"]["systems"]["ringport Worker (process)"]["speedup"] > 0
 
 
 def test_load_reprints_the_table(tmp_path):

@@ -48,6 +48,7 @@ class System:
     fn: object = None
     skip: str = ""
     note: str = ""
+    base: tuple = ()                  # rows of the same benchmark this one is compared with
 
 
 @dataclass
@@ -122,13 +123,9 @@ def worker_backends():
 
 
 def auto_backend():
-    """The backend Worker(backend="auto") picks (issue 3's rule)."""
+    """The backend Worker(backend="auto") picks: the first one available_backends() lists."""
     b = worker_backends()
-    if not b:
-        return None
-    if not FREE_THREADED and sys.version_info >= (3, 13) and "subinterpreter" in b:
-        return "subinterpreter"
-    return "thread"
+    return b[0] if b else None
 
 
 def has_numpy():

@@ -102,6 +102,18 @@ class MpPipe(Transport):
         self.c.close()
 
 
+class MpPipeBytes(MpPipe):
+    """multiprocessing.Pipe moving raw bytes (send_bytes/recv_bytes): no pickling at all."""
+    name = "multiprocessing.Pipe send_bytes (processes)"
+
+    def ready(self):
+        super().ready()                 # commands and the first answer are still pickled
+        import numpy as np
+        rb = self.c.recv_bytes
+        self.recv = lambda: np.frombuffer(rb(), dtype=np.float64)
+        return self
+
+
 class MpQueue(Transport):
     """Two multiprocessing.Queue to a child process (forkserver)."""
     name = "multiprocessing.Queue (processes)"
@@ -246,17 +258,32 @@ def m_bytes(t, n, size):
     return Sample(n * size / dt / 1e6, n)
 
 
-def m_array(t, n, op, args=None):
+def _arrays(t, n, op, args):
+    """Time n float64 arrays of args["len"] (default 1 MiB) elements from the peer, checked."""
+    length = args.get("len", peers.ARRAY_LEN)
+
     def acc(m):
-        check(len(m) == peers.ARRAY_LEN, f"array of {len(m)} elements")
+        check(len(m) == length, f"array of {len(m)} elements, not {length}")
         return m[0] + m[-1]
-    dt, total = _oneway(t, op, args or {}, n, acc)
-    want = sum(range(n)) + n * float(peers.ARRAY_LEN - 1)
+    dt, total = _oneway(t, op, args, n, acc)
+    want = sum(range(n)) + n * float(length - 1)
     check(total == want, f"{op}: checksum {total} != {want}")
-    return Sample(n * peers.ARRAY_LEN * 8 / dt / 1e9, n)
+    return dt, length
 
 
-MEASURES = {"pingpong": m_pingpong, "msg": m_msg, "bytes": m_bytes, "array": m_array}
+def m_array(t, n, op, args=None):
+    dt, length = _arrays(t, n, op, args or {})
+    return Sample(n * length * 8 / dt / 1e9, n)
+
+
+def m_share(t, n, length):
+    """Time per message of a fresh SharedArrayBuffer-backed array of `length` float64s."""
+    dt, _ = _arrays(t, n, "array_shared", {"len": length})
+    return Sample(dt / n * 1e6, n)
+
+
+MEASURES = {"pingpong": m_pingpong, "msg": m_msg, "bytes": m_bytes, "array": m_array,
+            "share": m_share}
 
 
 def measure(make, what, *args):
@@ -286,6 +313,7 @@ def node_system(case, params):
 # ------------------------------------------------------------------ the benchmarks
 
 BYTE_SIZES = [1024, 2048, 4096, 8192, 65536]
+PIPE = MpPipe.name
 
 
 def benchmarks(p):
@@ -301,14 +329,17 @@ def benchmarks(p):
                ("multiprocessing.Pipe (processes)", MpPipe),
                ("multiprocessing.Queue (processes)", MpQueue)]
 
-    def rows(what, args_for, interp_n=None, node=None, ff_ok=True, extra=()):
+    def rows(what, args_for, interp_n=None, node=None, ff_ok=True, extra=(), base=()):
+        """base: the rows the process worker's row is compared with (equal work, both
+        between two processes)."""
         out = []
         for name, make in thread_ts + base_ts:
             a = args_for(name)
             if isinstance(a, str):
                 out.append(System(name, skip=a))
             else:
-                out.append(System(name, (lambda make=make, a=a: measure(make, what, *a))))
+                out.append(System(name, (lambda make=make, a=a: measure(make, what, *a)),
+                                  base=base if name == "ringport Worker (process)" else ()))
         out.extend(extra)
         if not ff_ok:
             out.append(System("faster-fifo (processes)",
@@ -335,13 +366,16 @@ def benchmarks(p):
     benches.append(Bench(
         "pingpong", "pingpong", "ping-pong round trip, small int", "us", "lower",
         rows("pingpong", lambda s: (n,), interp_n=p["interp"],
-             node=("pingpong", {"n": n})),
+             node=("pingpong", {"n": n}), base=(PIPE,)),
         latency=True, note="per-round-trip samples; median and p99 over all repeats"))
     n = p["msg"]
     benches.append(Bench(
         "processData", "processData", "one-way {'task': 'processData', 'payload': [1..5]}",
         "M msg/s", "higher",
-        rows("msg", lambda s: (n,), interp_n=p["interp"] * 10, node=("msg", {"n": n}))))
+        rows("msg", lambda s: (n,), interp_n=p["interp"] * 10, node=("msg", {"n": n}),
+             base=("multiprocessing.Queue (processes)", "faster-fifo (processes)")),
+        note="every system pickles or encodes each dict on the sending side and decodes it "
+             "on the receiving side, one get()/receive() per message"))
 
     n = p["array"]
 
@@ -354,13 +388,17 @@ def benchmarks(p):
             return (n, "array_copy", {"copy_each": True})
         return (n, "array_copy", {})
 
+    raw = [System(MpPipeBytes.name, (lambda: measure(MpPipeBytes, "array", n, "array_bytes")))
+           if numpy else System(MpPipeBytes.name, skip="numpy not installed")]
     benches.append(Bench(
         "array-copy", "1 MiB float64 arrays", "copied", "GB/s", "higher",
-        rows("array", copy_args, node=("array_copy", {"n": n})),
+        rows("array", copy_args, node=("array_copy", {"n": n}), extra=raw,
+             base=(MpPipeBytes.name, PIPE)),
         note="numpy arrays (array.array('d') from a subinterpreter, where numpy does not "
              "load); the senders of queue.Queue (which passes references) and "
              "multiprocessing.Queue (which pickles later, in a feeder thread) copy each array "
-             "themselves"))
+             "themselves; send_bytes: the array's bytes, received as bytes and viewed by "
+             "numpy.frombuffer"))
 
     def xfer_args(name):
         if name.startswith("ringport"):
@@ -375,13 +413,26 @@ def benchmarks(p):
         note="ringport: a fresh SharedArrayBuffer-backed Float64Array per message, shared "
              "(not copied) and dropped by the sender; Node: postMessage(arr, [arr.buffer]); "
              "queue.Queue: a fresh numpy array by reference"))
+    big = 64 * peers.ARRAY_LEN
+    share = []
+    for name, make in thread_ts:
+        one = f"{name}, 1 MiB"
+        share += [System(one, (lambda make=make: measure(make, "share", n, peers.ARRAY_LEN))),
+                  System(f"{name}, 64 MiB", (lambda make=make: measure(make, "share", n, big)),
+                         base=(one,))]
+    share.append(System("Node.js worker_threads", skip="measured at 1 MiB only (transferred)"))
+    benches.append(Bench(
+        "array-share-size", "1 MiB float64 arrays", "shared, 64 MiB vs 1 MiB", "us/msg", "lower",
+        share, note="a fresh SharedArrayBuffer-backed Float64Array per message, as in "
+        "'transferred'; the time per message should not grow with the size (the 64 MiB "
+        "row's 'vs' ratio near 1)"))
     for size in BYTE_SIZES:
         nb = max(2, int(p["bytes"] * min(1.0, 8192 / size) * (4 if size <= 2048 else 1)))
         label = f"{size // 1024} KiB"
         benches.append(Bench(
             f"bytes-{size // 1024}k", "byte strings", label, "MB/s", "higher",
             rows("bytes", lambda s, nb=nb, size=size: (nb, size),
-                 node=("bytes", {"n": nb, "size": size}))))
+                 node=("bytes", {"n": nb, "size": size}), base=(PIPE,))))
     return benches
 
 

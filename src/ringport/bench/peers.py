@@ -39,9 +39,38 @@ def copy_array(numpy=True):
     return array.array("d", range(ARRAY_LEN))
 
 
-def run(op, send, recv, args):
+def ready():
+    """What a process pool's first task returns (worker start-up)."""
+    return "ready"
+
+
+def wn_side(a, rounds, me, lat=None):
+    """One side of the wait/notify ping-pong on a[0]: side `me` (0 or 1) waits for its turn
+    (a[0] == 2 * i + me), then hands over.  Side 0 appends each round trip (us) to lat."""
+    from time import perf_counter_ns as pc
+    from ringport import atomics
+    load, store, wait, notify = atomics.load, atomics.store, atomics.wait, atomics.notify
+    t = pc()
+    for i in range(rounds):
+        want = 2 * i + me
+        while True:
+            v = load(a, 0)
+            if v == want:
+                break
+            wait(a, 0, v, 5)
+        if lat is not None:
+            t2 = pc()
+            if i:
+                lat.append((t2 - t) / 1e3)
+            t = t2
+        store(a, 0, want + 1)
+        notify(a, 0)
+
+
+def run(op, send, recv, args, send_bytes=None):
     """Do one benchmark's peer work.  args is a dict of plain values (it may have crossed a
-    process or interpreter boundary)."""
+    process or interpreter boundary); send_bytes, where the transport has one, sends raw bytes
+    (multiprocessing's Connection.send_bytes)."""
     n = args.get("n", 0)
     if op == "echo":                    # ping-pong: reply with the value plus one
         for _ in range(n):
@@ -60,12 +89,18 @@ def run(op, send, recv, args):
         for i in range(n):
             a[0] = i
             send(a.copy() if copy_each else a)
+    elif op == "array_bytes":           # one way: the same array's bytes, no pickling
+        a = copy_array()
+        for i in range(n):
+            a[0] = i
+            send_bytes(a)
     elif op == "array_shared":          # one way: a fresh SharedArrayBuffer-backed array each
         from ringport import Float64Array
+        length = args.get("len", ARRAY_LEN)
         for i in range(n):
-            f = Float64Array(ARRAY_LEN)
+            f = Float64Array(length)
             f[0] = i
-            f[ARRAY_LEN - 1] = ARRAY_LEN - 1
+            f[length - 1] = length - 1
             send(f)
             del f                       # the sender keeps nothing: ownership passes over
     elif op == "array_fresh":           # one way: a fresh numpy array (reference passing)
@@ -90,6 +125,10 @@ def run(op, send, recv, args):
         for _ in range(n):
             add(arr, 0, 1)
         send("done")
+    elif op == "waitnotify":            # wait/notify ping-pong with the main side, on args["arr"]
+        send("ready")
+        wn_side(args["arr"], n, 1)
+        send("done")
     elif op == "ready":                 # start-up probe
         send("ready")
     else:
@@ -112,7 +151,7 @@ def serve_conn(conn):
         cmd = conn.recv()
         if cmd is None:
             return
-        run(cmd[0], conn.send, conn.recv, cmd[1])
+        run(cmd[0], conn.send, conn.recv, cmd[1], conn.send_bytes)
 
 
 def serve_queues(qin, qout):

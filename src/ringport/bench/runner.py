@@ -204,6 +204,19 @@ def summarize(benches, rec, skipped, repeat):
         out[b.id] = {"family": b.family, "title": b.title, "unit": b.unit, "better": b.better,
                      "latency": b.latency, "note": b.note, "reference": ref,
                      "systems": systems, "skipped": skipped[b.id]}
+    # a row's own baselines (System.base): how many times better it is than each, equal work
+    for b in benches:
+        systems = out[b.id]["systems"]
+        for sy in b.systems:
+            d = systems.get(sy.name)
+            if d is None or not sy.base:
+                continue
+            d["vs"] = {}
+            for name in sy.base:
+                o = systems.get(name)
+                if d["median"] and o and o["median"]:
+                    d["vs"][name] = (o["median"] / d["median"]) if b.better == "lower" \
+                        else (d["median"] / o["median"])
     # scaling: each system's speed-up over its own one-worker time, paired by repeat
     one = out.get("scaling-1")
     for bid, bd in out.items():
@@ -241,6 +254,8 @@ def print_table(res, file=sys.stdout):
             extra = ""
             if "speedup" in d and d["speedup"] is not None and bid != "scaling-1":
                 extra += f"  speed-up {d['speedup']:.2f}x"
+            for base, r in d.get("vs", {}).items():
+                extra += f"  [{r:.2f}x vs {base}]"
             if not d["verified"]:
                 extra += "  ** FAILED **"
             p = f" p99 {fmt(d.get('p99')):>8}" if b["latency"] else ""
@@ -270,6 +285,8 @@ def markdown(res):
             sp = d.get("speedup")
             if sp is not None and bid != "scaling-1":
                 rs += f" (speed-up {sp:.2f}x)"
+            for base, r in d.get("vs", {}).items():
+                rs += f"; {r:.2f}x vs {base}"
             out.append(f"| {name} | {fmt(d['median'])} |" + (f" {fmt(d.get('p99'))} |"
                        if lat else "") + f" {rs} |")
         for name, why in b["skipped"].items():

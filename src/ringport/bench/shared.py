@@ -13,6 +13,7 @@ import time
 import ringport
 from ringport import Int32Array, atomics
 
+from ringport.bench import peers
 from ringport.bench.common import (Bench, Sample, Skip, System, check, run_driver, run_node,
                                    run_threads, worker_backends)
 from ringport.bench.messaging import WORKER_SRC
@@ -133,29 +134,28 @@ def node_counter(n):
 def waitnotify_py(rounds):
     a = Int32Array(1)
     lat = []
-    load, store, wait, notify = atomics.load, atomics.store, atomics.wait, atomics.notify
-    pc = time.perf_counter_ns
-
-    def side(me):
-        t = pc()
-        for i in range(rounds):
-            want = 2 * i + me
-            while True:
-                v = load(a, 0)
-                if v == want:
-                    break
-                wait(a, 0, v, 5)
-            if me == 0:
-                t2 = pc()
-                if i:
-                    lat.append((t2 - t) / 1e3)
-                t = t2
-            store(a, 0, want + 1)
-            notify(a, 0)
-
-    dt, _ = run_threads([lambda: side(1), lambda: side(0)])
+    dt, _ = run_threads([lambda: peers.wn_side(a, rounds, 1),
+                         lambda: peers.wn_side(a, rounds, 0, lat)])
     check(a[0] == 2 * rounds, f"wait/notify ping-pong ended at {a[0]} != {2 * rounds}")
     return Sample(statistics.median(lat) if lat else dt / rounds * 1e6, rounds, lat)
+
+
+def waitnotify_worker(backend, rounds):
+    """The same ping-pong with side 1 in a ringport Worker (the Int32Array posted: shared)."""
+    a = Int32Array(1)
+    lat = []
+    w = ringport.Worker(WORKER_SRC, eval=True, backend=backend)
+    try:
+        w.post_message(("waitnotify", {"n": rounds, "arr": a}))
+        check(w.receive(60) == "ready", "worker not ready")
+        peers.wn_side(a, rounds, 0, lat)
+        check(w.receive(60) == "done", "worker did not finish")
+    finally:
+        w.post_message(None)
+        if w.join(60) is None:
+            w.terminate()
+    check(a[0] == 2 * rounds, f"Worker wait/notify ping-pong ended at {a[0]} != {2 * rounds}")
+    return Sample(statistics.median(lat), rounds, lat)
 
 
 def waitnotify_cimport(rounds, allowed):
@@ -209,13 +209,16 @@ def benchmarks(p):
     rows.append(System("Node.js Atomics.add (workers)", lambda: node_counter(nf)))
     counter = Bench("counter", "shared counter", "two workers, one Int32 element", "M ops/s",
                     "higher", rows, note="total increments per second; exact count verified")
-    wn = Bench("waitnotify", "wait/notify", "wait/notify ping-pong round trip", "us", "lower", [
-        System("ringport.atomics wait/notify (Python, threads)", lambda: waitnotify_py(r)),
-        System("ringport cimported nogil wait/notify (threads)",
-               lambda: waitnotify_cimport(r, cim)),
-        System("threading.Condition (threads)", lambda: waitnotify_cond(r)),
-        System("Node.js Atomics.wait/notify (workers)", lambda: node_waitnotify(r)),
-    ], latency=True, note="one round trip = two hand-offs")
+    rows = [System("ringport.atomics wait/notify (Python, threads)", lambda: waitnotify_py(r)),
+            System("ringport cimported nogil wait/notify (threads)",
+                   lambda: waitnotify_cimport(r, cim))]
+    for b in worker_backends():
+        rows.append(System(f"ringport.atomics wait/notify (Python, main <-> Worker {b})",
+                           lambda b=b: waitnotify_worker(b, r)))
+    rows += [System("threading.Condition (threads)", lambda: waitnotify_cond(r)),
+             System("Node.js Atomics.wait/notify (workers)", lambda: node_waitnotify(r))]
+    wn = Bench("waitnotify", "wait/notify", "wait/notify ping-pong round trip", "us", "lower",
+               rows, latency=True, note="one round trip = two hand-offs")
     return [counter, wn]
 
 

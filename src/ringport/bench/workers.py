@@ -1,5 +1,6 @@
 """Benchmark 7: worker start-up time (from the constructor to the worker's first message) and
 memory (growth of the process's RSS per idle live worker, N workers alive at once)."""
+import os
 import queue
 import statistics
 import threading
@@ -8,7 +9,7 @@ import time
 import ringport
 
 from ringport.bench import peers
-from ringport.bench.common import (Bench, Sample, System, check, have_worker, mp_context,
+from ringport.bench.common import (Bench, Sample, Skip, System, check, have_worker, mp_context,
                                    rss_bytes, run_node, worker_backends)
 from ringport.bench.messaging import WORKER_SRC
 
@@ -45,6 +46,30 @@ def _start_process():
     return p, lambda: (c.send(None), p.join(60), c.close())
 
 
+def _start_pool():
+    """A fresh ProcessPoolExecutor (forkserver, one process) up to its first result."""
+    from concurrent.futures import ProcessPoolExecutor
+    ex = ProcessPoolExecutor(1, mp_context=mp_context())
+    check(ex.submit(peers.ready).result(120) == "ready", "pool did not return its first result")
+    return ex, lambda: ex.shutdown(wait=True)
+
+
+def child_pss(handle):
+    """The proportional set size (bytes) of a worker's own process, if it has one: its share of
+    the pages it holds, so that pages shared with a forkserver or a sibling count once."""
+    pid = getattr(handle, "pid", None)
+    if not pid or pid == os.getpid():
+        return 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    raise Skip(f"cannot read the memory of process {pid}")
+
+
 def startup(start, n):
     times, stops = [], []
     try:
@@ -60,15 +85,18 @@ def startup(start, n):
 
 
 def memory(start, n):
+    """Growth of this process's RSS per live idle worker, plus each worker process's own PSS."""
     before = rss_bytes()
     if before is None:
-        from ringport.bench.common import Skip
         raise Skip("no /proc/self/statm to read RSS from")
-    stops = []
+    stops, handles = [], []
     try:
         for _ in range(n):
-            stops.append(start()[1])
+            handle, stop = start()
+            handles.append(handle)
+            stops.append(stop)
         grown = rss_bytes() - before
+        grown += sum(child_pss(h) for h in handles)
     finally:
         for s in stops:
             s()
@@ -83,26 +111,28 @@ def node(case, n):
 def benchmarks(p):
     n = p["workers"]
     benches = []
+    forkserver = "multiprocessing.Process (forkserver)"
+    pool = "ProcessPoolExecutor (forkserver, fresh pool)"
     for what, fn, unit, title in (("startup", startup, "ms", "to first message"),
                                   ("memory", memory, "MiB/worker", "RSS per idle worker")):
         rows = []
         if have_worker():
             for b in worker_backends():
                 rows.append(System(f"ringport Worker ({b})",
-                                   lambda b=b, fn=fn: fn(lambda: _start_ringport(b), n)))
+                                   lambda b=b, fn=fn: fn(lambda: _start_ringport(b), n),
+                                   base=(forkserver, pool) if b == "process" else ()))
         else:
             rows.append(System("ringport Worker", skip="ringport.Worker is not available in "
                                "this build yet (issue 3)"))
         rows.append(System("threading.Thread", lambda fn=fn: fn(_start_thread, n)))
+        rows.append(System(forkserver, lambda fn=fn: fn(_start_process, n)))
         if what == "startup":
-            rows.append(System("multiprocessing.Process (forkserver)",
-                               lambda fn=fn: fn(_start_process, n)))
-        else:
-            rows.append(System("multiprocessing.Process (forkserver)",
-                               skip="a child's memory is not in this process's RSS"))
+            rows.append(System(pool, lambda fn=fn: fn(_start_pool, n)))
         rows.append(System("Node.js worker_threads", lambda what=what: node(what, n)))
         benches.append(Bench(f"worker-{what}", "worker start-up" if what == "startup"
                              else "worker memory", title, unit, "lower", rows,
                              latency=(what == "startup"),
-                             note=f"{n} workers started one after another"))
+                             note=f"{n} workers started one after another" +
+                             ("" if what == "startup" else "; a worker process counts its "
+                              "own proportional set size (PSS) too")))
     return benches
