@@ -13,6 +13,24 @@ from cpython.long cimport PyLong_FromVoidPtr
 
 from ringport._csrc cimport *
 
+# Give back the code objects Cython caches for tracebacks when the module is freed, so a
+# destroyed subinterpreter in which an exception passed through the core frees its allocator
+# (_cython_fixups.h, item 3).  Set first: the module body may fail after it, and then the
+# module is freed as well.
+cdef extern from "_cython_fixups.h":
+    ctypedef void (*freefunc)(void *)
+    int rp_module_set_free(object our_type, freefunc module_free) except -1
+    void RP_CLEAR_CODE_CACHE(void *state) noexcept nogil
+    void *rp_module_state "PyModule_GetState"(void *module) noexcept nogil
+
+
+cdef void rp_module_free(void *module) noexcept nogil:
+    # module_dealloc: the module's refcount is 0, so no `object` may touch it here
+    RP_CLEAR_CODE_CACHE(rp_module_state(module))
+
+rp_module_set_free(MessagePort, rp_module_free)
+
+
 from ringport._errors import (DataCloneError, DecodeError, Empty, Full, PortClosed,
                               WorkerTerminated)
 from ringport._events import Emitter
