@@ -186,7 +186,11 @@ class ProcessLink:
             pass
         self.timer = threading.Timer(TERMINATE_GRACE_S, self._kill)
         self.timer.daemon = True
-        self.timer.start()
+        try:
+            self.timer.start()
+        except RuntimeError:   # "can't create new thread at interpreter shutdown": no grace
+            self.timer = None
+            self._kill()
 
     def _kill(self):
         proc = self.proc
