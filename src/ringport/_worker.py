@@ -19,7 +19,6 @@ from ringport._core import (MessageChannel, _drop_token, _export, _import, _new_
                             _port_new_ref, _process_channel, dumps)
 from ringport._errors import boot_failure_report, error_report, print_worker_error, rebuild_error
 from ringport._events import Emitter
-from ringport._process import ProcessLink
 
 #: Ring bytes per direction of a process worker's parent port (pages are committed as used).
 PROCESS_CAPACITY = 1 << 20
@@ -172,6 +171,7 @@ class Worker:
         _bcbridge.add(bridge)
         boot = dumps({"capacity": PROCESS_CAPACITY, "bridge_capacity": BRIDGE_CAPACITY,
                       "sys_path": list(sys.path)})
+        from ringport._process import ProcessLink   # (subprocess, socket: only when used)
         self._link = ProcessLink(boot, (memfd, sock, bmemfd, bsock), port)
         return port
 
