@@ -20,8 +20,10 @@ from ringport._core import (MessageChannel, _drop_token, _export, _import, _new_
 from ringport._errors import boot_failure_report, error_report, print_worker_error, rebuild_error
 from ringport._events import Emitter
 
-#: Ring bytes per direction of a process worker's parent port (pages are committed as used).
-PROCESS_CAPACITY = 1 << 20
+#: Ring bytes per direction of a process worker's parent port: pages are committed as messages
+#: reach them, and a big ring lets a burst of big messages go through it rather than through
+#: fresh memory (a 1 MiB stream went from ~1.5 to ~3.7 GB/s with 4 MiB instead of 1 MiB).
+PROCESS_CAPACITY = 1 << 22
 #: ... and of the channel that carries BroadcastChannel messages to and from it.
 BRIDGE_CAPACITY = 1 << 16
 
