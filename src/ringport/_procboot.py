@@ -40,8 +40,14 @@ def _watch_parent(sock, ctl):
 
 
 def main():
-    sock_fd, memfd, chan_sock, bmemfd, bsock, ppid = (int(a) for a in sys.argv[1:7])
+    """A spawned worker: its descriptors and its parent's pid come as argv."""
+    args = [int(a) for a in sys.argv[1:7]]
     del sys.argv[1:7]
+    run(*args)
+
+
+def run(sock_fd, memfd, chan_sock, bmemfd, bsock, ppid):
+    """Run the worker and end the process (a spawned worker, or one forked by the zygote)."""
     _die_with_parent(ppid)
     sock = socket.socket(fileno=sock_fd)
     from ringport._process import ERROR, EXIT, write_frame
