@@ -30,7 +30,7 @@ __all__ = ["serve", "spawn"]
 
 _MAX_REQUEST = 1 << 20          # a request carries os.environ: room for a large one
 _START_TIMEOUT_S = 60.0         # how long a request waits for the forked worker's pid
-_MAX_STARTS = 3                 # zygotes started by one process before it stays with spawn
+_MAX_FAILURES = 3               # zygotes in a row that started no worker: then spawn only
 _N_FDS = 7
 
 
@@ -157,32 +157,42 @@ class _Zygote:
 
 _lock = threading.Lock()
 _zygote = None
-_starts = 0
+_failures = 0
 
 
 def _forget():
     """In a child forked from this process, the zygote and its reader thread are not ours."""
-    global _lock, _zygote, _starts
+    global _lock, _zygote, _failures
     _lock = threading.Lock()
     _zygote = None
-    _starts = 0
+    _failures = 0
 
 
 os.register_at_fork(after_in_child=_forget)
 
 
 def spawn(link_fd, fds):
-    """Start a process worker from this process's zygote (starting the zygote first if need
-    be): a ZygoteChild, or OSError if there is no zygote to do it (the caller spawns then)."""
-    global _zygote, _starts
+    """Start a process worker from this process's zygote (starting a zygote first if there is
+    none, or it died): a ZygoteChild, or OSError if no zygote did it (the caller spawns then)."""
+    global _zygote, _failures
     with _lock:
         z = _zygote
         if z is None or z.dead:
-            if _starts >= _MAX_STARTS:
+            if _failures >= _MAX_FAILURES:
                 raise OSError("the zygote failed too often")
-            _starts += 1
-            z = _zygote = _Zygote()
-    return z.spawn([link_fd, *fds, 1, 2])   # the parent's stdout and stderr as they are now
+            try:
+                z = _zygote = _Zygote()
+            except BaseException:
+                _failures += 1
+                raise
+    try:
+        child = z.spawn([link_fd, *fds, 1, 2])   # the parent's stdout and stderr as they are now
+    except OSError:
+        with _lock:
+            _failures += 1
+        raise
+    _failures = 0
+    return child
 
 
 # ---------------------------------------------------------------------------- zygote side
