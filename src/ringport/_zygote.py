@@ -209,6 +209,8 @@ def serve():
     import select
     if threading.active_count() != 1:   # a fork would copy a thread's locks in any state
         os._exit(1)
+    import gc
+    gc.freeze()   # what is imported now stays put: a worker's collections leave its pages shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the parent and its workers
     sock = socket.socket(fileno=sock_fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -281,8 +283,12 @@ def _child(sock, wake, fds, req, zygote_pid, procboot):
             os.chdir(req["cwd"])
         except OSError:
             pass
-        os.environb.clear()
-        os.environb.update(req["env"])
+        env = req["env"]
+        for key in [k for k in os.environb if k not in env]:
+            del os.environb[key]
+        for key, value in env.items():
+            if os.environb.get(key) != value:
+                os.environb[key] = value
         procboot.run(link, memfd, chan, bmemfd, bsock, zygote_pid)
     finally:
         os._exit(1)
