@@ -351,3 +351,19 @@ def test_start_join_cycles_leave_descriptors_and_memory_flat():
     _settled(_fds, fds, 0, "open descriptors")
     grown = rss() - before
     assert grown < 200 * 50 * 1024, f"RSS grew {grown / 1024:.0f} KiB over 200 cycles"
+
+
+def test_workers_spawn_when_the_zygote_cannot_even_be_executed(monkeypatch):
+    """Any error starting the zygote (here subprocess's own) leaves the worker to spawn."""
+    import types
+    import ringport._zygote
+
+    def popen(*args, **kw):
+        raise subprocess.SubprocessError("no zygote today")
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    monkeypatch.setattr(ringport._zygote, "_zygote", None)
+    monkeypatch.setattr(ringport._zygote, "_failures", 0)
+    monkeypatch.setattr(ringport._zygote, "subprocess",
+                        types.SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL))
+    assert _zygote_pid() == os.getpid()
+    assert ringport._zygote._failures == 1

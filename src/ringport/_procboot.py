@@ -12,8 +12,8 @@ import threading
 
 
 def _die_with_parent(ppid):
-    """SIGKILL this process when the parent's thread that started it ends (Linux), and exit now
-    if the parent is already gone."""
+    """SIGKILL this process when its parent (the zygote that forked it, or the parent's thread
+    that spawned it) ends (Linux), and exit now if that parent is already gone."""
     if sys.platform.startswith("linux"):
         import ctypes
         PR_SET_PDEATHSIG = 1

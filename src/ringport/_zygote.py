@@ -90,7 +90,8 @@ class _Zygote:
                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                     close_fds=True)
         except BaseException as exc:
-            self.start_error = exc
+            self.start_error = (OSError(f"the zygote could not be started: {exc}")
+                                if isinstance(exc, Exception) else exc)
             self._died()
             return
         finally:
@@ -113,8 +114,10 @@ class _Zygote:
             what, key, value = pickle.loads(msg)
             with self.cond:
                 if what == "pid":
-                    child = ZygoteChild(value, self)
-                    self.children[value] = child
+                    child = None
+                    if value > 0:                      # else its fork failed
+                        child = ZygoteChild(value, self)
+                        self.children[value] = child
                     self.replies[key] = child
                 else:                                  # "exit"
                     child = self.children.pop(key, None)
@@ -133,14 +136,15 @@ class _Zygote:
         with self.send_lock:
             self.sock.close()
 
-    def spawn(self, fds):
-        """Fork a worker with these descriptors; its ZygoteChild, or OSError."""
+    def spawn(self, fds, state):
+        """Fork a worker with these descriptors, cwd and environment; its ZygoteChild, or
+        OSError."""
         with self.cond:
             if self.dead:
                 raise OSError("the zygote is gone")
             rid = self.next_id
             self.next_id += 1
-        request = pickle.dumps((rid, {"cwd": os.getcwd(), "env": dict(os.environb)}))
+        request = pickle.dumps((rid, state))
         with self.send_lock:
             if self.dead:
                 raise OSError("the zygote is gone")
@@ -151,7 +155,7 @@ class _Zygote:
                 raise OSError("the zygote did not answer")
             child = self.replies.pop(rid, None)
         if child is None:
-            raise OSError("the zygote ended before it started the worker")
+            raise OSError("the zygote could not start the worker")
         return child
 
 
@@ -175,6 +179,9 @@ def spawn(link_fd, fds):
     """Start a process worker from this process's zygote (starting a zygote first if there is
     none, or it died): a ZygoteChild, or OSError if no zygote did it (the caller spawns then)."""
     global _zygote, _failures
+    # what may have changed since the zygote started (sys.path comes in the boot frame); an
+    # error here (a deleted cwd) is no fault of the zygote's
+    state = {"cwd": os.getcwd(), "env": dict(os.environb)}
     with _lock:
         z = _zygote
         if z is None or z.dead:
@@ -186,7 +193,8 @@ def spawn(link_fd, fds):
                 _failures += 1
                 raise
     try:
-        child = z.spawn([link_fd, *fds, 1, 2])   # the parent's stdout and stderr as they are now
+        # with the parent's stdout and stderr as they are now
+        child = z.spawn([link_fd, *fds, 1, 2], state)
     except OSError:
         with _lock:
             _failures += 1
@@ -238,7 +246,12 @@ def serve():
                 os._exit(0)
             try:
                 rid, req = pickle.loads(msg)
-                pid = os.fork() if len(fds) == _N_FDS else -1
+                pid = -1
+                if len(fds) == _N_FDS:
+                    try:
+                        pid = os.fork()
+                    except OSError:   # out of processes or memory: the parent spawns it
+                        pass
                 if pid == 0:
                     _child(sock, (wake_r, wake_w), fds, req, me, _procboot)
             finally:
