@@ -179,6 +179,9 @@ def spawn(link_fd, fds):
     """Start a process worker from this process's zygote (starting a zygote first if there is
     none, or it died): a ZygoteChild, or OSError if no zygote did it (the caller spawns then)."""
     global _zygote, _failures
+    from ringport import _context
+    if _context.in_subinterpreter_worker():   # no daemon thread to hold a zygote there
+        raise OSError("no zygote in a subinterpreter")
     # what may have changed since the zygote started (sys.path comes in the boot frame); an
     # error here (a deleted cwd) is no fault of the zygote's
     state = {"cwd": os.getcwd(), "env": dict(os.environb)}
