@@ -20,6 +20,16 @@ pytestmark = pytest.mark.skipif("process" not in ringport.available_backends(),
                                 reason="process workers need Linux")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _zygote_running():
+    """The zygote (and its socket) outlives the tests: start it before any test counts
+    descriptors."""
+    w = Worker("import ringport\nringport.parent_port.post_message(1)\n", eval=True,
+               backend="process")
+    assert w.receive(timeout=60) == 1
+    assert w.join(60) == 0
+
+
 def _fds():
     return len(os.listdir("/proc/self/fd"))
 
@@ -132,37 +142,122 @@ def test_terminate_kills_a_worker_that_ignores_it():
     assert time.monotonic() - t < 15
 
 
-def test_parent_killed_leaves_no_orphan(tmp_path):
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] in ("Z", "X")   # a zombie is dead
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("start", ["zygote", "spawn"])
+def test_parent_killed_leaves_no_orphan(tmp_path, monkeypatch, start):
+    """Neither the worker nor the zygote that forked it outlives a parent killed by SIGKILL
+    (the zygote was started from a thread that is not the main thread)."""
     src = os.path.dirname(os.path.dirname(os.path.abspath(ringport.__file__)))
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
-        import sys
+        import sys, threading
         sys.path.insert(0, {src!r})
         import ringport
-        w = ringport.Worker("import os, ringport, time\\n"
-                            "ringport.parent_port.post_message(os.getpid())\\n"
-                            "time.sleep(600)\\n", eval=True, backend="process")
-        print(w.receive(timeout=60), flush=True)
+        ws = []
+        def start():
+            ws.append(ringport.Worker("import os, ringport, time\\n"
+                                      "ringport.parent_port.post_message((os.getpid(), "
+                                      "os.getppid()))\\n"
+                                      "time.sleep(600)\\n", eval=True, backend="process"))
+        t = threading.Thread(target=start)   # a thread that ends: the zygote must outlive it
+        t.start()
+        t.join()
+        pid, ppid = ws[0].receive(timeout=60)
+        print(pid, ppid, flush=True)
         import time
         time.sleep(600)
     """))
+    if start == "spawn":
+        monkeypatch.setenv("RINGPORT_PROCESS_START", "spawn")
+    else:
+        monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        child = int(p.stdout.readline())
+        child, its_parent = map(int, p.stdout.readline().split())
+        assert (its_parent == p.pid) == (start == "spawn")
+        assert not _gone(its_parent)
         os.kill(p.pid, signal.SIGKILL)
         p.wait(30)
     finally:
         p.kill()
         p.wait(30)
         p.stdout.close()
+    wait_until(lambda: _gone(child), 20, "the process worker of a killed parent to end")
+    wait_until(lambda: _gone(its_parent), 20, "the zygote of a killed parent to end")
 
-    def gone():
-        try:
-            with open(f"/proc/{child}/stat") as f:
-                return f.read().split(")")[-1].split()[0] in ("Z", "X")   # a zombie is dead
-        except FileNotFoundError:
-            return True
-    wait_until(gone, 20, "the process worker of a killed parent to end")
+
+_WHERE = ("import os, ringport\n"
+          "ringport.parent_port.post_message((os.getppid(), os.getcwd(),\n"
+          "                                   os.environ.get('RINGPORT_TEST_ZYGOTE')))\n"
+          "print('to stdout', flush=True)\n")
+
+
+@pytest.mark.parametrize("start", ["zygote", "spawn"])
+def test_both_start_paths_give_the_parent_cwd_env_and_stdout_of_now(tmp_path, monkeypatch,
+                                                                    capfd, start):
+    """Forked by the zygote (started before this test) or spawned, a worker runs in the
+    parent's current directory and environment, and writes to its current stdout."""
+    if start == "spawn":
+        monkeypatch.setenv("RINGPORT_PROCESS_START", "spawn")
+    else:
+        monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    monkeypatch.setenv("RINGPORT_TEST_ZYGOTE", "now")
+    monkeypatch.chdir(tmp_path)
+    w = Worker(_WHERE, eval=True, backend="process")
+    ppid, cwd, env = w.receive(timeout=60)
+    assert w.join(60) == 0
+    assert (ppid == os.getpid()) == (start == "spawn")
+    assert cwd == str(tmp_path)
+    assert env == "now"
+    assert "to stdout" in capfd.readouterr().out
+
+
+def _zygote_pid():
+    w = Worker("import os, ringport\nringport.parent_port.post_message(os.getppid())\n",
+               eval=True, backend="process")
+    ppid = w.receive(timeout=60)
+    assert w.join(60) == 0
+    return ppid
+
+
+def test_workers_still_start_once_the_zygote_is_killed(monkeypatch):
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    zygote = _zygote_pid()
+    assert zygote != os.getpid()
+    w = Worker("import ringport, time\nringport.parent_port.post_message('up')\n"
+               "time.sleep(600)\n", eval=True, backend="process")
+    errors = []
+    w.on("error", errors.append)
+    assert w.receive(timeout=60) == "up"
+    os.kill(zygote, signal.SIGKILL)
+    # its workers go with it (PR_SET_PDEATHSIG): an error naming the signal, not a hang
+    assert w.join(30) == 128 + signal.SIGKILL
+    wait_until(lambda: errors, 10, "'error'")
+    assert "SIGKILL" in str(errors[0])
+    for _ in range(3):   # the next workers start (from a new zygote)
+        assert _zygote_pid() not in (zygote, os.getpid())
+
+
+def test_workers_spawn_when_no_zygote_can_be_started(monkeypatch):
+    import ringport._process
+    import ringport._zygote
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    monkeypatch.setattr(ringport._zygote, "_zygote", None)
+    monkeypatch.setattr(ringport._zygote, "_failures", 0)
+    real = ringport._process._interpreter_command
+    monkeypatch.setattr(ringport._process, "_interpreter_command",
+                        lambda code: real("import os; os._exit(3)")
+                        if "_zygote" in code else real(code))
+    for _ in range(5):   # each one spawned (and after a few failed zygotes, no more tries)
+        assert _zygote_pid() == os.getpid()
+    assert ringport._zygote._failures == ringport._zygote._MAX_FAILURES
 
 
 def _count_from_producers(n_threads, per_thread):
@@ -256,3 +351,19 @@ def test_start_join_cycles_leave_descriptors_and_memory_flat():
     _settled(_fds, fds, 0, "open descriptors")
     grown = rss() - before
     assert grown < 200 * 50 * 1024, f"RSS grew {grown / 1024:.0f} KiB over 200 cycles"
+
+
+def test_workers_spawn_when_the_zygote_cannot_even_be_executed(monkeypatch):
+    """Any error starting the zygote (here subprocess's own) leaves the worker to spawn."""
+    import types
+    import ringport._zygote
+
+    def popen(*args, **kw):
+        raise subprocess.SubprocessError("no zygote today")
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    monkeypatch.setattr(ringport._zygote, "_zygote", None)
+    monkeypatch.setattr(ringport._zygote, "_failures", 0)
+    monkeypatch.setattr(ringport._zygote, "subprocess",
+                        types.SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL))
+    assert _zygote_pid() == os.getpid()
+    assert ringport._zygote._failures == 1

@@ -143,6 +143,7 @@ def test_worker_that_fails_before_its_bootstrap_is_an_error(backend, monkeypatch
         expect = "ringport_no_such_module"
     elif backend == "process":   # the new process dies before ringport's bootstrap runs
         import ringport._process
+        monkeypatch.setenv("RINGPORT_PROCESS_START", "spawn")   # the zygote runs no command
         real = ringport._process._child_command
         monkeypatch.setattr(ringport._process, "_child_command",
                             lambda: real()[:-1] + ["import ringport_no_such_module"])

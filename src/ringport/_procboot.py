@@ -12,8 +12,8 @@ import threading
 
 
 def _die_with_parent(ppid):
-    """SIGKILL this process when the parent's thread that started it ends (Linux), and exit now
-    if the parent is already gone."""
+    """SIGKILL this process when its parent (the zygote that forked it, or the parent's thread
+    that spawned it) ends (Linux), and exit now if that parent is already gone."""
     if sys.platform.startswith("linux"):
         import ctypes
         PR_SET_PDEATHSIG = 1
@@ -40,8 +40,14 @@ def _watch_parent(sock, ctl):
 
 
 def main():
-    sock_fd, memfd, chan_sock, bmemfd, bsock, ppid = (int(a) for a in sys.argv[1:7])
+    """A spawned worker: its descriptors and its parent's pid come as argv."""
+    args = [int(a) for a in sys.argv[1:7]]
     del sys.argv[1:7]
+    run(*args)
+
+
+def run(sock_fd, memfd, chan_sock, bmemfd, bsock, ppid):
+    """Run the worker and end the process (a spawned worker, or one forked by the zygote)."""
     _die_with_parent(ppid)
     sock = socket.socket(fileno=sock_fd)
     from ringport._process import ERROR, EXIT, write_frame

@@ -8,10 +8,11 @@ Besides that, a Unix socket pair links the two processes for the rest: the start
 child, and terminate() from the parent.  The child's end of the socket closing is how the parent
 learns at once that the process ended, whatever ended it (a signal, os._exit, a crash).
 
-The child is started with subprocess (fork + exec: never a bare fork of a process that has
-threads) from the worker's host thread, with PR_SET_PDEATHSIG so that it dies with that thread;
-it also exits when its end of the socket reports the parent gone.  ``ringport._procboot`` is what
-the child runs.
+The child is forked by this process's zygote (``ringport._zygote``: a single-threaded process
+with ringport imported, started once), or, failing that, started with subprocess (fork + exec:
+never a bare fork of a process that has threads) from the worker's host thread.  Either way it
+has PR_SET_PDEATHSIG, so that it dies with the zygote or that thread, and it also exits when its
+end of the socket reports the parent gone.  ``ringport._procboot`` is what the child runs.
 """
 import os
 import signal
@@ -67,12 +68,30 @@ def read_frame(sock):
     return bytes((kind,)), data
 
 
+def _interpreter_command(code):
+    """The interpreter and flags of this process, running code with this ringport importable."""
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = f"import sys; sys.path.insert(0, {pkg_parent!r}); {code}"
+    return [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot]
+
+
 def _child_command():
     """The interpreter and flags of this process, running ringport._procboot."""
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    boot = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
-            "from ringport._procboot import main; main()")
-    return [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot]
+    return _interpreter_command("from ringport._procboot import main; main()")
+
+
+def _start_child(link_fd, fds):
+    """The worker's process: forked by this process's zygote, or (RINGPORT_PROCESS_START=spawn,
+    or no zygote to be had) spawned.  A subprocess.Popen or a _zygote.ZygoteChild."""
+    if os.environ.get("RINGPORT_PROCESS_START") != "spawn":
+        from ringport import _zygote
+        try:
+            return _zygote.spawn(link_fd, fds)
+        except OSError:
+            pass
+    cmd = _child_command() + [str(link_fd), *map(str, fds), str(os.getpid())]
+    return subprocess.Popen(cmd, pass_fds=(link_fd, *fds), stdin=subprocess.DEVNULL,
+                            close_fds=True)
 
 
 def _describe_status(returncode):
@@ -105,9 +124,7 @@ class ProcessLink:
         error report or None)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            cmd = _child_command() + [str(theirs.fileno()), *map(str, self.fds), str(os.getpid())]
-            self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(), *self.fds),
-                                         stdin=subprocess.DEVNULL, close_fds=True)
+            self.proc = _start_child(theirs.fileno(), self.fds)
         except BaseException:
             ours.close()
             raise
