@@ -367,3 +367,20 @@ def test_workers_spawn_when_the_zygote_cannot_even_be_executed(monkeypatch):
                         types.SimpleNamespace(Popen=popen, DEVNULL=subprocess.DEVNULL))
     assert _zygote_pid() == os.getpid()
     assert ringport._zygote._failures == 1
+
+
+@pytest.mark.skipif("subinterpreter" not in ringport.available_backends(),
+                    reason="no subinterpreter backend on this interpreter")
+def test_process_worker_started_by_a_subinterpreter_worker():
+    """(Its helper threads must not be daemon threads there: isolated interpreters refuse them.)"""
+    src = textwrap.dedent("""
+        import ringport
+        w = ringport.Worker("import ringport\\nringport.parent_port.post_message(42)", eval=True,
+                            backend="process")
+        ringport.parent_port.post_message(w.receive(timeout=60))
+        ringport.parent_port.post_message(w.join(60))
+    """)
+    w = Worker(src, eval=True, backend="subinterpreter")
+    assert w.receive(timeout=60) == 42
+    assert w.receive(timeout=60) == 0
+    assert w.join(60) == 0

@@ -22,7 +22,10 @@ def add(port):
     with _lock:
         _bridges.append(port)
         _bc_set_bridged(True)
-    threading.Thread(target=_pump, args=(port,), name="ringport-broadcast", daemon=True).start()
+    from ringport._context import in_subinterpreter_worker
+    # (isolated subinterpreters refuse daemon threads)
+    threading.Thread(target=_pump, args=(port,), name="ringport-broadcast",
+                     daemon=not in_subinterpreter_worker()).start()
 
 
 def forward(name, value, came_from):

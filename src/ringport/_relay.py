@@ -66,7 +66,10 @@ def start(local, near):
     r = _Relay(local, near)
     with _lock:
         _relays.add(r)
-    threading.Thread(target=r.run, name="ringport-relay", daemon=True).start()
+    from ringport._context import in_subinterpreter_worker
+    # (isolated subinterpreters refuse daemon threads)
+    threading.Thread(target=r.run, name="ringport-relay",
+                     daemon=not in_subinterpreter_worker()).start()
 
 
 def flush(timeout=2.0):
