@@ -76,8 +76,13 @@ class _Zygote:
         # fires when the thread that forked it ends): it reads the zygote's replies until the
         # zygote is gone.  A daemon thread: at exit it ends with the process, and so does the
         # zygote.  (Not the main thread: a worker may be started from any thread.)
-        threading.Thread(target=self._host, args=(theirs,), name="ringport-zygote",
-                         daemon=True).start()
+        try:
+            threading.Thread(target=self._host, args=(theirs,), name="ringport-zygote",
+                             daemon=True).start()
+        except BaseException:   # (no new threads at interpreter shutdown, 3.12)
+            self.sock.close()
+            theirs.close()
+            raise
         self.started.wait()
         if self.start_error is not None:
             raise self.start_error
@@ -192,6 +197,9 @@ def spawn(link_fd, fds):
                 raise OSError("the zygote failed too often")
             try:
                 z = _zygote = _Zygote()
+            except RuntimeError as exc:   # no new threads at interpreter shutdown (3.12)
+                _zygote = None
+                raise OSError(f"no zygote now: {exc}") from exc
             except BaseException:
                 _failures += 1
                 raise
