@@ -10,13 +10,7 @@
 #include "rp_channel.h"
 #include "rp_registry.h"
 
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            exit(1);                                                              \
-        }                                                                         \
-    } while (0)
+#include "check.h"
 
 enum { PRODUCERS = 3, CONSUMERS = 2, PER = 20000 };
 

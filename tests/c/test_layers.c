@@ -12,13 +12,7 @@
 #include "rp_waitset.h"
 #include "rp_workerctl.h"
 
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            exit(1);                                                              \
-        }                                                                         \
-    } while (0)
+#include "check.h"
 
 /* ------------------------------------------------------------------ registry */
 

@@ -10,13 +10,7 @@
 
 #include "rp_channel.h"
 
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            exit(1);                                                              \
-        }                                                                         \
-    } while (0)
+#include "check.h"
 
 #define CAP 4096u      /* a small ring: a 64 KiB message crosses in many fragments */
 #define COUNT 20000
