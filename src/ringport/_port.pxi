@@ -1000,6 +1000,24 @@ cdef void port_let_go(MessagePort p, rp_channel *ch) noexcept:
         rp_channel_decref(ch, p.side)
 
 
+cdef int take_xfds(Reader *r, rp_handle *h, rp_xfd *x, int nfds, str what) except -1:
+    """The descriptors that handle h of a message from another process names, exactly nfds of
+    them (now the caller's); DecodeError otherwise (anything received is closed)."""
+    if rp_channel_take_fds(r.xch, h.aux, x) != RP_OK:
+        raise _decode_error(f"the descriptors of {what} did not arrive")
+    if x.nfds != nfds:
+        close_xfds(x)
+        raise _decode_error(f"bad descriptors for {what}")
+    return 0
+
+
+cdef void close_xfds(rp_xfd *x) noexcept:
+    cdef int i
+    for i in range(x.nfds):
+        close(x.fds[i])
+    x.nfds = 0
+
+
 cdef object xport_adopt(Reader *r):
     """A port that came from another process: map its channel from the descriptors."""
     cdef uint64_t k = r_varint(r)
@@ -1015,20 +1033,18 @@ cdef object xport_adopt(Reader *r):
     if h.kind != RP_H_XPORT or h.reserved != 0:
         raise _decode_error("handle of the wrong kind, or used twice")
     h.reserved = 1
-    if rp_channel_take_fds(r.xch, h.aux, &x) != RP_OK:
-        raise _decode_error("the descriptors of a transferred port did not arrive")
+    take_xfds(r, h, &x, 2, "a transferred port")
     try:
         cap = meta_get(&x, 8)
         maxp = <int64_t>meta_get(&x, 16)
         flags = meta_get(&x, 24)
-        if x.nfds != 2 or maxp < 0 or cap > RP_RING_MAX_CAPACITY:
+        if maxp < 0 or cap > RP_RING_MAX_CAPACITY:
             raise _decode_error("bad descriptors for a transferred port")
         ch = rp_channel_attach_shared(x.fds[0], x.fds[1], cap, maxp, <int>(flags & 1))
         if ch == NULL:
             raise _decode_error("a transferred port's memory is not a ringport channel")
     except BaseException:
-        for i in range(x.nfds):
-            close(x.fds[i])
+        close_xfds(&x)
         raise
     p = MessagePort._new(ch, <int>(flags & 1))
     p.allow_pickle = not (flags & 2)

@@ -321,14 +321,20 @@ cdef SharedArrayBuffer _r_sab(Reader *r):
         raise _decode_error("handle used twice")
     b = SharedArrayBuffer._wrap(<rp_sab *>h.ptr)
     h.release = NULL
+    reader_keep(r, b)
+    h.reserved = SAB_ADOPTED
+    h.aux = <uint64_t><uintptr_t><PyObject *>b
+    return b
+
+
+cdef int reader_keep(Reader *r, SharedArrayBuffer b) except -1:
+    """Keep b alive until decoding ends (its handle points at it)."""
     if r.keep == NULL:
         keep = []
         Py_INCREF(keep)
         r.keep = <PyObject *>keep
     (<list>r.keep).append(b)
-    h.reserved = SAB_ADOPTED
-    h.aux = <uint64_t><uintptr_t><PyObject *>b
-    return b
+    return 0
 
 
 cdef SharedArrayBuffer _r_xsab(Reader *r, rp_handle *h):
@@ -341,27 +347,21 @@ cdef SharedArrayBuffer _r_xsab(Reader *r, rp_handle *h):
         raise _decode_error("handle of the wrong kind")
     if h.reserved == SAB_ADOPTED:
         return <SharedArrayBuffer><PyObject *>h.ptr
-    if rp_channel_take_fds(r.xch, h.aux, &x) != RP_OK:
-        raise _decode_error("the descriptor of a SharedArrayBuffer did not arrive")
+    take_xfds(r, h, &x, 1, "a SharedArrayBuffer")
     try:
         maxlen = meta_get(&x, 8)
         growable = meta_get(&x, 16)
-        if x.nfds != 1 or maxlen > <uint64_t>PY_SSIZE_T_MAX:
+        if maxlen > <uint64_t>PY_SSIZE_T_MAX:
             raise _decode_error("bad descriptor for a SharedArrayBuffer")
         s = rp_sab_from_fd(x.fds[0], <size_t>maxlen, growable != 0)
         if s == NULL:
             raise _decode_error("a SharedArrayBuffer's memory from another process is not "
                                 "what its message says")
     except BaseException:
-        for i in range(x.nfds):
-            close(x.fds[i])
+        close_xfds(&x)
         raise
     b = SharedArrayBuffer._wrap(s)
-    if r.keep == NULL:
-        keep = []
-        Py_INCREF(keep)
-        r.keep = <PyObject *>keep
-    (<list>r.keep).append(b)
+    reader_keep(r, b)
     h.reserved = SAB_ADOPTED
     h.ptr = <void *><PyObject *>b
     return b
