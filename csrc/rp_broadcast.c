@@ -2,6 +2,7 @@
  * any interpreter must find each other by name.  It holds no interpreter objects. */
 #include "rp_broadcast.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,14 @@ void rp_bc_leave(rp_bc_member *m) {
     rp_channel_decref(m->ch, 0);
     free(m);
 }
+
+static atomic_int rp_bc_nbridges;
+
+void rp_bc_bridges_add(int delta) {
+    atomic_fetch_add_explicit(&rp_bc_nbridges, delta, memory_order_acq_rel);
+}
+
+int rp_bc_bridges(void) { return atomic_load_explicit(&rp_bc_nbridges, memory_order_acquire); }
 
 int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap) {
     return rp_bc_named(self->name, self->len, self, out, cap);

@@ -25,6 +25,10 @@ void rp_bc_leave(rp_bc_member *m);
  * cap of them written to out; returns how many there are (call again with more room if that is
  * above cap; nothing is referenced then). */
 int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap);
+/* Bridges to other processes (ringport._bcbridge) in this process, all interpreters: a post
+ * looks for them only while there are some. */
+void rp_bc_bridges_add(int delta);
+int rp_bc_bridges(void);
 /* The same for the members named name (self, if not NULL, left out): what came from another
  * process (see ringport._bcbridge) goes to every member here. */
 int rp_bc_named(const char *name, size_t len, const rp_bc_member *self, rp_channel **out,

@@ -9,7 +9,7 @@ each message once.
 """
 import threading
 
-from ringport._core import PortClosed, _bc_deliver, _bc_set_bridged
+from ringport._core import PortClosed, _bc_bridges_add, _bc_deliver
 
 __all__ = ["add", "forward"]
 
@@ -21,7 +21,7 @@ def add(port):
     """Make port (one side of a channel shared with another process) a bridge."""
     with _lock:
         _bridges.append(port)
-        _bc_set_bridged(True)
+        _bc_bridges_add(1)
     from ringport._context import in_subinterpreter_worker
     # (isolated subinterpreters refuse daemon threads)
     threading.Thread(target=_pump, args=(port,), name="ringport-broadcast",
@@ -54,5 +54,5 @@ def _pump(port):
         with _lock:
             if port in _bridges:
                 _bridges.remove(port)
-            _bc_set_bridged(bool(_bridges))
+                _bc_bridges_add(-1)
         port.close()

@@ -52,7 +52,7 @@ cdef class BroadcastChannel:
         cdef rp_bc_member *m = self._live("post_message")
         cdef bytes key = self.name.encode("utf-8", "surrogatepass")
         bc_deliver(key, m, value)
-        if bc_bridged:
+        if rp_bc_bridges() > 0:
             from ringport._bcbridge import forward
             forward(self.name, value, None)
 
@@ -116,12 +116,9 @@ cdef class BroadcastChannel:
         return f"<ringport.BroadcastChannel {self.name!r}{' closed' if self.member == NULL else ''}>"
 
 
-cdef bint bc_bridged = False   # this process has broadcast bridges to other processes
-
-
-def _bc_set_bridged(bint on):
-    global bc_bridged
-    bc_bridged = on
+def _bc_bridges_add(int delta):
+    """A bridge to another process was made (+1) or closed (-1), in any interpreter."""
+    rp_bc_bridges_add(delta)
 
 
 def _bc_deliver(str name, value):

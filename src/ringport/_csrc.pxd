@@ -239,6 +239,8 @@ cdef extern from "rp_broadcast.h" nogil:
     rp_bc_member *rp_bc_join(const char *name, size_t length, rp_channel *ch)
     void rp_bc_leave(rp_bc_member *m)
     int rp_bc_peers(rp_bc_member *self, rp_channel **out, int cap)
+    void rp_bc_bridges_add(int delta)
+    int rp_bc_bridges()
     int rp_bc_named(const char *name, size_t len, const rp_bc_member *self, rp_channel **out,
                     int cap)
 
