@@ -439,14 +439,24 @@ void rp_port_release(void *ch, uint64_t side) { rp_channel_decref((rp_channel *)
 
 /* ------------------------------------------------------------------ sending */
 
-static void signal_consumers(rp_queue *q) {
-    /* Pairs with the waiter's store to data_sleepy and re-check (Dekker): either the waiter
-     * sees our data, or we see the flag and wake it. */
-    if (rp_load_after_stores(&q->w->data_sleepy) &&
-        atomic_exchange_explicit(&q->w->data_sleepy, 0, memory_order_seq_cst)) {
-        atomic_fetch_add_explicit(&q->w->data_seq, 1u, memory_order_seq_cst);
-        q_wake(q, &q->w->data_seq, -1);
+/* Wake whoever said it is asleep on seq (by setting sleepy).  Pairs with the sleeper's store to
+ * sleepy and re-check (Dekker): either the sleeper sees our change, or we see the flag and wake
+ * it; the first waker takes the flag, so one system call per sleep. */
+static void wake_sleepers(rp_queue *q, atomic_int *sleepy, atomic_uint *seq) {
+    if (rp_load_after_stores(sleepy) && atomic_exchange_explicit(sleepy, 0, memory_order_seq_cst)) {
+        atomic_fetch_add_explicit(seq, 1u, memory_order_seq_cst);
+        q_wake(q, seq, -1);
     }
+}
+
+/* Data was posted: wake a consumer that sleeps for it. */
+static void signal_consumers(rp_queue *q) {
+    wake_sleepers(q, &q->w->data_sleepy, &q->w->data_seq);
+}
+
+/* Room was made: wake a producer (bounded mode) or flusher (shared) that sleeps for it. */
+static void space_made(rp_queue *q) {
+    wake_sleepers(q, &q->w->space_sleepy, &q->w->space_seq);
 }
 
 static int lock_producer(rp_queue *q, int64_t deadline_ns, int64_t slice_ns, rp_cancel *cancel) {
@@ -720,15 +730,6 @@ static int queue_readable(void *arg) {
     return (ring && rp_ring_readable(ring)) || atomic_load_explicit(&q->ocount, memory_order_acquire);
 }
 
-/* A shared queue's consumer made room: wake a producer (or flusher) that waits for it. */
-static void space_made(rp_queue *q) {
-    if (rp_load_after_stores(&q->w->space_sleepy) &&
-        atomic_exchange_explicit(&q->w->space_sleepy, 0, memory_order_seq_cst)) {
-        atomic_fetch_add_explicit(&q->w->space_seq, 1u, memory_order_seq_cst);
-        q_wake(q, &q->w->space_seq, -1);
-    }
-}
-
 /* take() for a shared queue: a whole record is returned in place; fragments are put together in
  * q->partial until the last one is there.  The other process wrote these bytes: a record that
  * does not make sense is skipped, never followed. */
@@ -897,11 +898,7 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     rp_lock_release(&q->clock);
     if (ch->max_pending) {
         atomic_fetch_sub_explicit(&q->w->pending, (int64_t)r->len, memory_order_seq_cst);
-        if (rp_load_after_stores(&q->w->space_sleepy) &&
-            atomic_exchange_explicit(&q->w->space_sleepy, 0, memory_order_seq_cst)) {
-            atomic_fetch_add_explicit(&q->w->space_seq, 1u, memory_order_seq_cst);
-            q_wake(q, &q->w->space_seq, -1);
-        }
+        space_made(q);
     }
     r->msg = NULL;
     r->node = NULL;
