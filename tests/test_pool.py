@@ -520,3 +520,36 @@ def test_a_worker_that_cannot_start_breaks_the_pool_not_hangs(monkeypatch, backe
             fut.result(30)
     finally:
         pool.shutdown()
+
+
+def test_done_callbacks_may_submit(make_pool):
+    """Done callbacks never run under the pool's lock: one that submits does not deadlock, also
+    for a future the pool itself fails (an argument the codec cannot carry) or cancels
+    (shutdown with cancel_futures)."""
+    pool = make_pool(max_workers=1)
+    chained = []
+
+    def again(f):
+        chained.append(pool.submit(poolfuncs.square, len(chained) + 2))
+
+    pool.submit(poolfuncs.square, 1).add_done_callback(again)
+    bad = pool.submit(poolfuncs.square, threading.Lock())
+    bad.add_done_callback(again)
+    with pytest.raises(TypeError):
+        bad.result(30)
+    wait_until(lambda: len(chained) == 2, timeout=30)
+    assert sorted(f.result(30) for f in chained) == [4, 9]
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    wait_until(gate.running)
+    queued = [pool.submit(poolfuncs.square, 5) for _ in range(40)][-1]   # (some prefetched)
+    late = []
+    queued.add_done_callback(lambda f: late.append(pool.queue_size))
+    t = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+    t.start()
+    wait_until(queued.cancelled)
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    t.join(30)
+    assert not t.is_alive()
+    assert late == [0]

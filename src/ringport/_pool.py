@@ -530,7 +530,8 @@ class WorkerPool(_cf.Executor):
             slot.port.post_message(task.msg, task.transfer)
         except BaseException as exc:   # what the codec cannot carry fails this task only
             self._release(task.local)
-            task.set_exception(exc)
+            # (its done callbacks run on the collector thread, not under the pool's lock)
+            self._loop_call(_finish, [(task, False, exc)])
             return False
         slot.inflight.append(task)
         self._check_retire(slot)
@@ -903,22 +904,22 @@ class WorkerPool(_cf.Executor):
     def shutdown(self, wait=True, *, cancel_futures=False):
         """No new tasks; queued ones still run unless cancel_futures; with wait, return once
         every task ran and every worker ended."""
-        resolved = []
+        cancelled = []
         with self._lock:
             self._shutdown = True
             if cancel_futures:
                 while self._queue:
                     task = self._queue.popleft()
                     self._release(task.local)
-                    _cf.Future.cancel(task)   # (not _Future.cancel: it takes the lock)
+                    cancelled.append(task)
             if not self._queue:
                 for slot in self._slots:
                     if not slot.retiring and not slot.inflight:
                         slot.retiring = True
                         self._post_stop(slot)
             self._space.notify_all()
-        if resolved:
-            _finish(resolved)
+        for task in cancelled:   # (outside the lock: done callbacks may submit)
+            _cf.Future.cancel(task)   # (not _Future.cancel: the task left the queue already)
         self._ws.signal()
         if wait and threading.current_thread() is not self._collector:
             self._collector.join()
