@@ -450,6 +450,7 @@ def test_statistics(make_pool):
     assert 0 < pool.utilization <= 1
     rt = pool.run_time
     assert 0.0015 < rt["p50"] <= rt["p90"] <= rt["p99"] <= rt["max"]
+    assert rt.p50 == rt["p50"] and rt.count == 20 and rt.min <= rt.mean <= rt.max
     assert pool.wait_time["p50"] >= 0
     assert pool.queue_size == 0
     wait_until(lambda: pool.idle_workers == pool.workers)
