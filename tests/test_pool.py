@@ -554,3 +554,72 @@ def test_done_callbacks_may_submit(make_pool):
     t.join(30)
     assert not t.is_alive()
     assert late == [0]
+
+
+@pytest.mark.stress
+def test_stress_submit_cancel_abort_from_many_threads(make_pool, backend):
+    """Four threads submit 2000 tasks each while a fifth cancels and aborts at random (and, on
+    the process backend, kills workers): every future ends, every result that came is right,
+    and the pool still works."""
+    import random
+    pool = make_pool(max_workers=2, max_queue=64)
+    futures = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def client(k):
+        rnd = random.Random(k)
+        for i in range(2000):
+            if rnd.random() < 0.01:
+                futures[k].append((None, pool.submit(poolfuncs.sleep_then, 0.002, i)))
+            else:
+                futures[k].append((k * 10_000 + i, pool.submit(poolfuncs.add, k * 10_000, i)))
+
+    def chaos():
+        rnd = random.Random(99)
+        while not stop.is_set():
+            k = rnd.randrange(4)
+            if futures[k]:
+                _, fut = futures[k][rnd.randrange(len(futures[k]))]
+                roll = rnd.random()
+                if roll < 0.05:
+                    pool.abort(fut)
+                elif roll < 0.5:
+                    fut.cancel()
+            if backend == "process" and rnd.random() < 0.01:
+                import signal
+                for slot in list(pool._slots):
+                    if slot.worker.pid:
+                        try:
+                            os.kill(slot.worker.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        break
+            time.sleep(0.001)
+
+    chaos_thread = threading.Thread(target=chaos)
+    chaos_thread.start()
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(300)
+    stop.set()
+    chaos_thread.join(30)
+    outcomes = {"ok": 0, "cancelled": 0, "worker": 0}
+    for lst in futures:
+        for expected, fut in lst:
+            try:
+                value = fut.result(120)
+            except cf.CancelledError:
+                outcomes["cancelled"] += 1
+                continue
+            except WorkerError:
+                outcomes["worker"] += 1
+                continue
+            if expected is not None:
+                assert value == expected
+            outcomes["ok"] += 1
+    print(outcomes)
+    assert sum(outcomes.values()) == 8000
+    assert outcomes["ok"] > 4000, outcomes
+    assert list(pool.map(poolfuncs.square, range(100))) == [i * i for i in range(100)]
