@@ -344,12 +344,16 @@ def _rows(w, what, args, *, one_worker=False, base_all=True):
             if isinstance(make, str):
                 rows.append(System(name + suffix, skip=make))
                 continue
+            if name == JOBLIB and ws == 1:
+                rows.append(System(name + suffix, skip="joblib runs n_jobs=1 in the calling "
+                                   "process, without a worker"))
+                continue
             if name == JOBLIB:
                 make = (lambda w, bs=(1 if what != "map" else "auto"): JoblibPool(w, bs))
             base = ()
             if name.startswith("ringport") and not suffix:
                 base = (others if base_all else ()) + ((name + ONE,) if one_worker else ())
-            elif one_worker and not suffix:
+            elif one_worker and not suffix and name != JOBLIB:
                 base = (name + ONE,)
             rows.append(System(name + suffix, (lambda make=make, ws=ws:
                                                measure(make, ws, what, *args)), base=base))
