@@ -4,7 +4,7 @@ every backend against ThreadPoolExecutor, ProcessPoolExecutor, InterpreterPoolEx
 multiprocessing.Pool, joblib (loky) and Node's piscina.
 
 Every pool has the same number of workers (--workers, default 2), is started and has run a
-warm-up (a few tasks long enough to bring every worker up, then 100 no-ops) before the clock
+warm-up (a few tasks long enough to bring every worker up, then 2000 no-ops) before the clock
 starts: only the task flow is timed.  Every executor runs the same functions
 (ringport.bench.poolfuncs), and every result is checked.  The CPU-bound task also runs on one
 worker, so that each pool's speed-up shows as its row's ratio to its own one-worker row.
@@ -164,11 +164,11 @@ def _ringport(backend, w, chunksize=None):
 
 # ------------------------------------------------------------------ measurements
 
-def warm(pool, w):
-    """Run 2w tasks of WARM_MS each (every worker comes up and runs one), then 100 no-ops;
-    return how many distinct workers ran the first ones."""
+def warm(pool, w, nwarm):
+    """Run 2w tasks of WARM_MS each (every worker comes up and runs one), then nwarm no-ops
+    (Node's JIT needs a few thousand); return how many distinct workers ran the first ones."""
     seen = set(pool.tasks(poolfuncs.who, [spin_count(WARM_MS)] * (2 * w)))
-    check(pool.tasks(poolfuncs.noop, range(100)) == list(range(100)), "warm-up no-ops")
+    check(pool.tasks(poolfuncs.noop, range(nwarm)) == list(range(nwarm)), "warm-up no-ops")
     return len(seen)
 
 
@@ -204,10 +204,10 @@ def m_map(pool, n):
 MEASURES = {"noop": m_noop, "cpu": m_cpu, "map": m_map}
 
 
-def measure(make, w, what, *args):
+def measure(make, w, nwarm, what, *args):
     pool = make(w)
     try:
-        seen = warm(pool, w)
+        seen = warm(pool, w, nwarm)
         s = MEASURES[what](pool, *args)
     finally:
         pool.close()
@@ -280,9 +280,9 @@ def _install():
     return mods
 
 
-def piscina(case, w, n):
+def piscina(case, w, nwarm, n):
     def fn():
-        out = run_node("pool.js", {"case": case, "n": n, "workers": w,
+        out = run_node("pool.js", {"case": case, "n": n, "workers": w, "warm": nwarm,
                                    "modules": node_modules()}, timeout=TIMEOUT)
         check(out["n"] == n, f"piscina ran {out['n']} tasks, not {n}")
         dt = out["seconds"]
@@ -331,12 +331,13 @@ def _systems(w, chunksize=None):
     return out
 
 
-def _rows(w, what, args, *, one_worker=False, base_all=True):
+def _rows(w, nwarm, what, args, *, one_worker=False):
     """The rows of one benchmark: every pool with w workers (and, with one_worker, with 1);
     each ringport row is compared with every other pool's row (and its own one-worker row)."""
     pools = _systems(w)
     names = [n for n, _ in pools]
     others = tuple(n for n in names if not n.startswith("ringport")) + (PISCINA,)
+    one_worker = one_worker and w > 1
     rows = []
     for ws in ((w, 1) if one_worker else (w,)):
         suffix = ONE if ws != w else ""
@@ -352,35 +353,40 @@ def _rows(w, what, args, *, one_worker=False, base_all=True):
                 make = (lambda w, bs=(1 if what != "map" else "auto"): JoblibPool(w, bs))
             base = ()
             if name.startswith("ringport") and not suffix:
-                base = (others if base_all else ()) + ((name + ONE,) if one_worker else ())
+                base = others + ((name + ONE,) if one_worker else ())
             elif one_worker and not suffix and name != JOBLIB:
                 base = (name + ONE,)
             rows.append(System(name + suffix, (lambda make=make, ws=ws:
-                                               measure(make, ws, what, *args)), base=base))
-        rows.append(System(PISCINA + suffix, piscina(what, ws, args[0]),
+                                               measure(make, ws, nwarm, what, *args)),
+                               base=base))
+        rows.append(System(PISCINA + suffix, piscina(what, ws, nwarm, args[0]),
                            base=((PISCINA + ONE,) if one_worker and not suffix else ())))
     return rows
 
 
+def _workers(k):
+    return f"{k} worker{'s' if k != 1 else ''}"
+
+
 def benchmarks(p):
-    w = p["pool_workers"]
+    w, nwarm = p["pool_workers"], p["pool_warm"]
     benches = []
     n = p["pool_noop"]
     benches.append(Bench(
-        "pool-noop", "pool", f"no-op task, {w} workers", "k tasks/s", "higher",
-        _rows(w, "noop", (n,)),
+        "pool-noop", "pool", f"no-op task, {_workers(w)}", "k tasks/s", "higher",
+        _rows(w, nwarm, "noop", (n,)),
         note=f"{n} tasks (x -> x) submitted one by one, then every result awaited; joblib "
              "with batch_size=1"))
     n = p["pool_cpu"]
     spin = spin_count(1)
     benches.append(Bench(
-        "pool-cpu", "pool", f"1 ms CPU-bound task, {w} workers and 1", "tasks/s", "higher",
-        _rows(w, "cpu", (n, spin), one_worker=True),
+        "pool-cpu", "pool", "1 ms CPU-bound task, " + (f"{w} workers and 1" if w > 1 else "1 worker"), "tasks/s", "higher",
+        _rows(w, nwarm, "cpu", (n, spin), one_worker=True),
         note=f"{n} tasks of a pure-Python loop of {spin} rounds (about 1 ms here), the same "
              "for every Python pool; each pool's ratio to its own one-worker row is its "
              "speed-up"))
     n = p["pool_map"]
-    rows = _rows(w, "map", (n,))
+    rows = _rows(w, nwarm, "map", (n,))
     # the Executors' map defaults to one item per task; multiprocessing.Pool and joblib chunk
     # by themselves: the same chunking for ringport and ProcessPoolExecutor, for comparison
     cs = max(1, math.ceil(n / (4 * w)))
@@ -390,11 +396,11 @@ def benchmarks(p):
         if isinstance(make, str):
             continue
         label = f"{name}, chunksize={cs}"
-        rows.append(System(label, (lambda make=make: measure(make, w, "map", n)),
+        rows.append(System(label, (lambda make=make: measure(make, w, nwarm, "map", n)),
                            base=(f"{ppe_name()}, chunksize={cs}", mp_pool_name(), JOBLIB)
                            if name.startswith("ringport") else ()))
     benches.append(Bench(
-        "pool-map", "pool", f"map over {n} small items, {w} workers", "s", "lower", rows,
+        "pool-map", "pool", f"map over {n} small items, {_workers(w)}", "s", "lower", rows,
         note=f"map(x -> x * x, range({n})), every result in order; each pool's own defaults "
              f"(one item per task for the Executors and piscina, chunks chosen by "
              f"multiprocessing.Pool and joblib), and chunksize={cs} rows"))
@@ -418,7 +424,7 @@ def targets(res, p):
                 out.append({"bench": "pool-noop", "system": name,
                             "goal": f">= {goal:g}x {other} (no-op tasks/s)",
                             "value": vs.get(other), "min": goal})
-        if cpu and name in cpu["systems"]:
+        if cpu and name in cpu["systems"] and w > 1:
             goal = round(0.9 * w, 2)
             out.append({"bench": "pool-cpu", "system": name,
                         "goal": f">= {goal:g}x its own 1-worker rate ({w} workers)",

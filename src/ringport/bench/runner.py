@@ -18,14 +18,17 @@ FAMILIES = ("messaging", "shared", "workers", "scaling", "pool")
 # message counts for a full run; --quick takes a tenth, --count scales them
 FULL = {"pingpong": 20000, "interp": 20, "msg": 200000, "array": 400, "bytes": 50000,
         "counter": 1000000, "counter_fast": 10000000, "waitnotify": 20000, "workers": 16,
-        "grid": 3000, "pool_noop": 10000, "pool_cpu": 2000, "pool_map": 100000}
+        "grid": 3000, "pool_noop": 10000, "pool_cpu": 2000, "pool_map": 100000,
+        "pool_warm": 2000}
 QUICK = {"pingpong": 2000, "interp": 5, "msg": 20000, "array": 40, "bytes": 5000,
          "counter": 100000, "counter_fast": 1000000, "waitnotify": 2000, "workers": 8,
-         "grid": 1200, "pool_noop": 2000, "pool_cpu": 500, "pool_map": 10000}
+         "grid": 1200, "pool_noop": 2000, "pool_cpu": 500, "pool_map": 10000,
+         "pool_warm": 2000}
 TINY = {"pingpong": 200, "interp": 3, "msg": 1000, "array": 4, "bytes": 200,
         "counter": 5000, "counter_fast": 50000, "waitnotify": 200, "workers": 2, "grid": 120,
-        "pool_noop": 50, "pool_cpu": 8, "pool_map": 200}
-FIXED = ("interp", "workers")        # not scaled by --count
+        "pool_noop": 50, "pool_cpu": 8, "pool_map": 200,
+        "pool_warm": 20}
+FIXED = ("interp", "workers", "pool_warm")        # not scaled by --count
 
 
 def parse(argv):

@@ -1,8 +1,10 @@
 // Node.js side of ringport.bench's pool benchmarks: the same three jobs on a piscina pool.
-// Usage: node pool.js '{"case": "noop"|"cpu"|"map", "n": N, "workers": W, "modules": DIR}'
+// Usage: node pool.js '{"case": "noop"|"cpu"|"map", "n": N, "workers": W, "warm": M,
+//                       "modules": DIR}'
 // DIR is the node_modules folder the runner installed piscina into (from package.json here).
-// Prints one JSON line: {"seconds", "n", "spin"?, "verified"}.  The pool's threads have run
-// a warm-up before the clock starts; only the task flow is timed.
+// Prints one JSON line: {"seconds", "n", "spin", "warm_workers", "verified"}.  The pool's
+// threads have run a warm-up before the clock starts (2W tasks of 20 ms, then M no-ops, as
+// on the Python side); only the task flow is timed.
 //   noop: N tasks that return their argument, all submitted, then awaited.
 //   cpu:  N tasks of a JavaScript loop calibrated here to about 1 ms (JIT-compiled, so not the
 //         Python loop's count; the Python side calibrates its own loop to 1 ms as well).
@@ -59,7 +61,7 @@ async function main(p) {
   const warmN = calibrate(20);
   const seen = new Set(await Promise.all(Array.from({ length: 2 * w },
     () => pool.run(warmN, { name: 'who' }))));
-  await Promise.all(Array.from({ length: 100 }, (_, i) => pool.run(i, { name: 'noop' })));
+  await Promise.all(Array.from({ length: p.warm }, (_, i) => pool.run(i, { name: 'noop' })));
   const n = p.n;
   let ok;
   const t0 = process.hrtime.bigint();
