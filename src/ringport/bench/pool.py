@@ -140,8 +140,8 @@ class JoblibPool:
 
 def _ipe(w):
     from concurrent.futures import InterpreterPoolExecutor
-    # an interpreter starts with the interpreter's own sys.path: give it ours where ringport
-    # comes from a source tree (exec is a builtin, so it pickles by name)
+    # a new interpreter's sys.path lacks what was added to ours at run time (a source tree on
+    # sys.path): add it there too (exec is a builtin, so it pickles by name)
     init = (f"import sys\nif {SRC_ROOT!r} not in sys.path: sys.path.insert(0, {SRC_ROOT!r})"
             if SRC_ROOT in sys.path else "")
     return ExecutorPool(InterpreterPoolExecutor(w, initializer=exec, initargs=(init,)))
