@@ -76,6 +76,8 @@ __all__ = [
     "Uint8Array",
     "Worker",
     "WorkerError",
+    "WorkerPool",
+    "BrokenWorkerPool",
     "WorkerTerminated",
     "argv",
     "atomics",
@@ -100,6 +102,12 @@ _PER_WORKER = frozenset({"argv", "env", "is_main_thread", "parent_port", "thread
 
 
 def __getattr__(name):
+    if name in ("WorkerPool", "BrokenWorkerPool"):
+        # imported when first used: concurrent.futures (and logging) would slow every
+        # subinterpreter worker's start-up
+        from ringport import _pool
+
+        return getattr(_pool, name)
     if name in _PER_WORKER:
         from ringport._context import context_attr
 
@@ -113,4 +121,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | _PER_WORKER)
+    return sorted(set(globals()) | _PER_WORKER | {"WorkerPool", "BrokenWorkerPool"})

@@ -105,6 +105,7 @@ class Worker:
         # both ways, and its errors come back as WorkerError rather than unpickled)
         self._allow_pickle = allow_pickle = bool(allow_pickle)
         self._link = None
+        self._end_hooks = []   # called in the host thread once the exit code is known
         ctl = MessageChannel(allow_pickle=allow_pickle)
         payload = {
             "worker_data": worker_data,
@@ -195,6 +196,8 @@ class Worker:
             print_worker_error(self, error, report)
         with _exit.live_lock:
             _exit.live.discard(self)
+        for hook in self._end_hooks:
+            hook()
         for loop, fut in waiters:
             try:
                 loop.call_soon_threadsafe(_resolve, fut, code)

@@ -1,0 +1,1110 @@
+"""WorkerPool: a concurrent.futures Executor over ringport workers of any backend.
+
+The parent side is one lock, a queue of tasks and one collector thread per pool.  ``submit``
+posts a task straight to the least-loaded worker that has room (at most ``_limit`` tasks in
+flight each, more for short tasks), else queues it; the collector sleeps on a C wait set that
+every worker's port signals, takes results in batches, resolves their futures and hands each
+freed worker the next queued task.  A worker runs ``_serve`` (a plain worker target): it takes
+its configuration from the first message, then runs tasks until it gets None.
+
+Task messages (parent to worker): (kind, task id, function ref, args, kwargs) with kind 0 a
+call, 1 a chunk of calls (args is a list of argument tuples) and 2 a ``run`` of the handler the
+module at ``filename`` defines.  Results: (task id, ok, value or error report, start, run time).
+"""
+import collections
+import concurrent.futures as _cf
+import itertools
+import os
+import sys
+import threading
+import time
+import weakref
+
+from ringport._backends import resolve_backend
+from ringport._errors import (DataCloneError, Full, PortClosed, WorkerError, WorkerTerminated,
+                              error_report, rebuild_error)
+from ringport._events import Emitter
+
+__all__ = ["BrokenWorkerPool", "WorkerPool"]
+
+#: Tasks in flight per worker: one for long tasks (an idle worker never waits behind a busy
+#: one), more for short ones, whose round trip would otherwise leave the worker idle.
+_LIMIT_LONG, _LIMIT_SHORT, _LIMIT_TINY = 1, 4, 16
+#: Samples kept for the run- and wait-time percentiles.
+STATS_WINDOW = 10_000
+
+_CALL, _CHUNK, _RUN = 0, 1, 2
+#: A worker posts the results of tasks that were waiting for it together, up to _BATCH of
+#: them or the ones done within _BATCH_S of the first.
+_BATCH, _BATCH_S = 64, 200e-6
+
+# the thread backend's functions, by key: its workers run in this interpreter and call the
+# function itself (lambdas and closures work there, as in ThreadPoolExecutor)
+_local_fns = {}
+_keys = itertools.count(1)
+
+
+class BrokenWorkerPool(_cf.BrokenExecutor):
+    """A worker's initializer failed: the pool runs nothing more (as BrokenProcessPool)."""
+
+
+def _cpu_count():
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return count() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _function_ref(fn, backend):
+    """What a task message carries for fn: the thread backend's key is made by the caller; an
+    importable function travels as (module, qualified name), other callables as themselves."""
+    if not callable(fn):
+        raise TypeError(f"{type(fn).__name__!r} object is not callable")
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    plain = isinstance(qualname, str) and isinstance(module, str) and (
+        type(fn).__name__ in ("function", "builtin_function_or_method"))
+    if plain:
+        if module == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
+            raise DataCloneError(
+                f"a function for a {backend} worker must be importable by its module and "
+                f"qualified name (a module-level function of an importable module); "
+                f"{qualname} in module {module!r} is not: move it to a module, or use "
+                f"backend='thread'")
+        return ("m", module, qualname)
+    return ("o", fn)
+
+
+class _Future(_cf.Future):
+    """A concurrent.futures.Future that leaves the pool's queue when it is cancelled, and
+    shares one of the pool's conditions rather than making its own: a Condition costs more
+    than the rest of a no-op task's round trip.  Waits loop on their own future's state, so a
+    notification meant for another future of the same condition only wakes them early."""
+
+    def __init__(self, condition):
+        self._condition = condition
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
+
+    def _wait_done(self, timeout):
+        # (under self._condition)
+        if self._state in _DONE:
+            return
+        if timeout is None:
+            while self._state not in _DONE:
+                self._condition.wait()
+            return
+        deadline = time.monotonic() + timeout
+        while self._state not in _DONE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError()
+            self._condition.wait(left)
+
+    def result(self, timeout=None):
+        try:
+            with self._condition:
+                self._wait_done(timeout)
+                if self._state in _CANCELLED:
+                    raise _cf.CancelledError()
+                if self._exception is not None:
+                    raise self._exception
+                return self._result
+        finally:
+            self = None   # (as the stdlib: no cycle through the raised exception's frames)
+
+    def exception(self, timeout=None):
+        with self._condition:
+            self._wait_done(timeout)
+            if self._state in _CANCELLED:
+                raise _cf.CancelledError()
+            return self._exception
+
+    def cancel(self):
+        done = super().cancel()
+        task = getattr(self, "_rp_task", None)
+        if done and task is not None:
+            task.pool._forget(task)
+        return done
+
+
+_DONE = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+#: Conditions a pool's futures share (by task id): few, so that making a future costs no
+#: Condition, enough that threads waiting on different futures rarely wake each other.
+_CONDITIONS = 8
+
+
+class _Task:
+    __slots__ = ("pool", "future", "tid", "msg", "transfer", "submitted", "local", "aborted",
+                 "started")
+
+    def __init__(self, pool, future, tid, msg, transfer, local):
+        self.pool = pool
+        self.future = future
+        self.tid = tid
+        self.msg = msg
+        self.transfer = transfer
+        self.submitted = time.perf_counter()
+        self.local = local        # the thread backend's function key, released when done
+        self.aborted = False
+        self.started = False   # its future is running (it stays so when it is queued again)
+
+
+class _Slot:
+    """One worker of the pool and what it holds."""
+
+    __slots__ = ("worker", "port", "inflight", "done", "idle_since", "retiring", "ended")
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.port = worker.port
+        self.inflight = collections.deque()
+        self.done = 0
+        self.idle_since = time.monotonic()
+        self.retiring = False
+        self.ended = False
+
+
+class WorkerPool(_cf.Executor):
+    """A pool of ringport workers that runs tasks: a ``concurrent.futures.Executor``.
+
+    ``WorkerPool(*, max_workers=None, min_workers=None, backend="auto", idle_timeout=None,
+    max_queue=None, max_tasks_per_worker=None, initializer=None, initargs=(),
+    worker_data=None, name=None, filename=None, submit_timeout=None, allow_pickle=True)``
+
+    max_workers: at most this many workers (default: the usable CPUs), started on demand;
+    min_workers (default 0) start at once and stay; the others leave after idle_timeout seconds
+    without work (None: they stay).  max_queue bounds the tasks waiting for a worker ("auto":
+    max_workers squared, as piscina): submit then waits submit_timeout seconds (None: as long as
+    it takes, 0: not at all) and raises ringport.Full.  max_tasks_per_worker: a worker that ran
+    that many tasks is replaced by a fresh one.  initializer(*initargs) runs first in each
+    worker; if it raises, the pool is broken (BrokenWorkerPool, as BrokenProcessPool).
+    worker_data is each worker's ringport.worker_data.  filename: a module whose functions
+    ``run(task, name=...)`` calls (piscina's style).  allow_pickle=False: results and errors
+    never unpickle in this process (errors come back as WorkerError).
+
+    Arguments and results travel through ringport's codec (structured clone, pickle fallback):
+    arrays are copied, SharedArrayBuffers shared, ports move with run(transfer=...).  Functions
+    on the thread backend may be any callable; on the others, a function importable by module
+    and qualified name (others raise DataCloneError, a TypeError), or a callable object that
+    pickles.
+    """
+
+    def __init__(self, *, max_workers=None, min_workers=None, backend="auto", idle_timeout=None,
+                 max_queue=None, max_tasks_per_worker=None, initializer=None, initargs=(),
+                 worker_data=None, name=None, filename=None, submit_timeout=None,
+                 allow_pickle=True):
+        self.backend = backend = resolve_backend(backend)
+        if max_workers is None:
+            max_workers = _cpu_count()
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError("max_workers must be an int >= 1")
+        if min_workers is None:
+            min_workers = 0
+        if not isinstance(min_workers, int) or not 0 <= min_workers <= max_workers:
+            raise ValueError("min_workers must be an int between 0 and max_workers")
+        if idle_timeout is not None and not idle_timeout >= 0:
+            raise ValueError("idle_timeout must be None or a number of seconds >= 0")
+        if max_queue == "auto":
+            max_queue = max_workers * max_workers
+        if max_queue is not None and (not isinstance(max_queue, int) or max_queue < 0):
+            raise ValueError("max_queue must be None, 'auto' or an int >= 0")
+        if max_tasks_per_worker is not None and (
+                not isinstance(max_tasks_per_worker, int) or max_tasks_per_worker < 1):
+            raise ValueError("max_tasks_per_worker must be None or an int >= 1")
+        if submit_timeout is not None and not submit_timeout >= 0:
+            raise ValueError("submit_timeout must be None or a number of seconds >= 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be callable")
+        if filename is not None:
+            filename = os.path.abspath(os.fspath(filename))
+            if not os.path.isfile(filename):
+                raise FileNotFoundError(f"pool handler module not found: {filename}")
+        self.max_workers = max_workers
+        self.min_workers = min_workers
+        self.idle_timeout = idle_timeout
+        self.max_queue = max_queue
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self.submit_timeout = submit_timeout
+        self.name = name
+        self.filename = filename
+        self._allow_pickle = bool(allow_pickle)
+        self._worker_data = worker_data
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)   # the queue shrank, or the pool shut down
+        self._conditions = [threading.Condition() for _ in range(_CONDITIONS)]
+        self._queue = collections.deque()
+        self._slots = []
+        self._starting = 0
+        self._tids = itertools.count(1)
+        self._spread = itertools.count()
+        self._local_ids = {}            # thread backend: id(fn) -> [key, tasks using it]
+        self._refs = {}                 # other backends: fn -> its ref (importable functions)
+        self._shutdown = False
+        self._broken = None
+        self._limit = 2
+        self._ema_run = None
+        self._completed = 0
+        self._run_total = 0.0
+        self._run_times = collections.deque(maxlen=STATS_WINDOW)
+        self._wait_times = collections.deque(maxlen=STATS_WINDOW)
+        self._created = time.perf_counter()
+        self._events = Emitter()
+        self._drain_pending = False
+        self._async_space = []
+        from ringport._core import _new_waitset
+        self._ws = _new_waitset()
+        self._ended = collections.deque()   # slots whose worker ended (from host threads)
+        self._init = None
+        if initializer is not None:
+            self._init = (self._ref(initializer, pin=True), tuple(initargs))
+        self._calls = collections.deque()   # run by the collector thread ('drain' listeners)
+        self._collector = threading.Thread(
+            target=self._collect, daemon=True,
+            name="ringport-pool" + (f" ({name})" if name else f"-{id(self):x}"))
+        self._collector.start()
+        _pools.add(self)
+        for _ in range(min_workers):
+            self._start_worker()
+
+    # ------------------------------------------------------------------ functions
+
+    def _ref(self, fn, pin=False):
+        """The function part of a task message; thread backend: (ref, key to release)."""
+        if self.backend == "thread":
+            if not callable(fn):
+                raise TypeError(f"{type(fn).__name__!r} object is not callable")
+            with self._lock:
+                entry = self._local_ids.get(id(fn))
+                if entry is None:
+                    key = next(_keys)
+                    _local_fns[key] = fn
+                    entry = self._local_ids[id(fn)] = [key, 0]
+                entry[1] += 1 + pin
+            return ("l", entry[0])
+        ref = self._refs.get(fn) if _hashable(fn) else None
+        if ref is None:
+            ref = _function_ref(fn, self.backend)
+            if ref[0] == "m" and len(self._refs) < 1024:
+                self._refs[fn] = ref
+        return ref
+
+    def _release(self, ref):
+        # (under self._lock)
+        if ref is not None and ref[0] == "l":
+            fn = _local_fns.get(ref[1])
+            entry = self._local_ids.get(id(fn))
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._local_ids[id(fn)]
+                    _local_fns.pop(ref[1], None)
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Run fn(*args, **kwargs) in a worker; a concurrent.futures.Future of its result."""
+        self._check_open()
+        ref = self._ref(fn)
+        return self._enqueue(ref, (_CALL, 0, ref, args, kwargs), ())
+
+    def run(self, task, *, transfer=(), name="default"):
+        """piscina's style: call the function called name (default ``default``) of the module
+        the pool was made with (filename=) with task; a Future of its result.  Ports in
+        transfer move to the worker."""
+        if self.filename is None:
+            raise TypeError("run() needs a pool made with filename= (a module of handlers); "
+                            "use submit() for functions")
+        if not isinstance(name, str):
+            raise TypeError("name must be a str")
+        self._check_open()
+        return self._enqueue(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+
+    def _check_open(self):
+        if self._broken is not None:
+            raise BrokenWorkerPool(self._broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _enqueue(self, ref, msg, transfer, wait=True):
+        fut = _Future(self._conditions[next(self._spread) & (_CONDITIONS - 1)])
+        start = False
+        deadline = None
+        try:
+            with self._lock:
+                while True:
+                    if self._broken is not None:
+                        raise BrokenWorkerPool(self._broken)
+                    if self._shutdown:
+                        raise RuntimeError("cannot schedule new futures after shutdown")
+                    slot = self._free_slot() if not self._queue else None
+                    if slot is not None or self.max_queue is None or \
+                            len(self._queue) < self.max_queue or not wait:
+                        break
+                    if self._room_for_worker():   # a worker on its way takes queued tasks
+                        break
+                    timeout = self.submit_timeout
+                    if timeout is not None:
+                        if deadline is None:
+                            deadline = time.monotonic() + timeout
+                        timeout = deadline - time.monotonic()
+                        if timeout <= 0:
+                            raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
+                    self._space.wait(timeout if timeout is not None else 0.25)
+                if slot is None and not wait and self.max_queue is not None and \
+                        len(self._queue) >= self.max_queue:
+                    raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
+                tid = next(self._tids)
+                msg = (msg[0], tid) + msg[2:]
+                task = _Task(self, fut, tid, msg, transfer, ref if ref and ref[0] == "l" else None)
+                fut._rp_task = task
+                if slot is not None:
+                    self._dispatch(slot, task)
+                else:
+                    self._queue.append(task)
+                    if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                        self._drain_pending = True
+                    start = self._room_for_worker()
+                    if start:
+                        self._starting += 1
+        except BaseException:
+            if ref is not None and ref[0] == "l":
+                with self._lock:
+                    self._release(ref)
+            raise
+        if start:
+            self._start_worker(counted=True)
+        return fut
+
+    def _room_for_worker(self):
+        # (under self._lock)
+        return len(self._slots) + self._starting < self.max_workers
+
+    def _free_slot(self):
+        # (under self._lock) the least loaded worker with room
+        best = None
+        limit = self._limit
+        for slot in self._slots:
+            n = len(slot.inflight)
+            if n < limit and not slot.retiring and not slot.ended and (
+                    best is None or n < len(best.inflight)):
+                best = slot
+                if n == 0:
+                    break
+        return best
+
+    def _dispatch(self, slot, task):
+        # (under self._lock)
+        if not task.started:
+            if not task.future.set_running_or_notify_cancel():
+                self._release(task.local)
+                return False
+            task.started = True
+        try:
+            slot.port.post_message(task.msg, task.transfer)
+        except BaseException as exc:   # what the codec cannot carry fails this task only
+            self._release(task.local)
+            task.future.set_exception(exc)
+            return False
+        slot.inflight.append(task)
+        self._check_retire(slot)
+        return True
+
+    def _dispatch_batch(self, slot, batch):
+        # (under self._lock) several started tasks in one message; ports to transfer, or what
+        # the codec cannot carry, go one by one
+        if any(t.transfer for t in batch):
+            for task in batch:
+                self._dispatch(slot, task)
+            return
+        try:
+            slot.port.post_message([t.msg for t in batch])
+        except BaseException:
+            for task in batch:
+                self._dispatch(slot, task)
+            return
+        slot.inflight.extend(batch)
+        self._check_retire(slot)
+
+    def _check_retire(self, slot):
+        # (under self._lock) max_tasks_per_worker: its last task is on its way
+        if self.max_tasks_per_worker is not None and \
+                slot.done + len(slot.inflight) >= self.max_tasks_per_worker:
+            slot.retiring = True
+            self._post_stop(slot)
+
+    def _post_stop(self, slot):
+        try:
+            slot.port.post_message(None)
+        except (PortClosed, ValueError):
+            pass
+
+    def _forget(self, task):
+        """A queued task's future was cancelled: take it out of the queue."""
+        with self._lock:
+            try:
+                self._queue.remove(task)
+            except ValueError:
+                return
+            self._release(task.local)
+            self._queue_shrank()
+
+    def _queue_shrank(self):
+        # (under self._lock)
+        self._space.notify_all()
+        if self._async_space:
+            waiters, self._async_space = self._async_space, []
+            for loop, fut in waiters:
+                try:
+                    loop.call_soon_threadsafe(_resolve, fut)
+                except RuntimeError:
+                    pass
+
+    # ------------------------------------------------------------------ workers
+
+    def _start_worker(self, counted=False):
+        if not counted:
+            with self._lock:
+                self._starting += 1
+        try:
+            from ringport._worker import Worker
+            worker = Worker(_serve, worker_data=self._worker_data, backend=self.backend,
+                            name=f"{self.name}-worker" if self.name else None,
+                            allow_pickle=self._allow_pickle)
+            worker.unref()   # the pool's own exit hook waits for its tasks instead
+            worker.port.post_message(
+                {"init": self._init, "filename": self.filename, "backend": self.backend},
+                ())
+        except BaseException:
+            with self._lock:
+                self._starting -= 1
+                self._space.notify_all()
+            raise
+        slot = _Slot(worker)
+        worker._end_hooks.append(lambda: self._worker_ended(slot))
+        with self._lock:
+            self._starting -= 1
+            self._slots.append(slot)
+            if self._shutdown and not self._queue:
+                slot.retiring = True
+                self._post_stop(slot)
+            else:
+                self._feed(slot)
+        self._ws.watch(slot.port, 0)
+        self._ws.signal()
+        return slot
+
+    def _worker_ended(self, slot):
+        # (in the worker's host thread, once its exit code is known)
+        self._ended.append(slot)
+        self._ws.signal()
+
+    def _feed(self, slot):
+        # (under self._lock) hand slot queued tasks while it has room
+        queue = self._queue
+        room = self._limit - len(slot.inflight)
+        if self.max_tasks_per_worker is not None:
+            room = min(room, self.max_tasks_per_worker - slot.done - len(slot.inflight))
+        if not queue or room <= 0 or slot.retiring:
+            return
+        batch = []
+        while queue and len(batch) < room:
+            task = queue.popleft()
+            if task.started or task.future.set_running_or_notify_cancel():
+                task.started = True
+                batch.append(task)
+            else:
+                self._release(task.local)
+        shrank = True
+        if len(batch) == 1:
+            self._dispatch(slot, batch[0])
+        elif batch:
+            self._dispatch_batch(slot, batch)
+        if shrank:
+            if self._drain_pending and len(queue) < (self.max_queue or 0):
+                self._drain_pending = False
+                self._loop_call(self._events.emit, "drain")
+            self._queue_shrank()
+
+    def _loop_call(self, fn, *args):
+        self._calls.append((fn, args))
+        self._ws.signal()
+
+    # ------------------------------------------------------------------ the collector thread
+
+    def _collect(self):
+        from ringport._core import _try_receive
+        ws = self._ws
+        while True:
+            seen = ws.seq()
+            got = False
+            resolved = []
+            for slot in list(self._slots):
+                if slot.ended:
+                    continue
+                msgs = []
+                closed = False
+                try:
+                    while True:
+                        ok, msg = _try_receive(slot.port)
+                        if not ok:
+                            break
+                        msgs.extend(msg)
+                except (PortClosed, ValueError):
+                    closed = True
+                if msgs:
+                    got = True
+                    self._results(slot, msgs, resolved)
+                if closed:
+                    self._lost(slot, resolved)
+            while self._ended:
+                slot = self._ended.popleft()
+                if not slot.ended:
+                    try:
+                        while True:
+                            ok, msg = _try_receive(slot.port)
+                            if not ok:
+                                break
+                            self._results(slot, msg, resolved)
+                    except (PortClosed, ValueError):
+                        pass
+                    self._lost(slot, resolved)
+                got = True
+            for fut, ok, value in resolved:
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+            resolved = None
+            while self._calls:
+                fn, args = self._calls.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    import traceback
+                    traceback.print_exc()
+            if got:
+                continue
+            with self._lock:
+                if self._shutdown and not self._slots and not self._starting:
+                    return
+                timeout = self._retire_idle()
+            ws.wait(seen, timeout, sliced=False)
+
+    def _results(self, slot, msgs, resolved):
+        with self._lock:
+            for msg in msgs:
+                tid, ok, value, t0, run = msg
+                if tid < 0:   # the initializer failed: nothing more runs
+                    self._break(rebuild_error(value, self._allow_pickle), resolved)
+                    continue
+                task = slot.inflight.popleft() if slot.inflight else None
+                if task is None or task.tid != tid:   # (cannot happen: messages keep order)
+                    continue
+                slot.done += 1
+                self._release(task.local)
+                if task.aborted:
+                    continue
+                self._completed += 1
+                self._run_total += run
+                self._run_times.append(run)
+                self._wait_times.append(max(0.0, t0 - task.submitted))
+                ema = self._ema_run
+                self._ema_run = run if ema is None else ema * 0.9 + run * 0.1
+                if not ok:
+                    value = rebuild_error(value, self._allow_pickle)
+                resolved.append((task.future, ok, value))
+            ema = self._ema_run
+            if ema is not None:
+                self._limit = _LIMIT_TINY if ema < 50e-6 else (
+                    _LIMIT_SHORT if ema < 1e-3 else _LIMIT_LONG)
+            if not slot.inflight:
+                slot.idle_since = time.monotonic()
+            if not slot.retiring:
+                self._feed(slot)
+            if self._shutdown and not self._queue and not slot.retiring and not slot.inflight:
+                slot.retiring = True
+                self._post_stop(slot)
+
+    def _lost(self, slot, resolved):
+        """slot's worker ended (retired, terminated by abort, or died): fail the task it was
+        running, queue again the ones it had not started, and replace it if work is waiting."""
+        slot.ended = True
+        worker = slot.worker
+        code = worker.join(5)
+        self._ws.unwatch(slot.port, 0)
+        slot.port.close()
+        with self._lock:
+            try:
+                self._slots.remove(slot)
+            except ValueError:
+                pass
+            pending = list(slot.inflight)
+            slot.inflight.clear()
+            if pending:
+                first = pending.pop(0)
+                self._release(first.local)
+                if not first.aborted:
+                    resolved.append((first.future, False, WorkerError(
+                        "WorkerExit", f"the {self.backend} worker running this task ended "
+                        f"(exit code {code}) before it finished", "")))
+                for task in reversed(pending):   # not started: first in line again
+                    if task.aborted:
+                        self._release(task.local)
+                    else:
+                        self._queue.appendleft(task)
+            need = (self._queue and not self._shutdown) or (
+                self._shutdown and self._queue) or (
+                not self._shutdown and len(self._slots) + self._starting < self.min_workers)
+            start = bool(need) and self._room_for_worker() and self._broken is None
+            if start:
+                self._starting += 1
+            self._space.notify_all()
+        if start:
+            try:
+                self._start_worker(counted=True)
+            except BaseException as exc:
+                self._break(exc, resolved, lock=True)
+
+    def _break(self, exc, resolved, lock=False):
+        """The pool cannot run tasks (an initializer raised, or no worker starts)."""
+        if lock:
+            with self._lock:
+                return self._break(exc, resolved)
+        if self._broken is None:
+            self._broken = f"a worker's initializer raised {type(exc).__name__}: {exc}" \
+                if not isinstance(exc, BrokenWorkerPool) else str(exc)
+        err = BrokenWorkerPool(self._broken)
+        err.__cause__ = exc
+        while self._queue:
+            task = self._queue.popleft()
+            self._release(task.local)
+            if task.future.set_running_or_notify_cancel():
+                resolved.append((task.future, False, err))
+        for slot in self._slots:
+            for task in slot.inflight:
+                if not task.aborted:
+                    task.aborted = True
+                    resolved.append((task.future, False, err))
+            if not slot.retiring:
+                slot.retiring = True
+                self._post_stop(slot)
+        self._space.notify_all()
+
+    def _retire_idle(self):
+        # (under self._lock) stop workers idle past idle_timeout beyond min_workers; how long
+        # until the next may be due (None: nothing to watch)
+        if self.idle_timeout is None or self._shutdown:
+            return None
+        now = time.monotonic()
+        due = None
+        live = [s for s in self._slots if not s.retiring and not s.ended]
+        spare = len(live) - self.min_workers
+        for slot in live:
+            if spare <= 0:
+                break
+            if slot.inflight:
+                continue
+            left = slot.idle_since + self.idle_timeout - now
+            if left <= 0:
+                slot.retiring = True
+                self._post_stop(slot)
+                spare -= 1
+            elif due is None or left < due:
+                due = left
+        return due
+
+    # ------------------------------------------------------------------ control
+
+    def abort(self, future):
+        """Stop the task of future: a queued one is cancelled; a running one is stopped by
+        terminating its worker (a fresh one takes its place) and its future raises
+        concurrent.futures.CancelledError.  True if the task was cancelled or stopped."""
+        if future.cancel():
+            return True
+        task = getattr(future, "_rp_task", None)
+        if task is None or task.pool is not self:
+            return False
+        with self._lock:
+            if future.done():
+                return False
+            owner = None
+            for slot in self._slots:
+                if task in slot.inflight:
+                    owner = slot
+                    break
+            if owner is None:
+                return False
+            task.aborted = True
+            running = owner.inflight[0] is task
+        try:
+            future.set_exception(_cf.CancelledError("aborted by WorkerPool.abort()"))
+        except _cf.InvalidStateError:   # it finished meanwhile
+            return False
+        if running:   # (one that was not started yet is skipped: its result is dropped)
+            owner.worker._stop()
+        return True
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Like Executor.map (3.14): results in order, lazily; chunksize items per task;
+        buffersize bounds the tasks submitted ahead of the results consumed."""
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
+            raise ValueError("buffersize must be None or > 0.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._check_open()
+        ref = self._ref(fn)
+        try:
+            if chunksize == 1:
+                items = zip(*iterables)
+                submit = lambda args: self._enqueue(
+                    ref if ref[0] != "l" else self._ref(fn), (_CALL, 0, ref, args, {}), ())
+            else:
+                items = _chunks(zip(*iterables), chunksize)
+                submit = lambda chunk: self._enqueue(
+                    ref if ref[0] != "l" else self._ref(fn), (_CHUNK, 0, ref, chunk, None), ())
+            if buffersize is None:
+                futures = collections.deque(submit(a) for a in items)
+            else:
+                futures = collections.deque(submit(a) for a in itertools.islice(items,
+                                                                                 buffersize))
+        finally:
+            if ref[0] == "l":
+                with self._lock:
+                    self._release(ref)
+        return _map_results(futures, items if buffersize is not None else None, submit,
+                            deadline, chunksize > 1)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """No new tasks; queued ones still run unless cancel_futures; with wait, return once
+        every task ran and every worker ended."""
+        resolved = []
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while self._queue:
+                    task = self._queue.popleft()
+                    self._release(task.local)
+                    _cf.Future.cancel(task.future)   # (not _Future.cancel: it takes the lock)
+            if not self._queue:
+                for slot in self._slots:
+                    if not slot.retiring and not slot.inflight:
+                        slot.retiring = True
+                        self._post_stop(slot)
+            self._space.notify_all()
+        for fut, ok, value in resolved:
+            fut.set_exception(value)
+        self._ws.signal()
+        if wait and threading.current_thread() is not self._collector:
+            self._collector.join()
+        _pools.discard(self)
+
+    def on(self, event, listener):
+        """'drain': the queue went below max_queue again after it was full (listeners run on
+        the pool's collector thread)."""
+        if event != "drain":
+            raise ValueError(f"WorkerPool has no event {event!r} (it has 'drain')")
+        self._events.on(event, listener)
+        return self
+
+    def off(self, event, listener=None):
+        self._events.off(event, listener)
+        return self
+
+    def once(self, event, listener):
+        if event != "drain":
+            raise ValueError(f"WorkerPool has no event {event!r} (it has 'drain')")
+        self._events.once(event, listener)
+        return self
+
+    # ------------------------------------------------------------------ asyncio
+
+    async def submit_async(self, fn, /, *args, **kwargs):
+        """Await fn(*args, **kwargs) run in a worker, without a thread per call (a full queue
+        is awaited, not blocked on)."""
+        self._check_open()
+        ref = self._ref(fn)
+        return await self._await(ref, (_CALL, 0, ref, args, kwargs), ())
+
+    async def run_async(self, task, *, transfer=(), name="default"):
+        """Await run(task, transfer=..., name=...)."""
+        if self.filename is None:
+            raise TypeError("run_async() needs a pool made with filename= (a module of "
+                            "handlers); use submit_async() for functions")
+        self._check_open()
+        return await self._await(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+
+    async def _await(self, ref, msg, transfer):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                fut = self._enqueue(ref, msg, transfer, wait=False)
+                break
+            except Full:
+                waiter = loop.create_future()
+                with self._lock:
+                    self._async_space.append((loop, waiter))
+                    full = self.max_queue is not None and len(self._queue) >= self.max_queue
+                if full:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(waiter), 0.5)
+                    except asyncio.TimeoutError:
+                        pass
+        return await asyncio.wrap_future(fut)
+
+    # ------------------------------------------------------------------ statistics
+
+    @property
+    def queue_size(self):
+        """Tasks waiting for a worker."""
+        return len(self._queue)
+
+    @property
+    def needs_drain(self):
+        """True while the queue is full (max_queue tasks wait): stop submitting until 'drain'."""
+        return self.max_queue is not None and len(self._queue) >= self.max_queue
+
+    @property
+    def completed(self):
+        """Tasks that finished (returned or raised)."""
+        return self._completed
+
+    @property
+    def idle_workers(self):
+        """Workers with no task."""
+        with self._lock:
+            return sum(1 for s in self._slots if not s.inflight and not s.retiring)
+
+    @property
+    def workers(self):
+        """How many workers the pool has now."""
+        with self._lock:
+            return sum(1 for s in self._slots if not s.ended)
+
+    @property
+    def utilization(self):
+        """Time spent running tasks over the time the pool has existed times max_workers
+        (0 to 1), as piscina's."""
+        elapsed = time.perf_counter() - self._created
+        return min(1.0, self._run_total / (elapsed * self.max_workers)) if elapsed > 0 else 0.0
+
+    @property
+    def run_time(self):
+        """Percentiles of the tasks' run times in seconds: {'p50', 'p90', 'p99', 'mean', 'max'}
+        over the last STATS_WINDOW tasks."""
+        return _percentiles(self._run_times)
+
+    @property
+    def wait_time(self):
+        """Percentiles of the time tasks waited from submit to start, in seconds."""
+        return _percentiles(self._wait_times)
+
+    @property
+    def stats(self):
+        return {"completed": self.completed, "queue_size": self.queue_size,
+                "idle_workers": self.idle_workers, "workers": self.workers,
+                "utilization": self.utilization, "run_time": self.run_time,
+                "wait_time": self.wait_time}
+
+    def __repr__(self):
+        name = f" {self.name!r}" if self.name else ""
+        state = "shut down" if self._shutdown else f"{self.workers}/{self.max_workers} workers"
+        return f"<ringport.WorkerPool{name} {self.backend} {state}>"
+
+
+def _hashable(fn):
+    try:
+        hash(fn)
+        return True
+    except TypeError:
+        return False
+
+
+def _resolve(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _chunks(items, size):
+    while True:
+        chunk = list(itertools.islice(items, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _map_results(futures, rest, submit, deadline, chunked):
+    try:
+        while futures:
+            fut = futures.popleft()
+            if rest is not None:
+                for args in itertools.islice(rest, 1):
+                    futures.append(submit(args))
+            if deadline is None:
+                value = fut.result()
+            else:
+                value = fut.result(max(0.0, deadline - time.monotonic()))
+            if chunked:
+                yield from value
+            else:
+                yield value
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def _percentiles(samples):
+    data = sorted(samples)
+    if not data:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0, "max": 0.0}
+    n = len(data)
+    pick = lambda q: data[min(n - 1, int(q * n))]
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "mean": sum(data) / n,
+            "max": data[-1]}
+
+
+# ---------------------------------------------------------------------------- interpreter exit
+
+_pools = weakref.WeakSet()
+
+
+def _at_exit():
+    # as concurrent.futures: the program ends after the tasks it submitted
+    for pool in list(_pools):
+        try:
+            pool.shutdown(wait=True)
+        except Exception:
+            pass
+
+
+threading._register_atexit(_at_exit)
+
+
+# ---------------------------------------------------------------------------- in a worker
+
+
+def _serve():
+    """A pool worker: its configuration, its initializer, then tasks until None."""
+    import ringport
+    port = ringport.parent_port
+    recv = port.receive
+    post = port.post_message
+    cfg = recv()
+    backend = cfg["backend"]
+    perf = time.perf_counter
+    cache = {}
+
+    def resolve(ref):
+        fn = cache.get(ref)
+        if fn is None:
+            kind = ref[0]
+            if kind == "l":
+                return _local_fns[ref[1]]
+            if kind == "o":
+                return ref[1]
+            import importlib
+            fn = importlib.import_module(ref[1])
+            for part in ref[2].split("."):
+                fn = getattr(fn, part)
+            cache[ref] = fn
+        return fn
+
+    handlers = None
+    if cfg["filename"] is not None:
+        handlers = _load_handlers(cfg["filename"])
+    init = cfg["init"]
+    if init is not None:
+        try:
+            resolve(init[0])(*init[1])
+        except WorkerTerminated:
+            raise
+        except BaseException as exc:
+            post([(-1, False, error_report(exc, backend, ("init", id(exc))), 0.0, 0.0)])
+            return
+    del cfg, init
+    from ringport._core import _try_receive
+    done = []          # results not posted yet: posted together while more tasks wait
+    first = 0.0
+    while True:
+        try:
+            if done:
+                got, msg = _try_receive(port)
+                if not got:
+                    post(done)
+                    done = []
+                    msg = recv()
+            else:
+                msg = recv()
+        except PortClosed:
+            return
+        if msg is None:
+            if done:
+                post(done)
+            return
+        for task in (msg if type(msg) is list else (msg,)):
+            kind, tid, ref, args, kwargs = task
+            task = None
+            t0 = perf()
+            try:
+                if kind == _CALL:
+                    value = resolve(ref)(*args, **kwargs)
+                elif kind == _CHUNK:
+                    fn = resolve(ref)
+                    value = [fn(*a) for a in args]
+                else:
+                    fn = getattr(handlers, ref, None)
+                    if fn is None:
+                        raise AttributeError(f"the pool's module has no handler {ref!r}")
+                    value = fn(args)
+                ok = True
+            except WorkerTerminated:
+                raise
+            except BaseException as exc:
+                ok = False
+                value = error_report(exc, backend, ("task", tid, id(exc)))
+            args = kwargs = None
+            t1 = perf()
+            if not done:
+                first = t1
+            done.append((tid, ok, value, t0, t1 - t0))
+            value = None
+            if len(done) >= _BATCH or t1 - first > _BATCH_S:
+                _post_results(post, done, backend)
+                done = []
+        msg = None
+
+
+def _post_results(post, done, backend):
+    try:
+        post(done)
+    except (WorkerTerminated, PortClosed):
+        raise
+    except BaseException:   # a result the codec cannot carry: post them one by one
+        for tid, ok, value, t0, run in done:
+            try:
+                post([(tid, ok, value, t0, run)])
+            except (WorkerTerminated, PortClosed):
+                raise
+            except BaseException as exc:
+                post([(tid, False, error_report(exc, backend, ("task", tid, id(exc))), t0,
+                       run)])
+
+
+def _load_handlers(path):
+    import importlib.util
+    name = "ringport_pool_handlers_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, os.path.dirname(path))
+    spec.loader.exec_module(module)
+    return module
