@@ -1,9 +1,10 @@
 """The worker side of ``ringport.joblib``: what a pool worker runs for one joblib batch.
 
 This module must not import joblib: joblib does not load in a subinterpreter (it imports
-faulthandler, which refuses to), so a subinterpreter worker gets the batch's calls alone,
-pickled with the cloudpickle package, while a process worker gets joblib's own ``BatchedCalls``
-(pickled with joblib's cloudpickle), which sets the configuration nested ``Parallel`` calls see.
+faulthandler, which refuses to), so a subinterpreter worker gets the batch's calls alone, while
+a process worker gets joblib's own ``BatchedCalls``, which sets the configuration nested
+``Parallel`` calls see.  Both are pickled with cloudpickle (the package; with joblib before 1.6
+and no package, the copy in joblib.externals for a process, plain pickle for a subinterpreter).
 Results and exceptions go back pickled the same way, so values of classes defined in
 ``__main__`` come back as the parent's own classes (cloudpickle tracks them), as under loky.
 """

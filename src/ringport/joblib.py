@@ -17,7 +17,6 @@ joblib is an optional dependency: ``import ringport`` never imports it.
 """
 try:
     import joblib as _joblib
-    from joblib.externals import cloudpickle as _jl_cloudpickle
     from joblib.parallel import (FallbackToBackend, ParallelBackendBase, SequentialBackend,
                                  register_parallel_backend)
     from joblib._parallel_backends import AutoBatchingMixin
@@ -130,12 +129,17 @@ class RingportBackend(AutoBatchingMixin, ParallelBackendBase):
         self._owns_pool = False
         self._lock = threading.Lock()
         self._futures = set()        # this backend's tasks not done yet (for abort_everything)
-        if self.worker_backend == "process":
-            self._codec = "joblib"
-        elif self.worker_backend == "subinterpreter":
-            self._codec = "cloudpickle" if _cloudpickle() is not None else "pickle"
-        else:
+        # the pickler of batches and results, one the workers can load: cloudpickle (joblib
+        # 1.6 depends on it), else the copy older joblibs kept in joblib.externals, which a
+        # subinterpreter cannot import (it imports joblib), else pickle
+        if self.worker_backend == "thread":
             self._codec = None
+        elif _cloudpickle() is not None:
+            self._codec = "cloudpickle"
+        elif self.worker_backend == "process" and _vendored_cloudpickle() is not None:
+            self._codec = "joblib"
+        else:
+            self._codec = "pickle"
 
     def __repr__(self):
         return f"RingportBackend(worker_backend={self.worker_backend!r})"
@@ -227,12 +231,13 @@ class RingportBackend(AutoBatchingMixin, ParallelBackendBase):
             self._futures.discard(future)
 
     def _dumps(self, batch):
-        if self._codec == "joblib":
-            return _jl_cloudpickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        calls = list(batch.items)   # a subinterpreter cannot import joblib: the calls alone
+        if self.worker_backend == "subinterpreter":
+            batch = list(batch.items)   # it cannot import joblib: the calls alone
         if self._codec == "cloudpickle":
-            return _cloudpickle().dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
-        return _dumps_importable(calls)
+            return _cloudpickle().dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        if self._codec == "joblib":
+            return _vendored_cloudpickle().dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        return _dumps_importable(batch)
 
     def _acquire_pool(self, n_jobs):
         """(pool, owned): the given pool, a shared one, or one for this call alone."""
@@ -266,9 +271,18 @@ def _new_pool(backend, n_jobs, options):
 
 
 def _cloudpickle():
-    """The cloudpickle package (what a subinterpreter worker can load), or None."""
+    """The cloudpickle package, or None."""
     try:
         import cloudpickle
+    except ImportError:
+        return None
+    return cloudpickle
+
+
+def _vendored_cloudpickle():
+    """The cloudpickle that joblib before 1.6 kept in joblib.externals, or None."""
+    try:
+        from joblib.externals import cloudpickle
     except ImportError:
         return None
     return cloudpickle
@@ -282,9 +296,8 @@ class _ImportablePickler(pickle.Pickler):
             module, qualname = obj.__module__, obj.__qualname__
             if module == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
                 raise DataCloneError(
-                    f"{qualname} (module {module!r}) cannot go to a subinterpreter worker "
-                    f"without the cloudpickle package: pip install cloudpickle, or move it "
-                    f"to a module")
+                    f"{qualname} (module {module!r}) cannot go to a worker without the "
+                    f"cloudpickle package: pip install cloudpickle, or move it to a module")
         return NotImplemented
 
 
