@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 
+from ringport import _context
 from ringport._backends import resolve_backend
 from ringport._errors import (DataCloneError, Full, PortClosed, WorkerError, WorkerTerminated,
                               error_report, rebuild_error)
@@ -267,7 +268,8 @@ class WorkerPool(_cf.Executor):
             self._init = (self._ref(initializer, pin=True), tuple(initargs))
         self._calls = collections.deque()   # run by the collector thread ('drain' listeners)
         self._collector = threading.Thread(
-            target=self._collect, daemon=True,
+            # isolated subinterpreters refuse daemon threads (the exit hook stops it there)
+            target=self._collect, daemon=not _context.in_subinterpreter_worker(),
             name="ringport-pool" + (f" ({name})" if name else f"-{id(self):x}"))
         self._collector.start()
         _pools.add(self)
@@ -313,7 +315,16 @@ class WorkerPool(_cf.Executor):
         """Run fn(*args, **kwargs) in a worker; a concurrent.futures.Future of its result."""
         self._check_open()
         ref = self._ref(fn)
-        return self._enqueue(ref, (_CALL, 0, ref, args, kwargs), ())
+        try:
+            return self._enqueue(ref, (_CALL, 0, ref, args, kwargs), ())
+        except BaseException:
+            self._unref(ref)
+            raise
+
+    def _unref(self, ref):
+        if ref is not None and ref[0] == "l":
+            with self._lock:
+                self._release(ref)
 
     def run(self, task, *, transfer=(), name="default"):
         """piscina's style: call the function called name (default ``default``) of the module
@@ -345,6 +356,8 @@ class WorkerPool(_cf.Executor):
                     if self._shutdown:
                         raise RuntimeError("cannot schedule new futures after shutdown")
                     slot = self._free_slot() if not self._queue else None
+                    if slot is not None and slot.inflight and self._room_for_worker():
+                        slot = None   # a new worker rather than a queue behind a busy one
                     if slot is not None or self.max_queue is None or \
                             len(self._queue) < self.max_queue or not wait:
                         break
@@ -375,13 +388,25 @@ class WorkerPool(_cf.Executor):
                     if start:
                         self._starting += 1
         except BaseException:
-            if ref is not None and ref[0] == "l":
-                with self._lock:
-                    self._release(ref)
+            fut._rp_task = None
             raise
         if start:
-            self._start_worker(counted=True)
+            try:
+                self._start_worker(counted=True)
+            except BaseException as exc:
+                self._start_failed(exc)
         return fut
+
+    def _start_failed(self, exc):
+        """No new worker could start: with none left, what is queued would wait forever, so
+        the pool is broken and the queued tasks fail with BrokenWorkerPool."""
+        resolved = []
+        with self._lock:
+            if self._slots or self._starting:
+                return
+            self._break(exc, resolved, why="no worker could start:")
+        for fut, _, err in resolved:
+            fut.set_exception(err)
 
     def _room_for_worker(self):
         # (under self._lock)
@@ -671,16 +696,15 @@ class WorkerPool(_cf.Executor):
             try:
                 self._start_worker(counted=True)
             except BaseException as exc:
-                self._break(exc, resolved, lock=True)
+                self._break(exc, resolved, lock=True, why="no worker could start:")
 
-    def _break(self, exc, resolved, lock=False):
+    def _break(self, exc, resolved, lock=False, why="a worker's initializer raised"):
         """The pool cannot run tasks (an initializer raised, or no worker starts)."""
         if lock:
             with self._lock:
-                return self._break(exc, resolved)
+                return self._break(exc, resolved, why=why)
         if self._broken is None:
-            self._broken = f"a worker's initializer raised {type(exc).__name__}: {exc}" \
-                if not isinstance(exc, BrokenWorkerPool) else str(exc)
+            self._broken = f"{why} {type(exc).__name__}: {exc}"
         err = BrokenWorkerPool(self._broken)
         err.__cause__ = exc
         while self._queue:
@@ -763,14 +787,17 @@ class WorkerPool(_cf.Executor):
         self._check_open()
         ref = self._ref(fn)
         try:
-            if chunksize == 1:
-                items = zip(*iterables)
-                submit = lambda args: self._enqueue(
-                    ref if ref[0] != "l" else self._ref(fn), (_CALL, 0, ref, args, {}), ())
-            else:
-                items = _chunks(zip(*iterables), chunksize)
-                submit = lambda chunk: self._enqueue(
-                    ref if ref[0] != "l" else self._ref(fn), (_CHUNK, 0, ref, chunk, None), ())
+            kind = _CALL if chunksize == 1 else _CHUNK
+            items = zip(*iterables) if kind == _CALL else _chunks(zip(*iterables), chunksize)
+
+            def submit(args):
+                r = ref if ref[0] != "l" else self._ref(fn)   # (one use of the key per task)
+                try:
+                    return self._enqueue(r, (kind, 0, r, args, {} if kind == _CALL else None),
+                                         ())
+                except BaseException:
+                    self._unref(r)
+                    raise
             if buffersize is None:
                 futures = collections.deque(submit(a) for a in items)
             else:
@@ -832,7 +859,12 @@ class WorkerPool(_cf.Executor):
         is awaited, not blocked on)."""
         self._check_open()
         ref = self._ref(fn)
-        return await self._await(ref, (_CALL, 0, ref, args, kwargs), ())
+        try:
+            fut = await self._await(ref, (_CALL, 0, ref, args, kwargs), ())
+        except BaseException:
+            self._unref(ref)
+            raise
+        return await fut
 
     async def run_async(self, task, *, transfer=(), name="default"):
         """Await run(task, transfer=..., name=...)."""
@@ -840,9 +872,12 @@ class WorkerPool(_cf.Executor):
             raise TypeError("run_async() needs a pool made with filename= (a module of "
                             "handlers); use submit_async() for functions")
         self._check_open()
-        return await self._await(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+        fut = await self._await(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+        return await fut
 
     async def _await(self, ref, msg, transfer):
+        # the asyncio future of a task queued without blocking the loop: a full queue is
+        # awaited (woken when it shrinks)
         import asyncio
         loop = asyncio.get_running_loop()
         while True:
@@ -859,7 +894,7 @@ class WorkerPool(_cf.Executor):
                         await asyncio.wait_for(asyncio.shield(waiter), 0.5)
                     except asyncio.TimeoutError:
                         pass
-        return await asyncio.wrap_future(fut)
+        return asyncio.wrap_future(fut)
 
     # ------------------------------------------------------------------ statistics
 

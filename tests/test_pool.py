@@ -1,0 +1,522 @@
+"""WorkerPool: a concurrent.futures Executor over ringport workers, on every backend."""
+import asyncio
+import concurrent.futures as cf
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import poolfuncs
+import ringport
+from conftest import wait_until
+from ringport import Full, WorkerError, WorkerPool
+
+SHUTDOWN_TIMEOUT = 60
+
+
+@pytest.fixture
+def make_pool(backend):
+    """make_pool(**kw): a WorkerPool on the test's backend, shut down (cancelling what is still
+    queued, with a timeout) at teardown; a pool that does not end fails the test."""
+    pools = []
+
+    def make(**kw):
+        kw.setdefault("backend", backend)
+        kw.setdefault("max_workers", 2)
+        pool = WorkerPool(**kw)
+        pools.append(pool)
+        return pool
+
+    yield make
+    stuck = []
+    for pool in pools:
+        t = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True}, daemon=True)
+        t.start()
+        t.join(SHUTDOWN_TIMEOUT)
+        if t.is_alive():
+            stuck.append(pool)
+    assert not stuck, f"pools did not shut down: {stuck}"
+
+
+def test_is_an_executor_with_results_and_kwargs(make_pool, backend):
+    pool = make_pool()
+    assert isinstance(pool, cf.Executor)
+    assert pool.backend == backend
+    fut = pool.submit(poolfuncs.add, 2, b=40)
+    assert isinstance(fut, cf.Future)
+    assert fut.result(30) == 42
+    assert pool.submit(pow, 2, 10).result(30) == 1024   # a builtin
+
+
+def test_map_keeps_order(make_pool):
+    pool = make_pool()
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    assert list(pool.map(poolfuncs.add, range(50), range(50), chunksize=7)) == \
+        [2 * i for i in range(50)]
+    assert list(pool.map(poolfuncs.square, [])) == []
+
+
+def test_map_buffersize_is_lazy(make_pool):
+    pool = make_pool()
+    consumed = []
+
+    def items():
+        for i in range(1000):
+            consumed.append(i)
+            yield i
+
+    it = pool.map(poolfuncs.square, items(), buffersize=4)
+    assert next(it) == 0
+    assert len(consumed) <= 6
+    assert list(it) == [i * i for i in range(1, 1000)]
+    with pytest.raises(ValueError):
+        pool.map(poolfuncs.square, range(3), buffersize=0)
+    with pytest.raises(ValueError):
+        pool.map(poolfuncs.square, range(3), chunksize=0)
+
+
+def test_map_timeout(make_pool):
+    pool = make_pool(max_workers=1)
+    it = pool.map(poolfuncs.sleep_then, [2.0], [1], timeout=0.05)
+    with pytest.raises(TimeoutError):
+        next(it)
+
+
+def test_exceptions_keep_their_type(make_pool):
+    pool = make_pool()
+    with pytest.raises(poolfuncs.TaskFailed, match="boom"):
+        pool.submit(poolfuncs.fail, "boom").result(30)
+    with pytest.raises(ZeroDivisionError):
+        pool.submit(divmod, 1, 0).result(30)
+    with pytest.raises(poolfuncs.TaskFailed):
+        list(pool.map(poolfuncs.fail, ["x"]))
+    # the worker that raised still works
+    assert pool.submit(poolfuncs.square, 3).result(30) == 9
+    exc = pool.submit(poolfuncs.fail, "y").exception(30)
+    assert isinstance(exc, poolfuncs.TaskFailed)
+
+
+def test_allow_pickle_false_gives_worker_error(make_pool):
+    pool = make_pool(allow_pickle=False)
+    # the thread backend hands the exception object itself over: nothing is unpickled
+    expected = poolfuncs.TaskFailed if pool.backend == "thread" else WorkerError
+    with pytest.raises(expected) as info:
+        pool.submit(poolfuncs.fail, "no unpickling").result(30)
+    if expected is WorkerError:
+        assert info.value.type_name == "TaskFailed"
+
+
+def test_unclonable_result_fails_that_task_only(make_pool):
+    pool = make_pool()
+    with pytest.raises(Exception):
+        pool.submit(poolfuncs.unclonable).result(30)
+    assert pool.submit(poolfuncs.square, 5).result(30) == 25
+
+
+def test_unclonable_argument_fails_its_future(make_pool):
+    pool = make_pool()
+    fut = None
+    try:
+        fut = pool.submit(poolfuncs.square, threading.Lock())
+    except ringport.DataCloneError:
+        pass
+    if fut is not None:
+        with pytest.raises((ringport.DataCloneError, TypeError)):
+            fut.result(30)
+    assert pool.submit(poolfuncs.square, 6).result(30) == 36
+
+
+def _main_like():
+    return 1
+
+
+def test_functions_outside_importable_modules(make_pool, backend):
+    pool = make_pool()
+    local = lambda x: x + 1   # noqa: E731
+    if backend == "thread":
+        assert pool.submit(local, 1).result(30) == 2
+        captured = []
+        assert pool.submit(lambda: captured.append(1) or len(captured)).result(30) == 1
+    else:
+        with pytest.raises(ringport.DataCloneError, match="importable"):
+            pool.submit(local, 1)
+        _main_like.__module__ = "__main__"
+        try:
+            with pytest.raises(TypeError, match="importable"):
+                pool.submit(_main_like)
+        finally:
+            _main_like.__module__ = __name__
+    with pytest.raises(TypeError):
+        pool.submit(42)
+
+
+def test_cancel_a_queued_task(make_pool):
+    pool = make_pool(max_workers=1)
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    queued = [pool.submit(poolfuncs.square, i) for i in range(5)]
+    wait_until(lambda: gate.running(), what="the gate task running")
+    wait_until(lambda: pool.queue_size + sum(f.running() for f in queued) >= 5)
+    victim = next(f for f in queued if not f.running())
+    assert victim.cancel()
+    assert victim.cancelled()
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert gate.result(30) == 1
+    for i, f in enumerate(queued):
+        if f is not victim:
+            assert f.result(30) == i * i
+    with pytest.raises(cf.CancelledError):
+        victim.result()
+
+
+def test_abort_a_running_task_replaces_its_worker(make_pool, backend):
+    if backend == "subinterpreter" and sys.version_info < (3, 13):
+        pytest.skip("no subinterpreters")
+    pool = make_pool(max_workers=1)
+    running = pool.submit(poolfuncs.spin_forever)
+    wait_until(running.running, what="the task running")
+    first = pool.submit(poolfuncs.who)
+    assert pool.abort(running)
+    with pytest.raises(cf.CancelledError):
+        running.result(30)
+    # the task queued behind it runs on a fresh worker
+    assert first.result(60)
+    assert pool.submit(poolfuncs.square, 7).result(60) == 49
+    assert not pool.abort(first)   # done already
+
+
+def test_abort_a_queued_task_cancels_it(make_pool):
+    pool = make_pool(max_workers=1)
+    blocker = pool.submit(poolfuncs.sleep_then, 0.3, "ok")
+    queued = [pool.submit(poolfuncs.square, 3) for _ in range(40)]
+    last = queued[-1]
+    assert pool.abort(last)
+    with pytest.raises(cf.CancelledError):
+        last.result(30)
+    assert blocker.result(30) == "ok"
+    assert all(f.result(30) == 9 for f in queued[:-1])
+
+
+def test_max_queue_backpressure(make_pool):
+    pool = make_pool(max_workers=1, max_queue=2, submit_timeout=0)
+    sab = ringport.SharedArrayBuffer(4)
+    drained = threading.Event()
+    pool.on("drain", drained.set)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    wait_until(gate.running)
+    # the worker may prefetch: fill until the queue itself is full
+    futs = []
+    with pytest.raises(Full):
+        for i in range(50):
+            futs.append(pool.submit(poolfuncs.square, i))
+    assert pool.queue_size == 2
+    assert pool.needs_drain
+    assert len(futs) <= 2 + 16
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert [f.result(30) for f in futs] == [i * i for i in range(len(futs))]
+    assert drained.wait(30)
+    assert not pool.needs_drain
+
+
+def test_blocking_submit_times_out(make_pool):
+    pool = make_pool(max_workers=1, max_queue=1, submit_timeout=0.2)
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    wait_until(gate.running)
+    t0 = time.monotonic()
+    with pytest.raises(Full):
+        for i in range(50):
+            pool.submit(poolfuncs.square, i)
+    assert time.monotonic() - t0 >= 0.15
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert gate.result(30) == 1
+
+
+def test_blocked_submit_goes_on_when_the_queue_drains(make_pool):
+    pool = make_pool(max_workers=1, max_queue=1)
+    futs = [pool.submit(poolfuncs.sleep_then, 0.02, i) for i in range(8)]
+    assert [f.result(30) for f in futs] == list(range(8))
+
+
+def test_idle_timeout_shrinks_the_pool(make_pool):
+    pool = make_pool(max_workers=2, min_workers=1, idle_timeout=0.2)
+    futs = [pool.submit(poolfuncs.sleep_then, 0.2, i) for i in range(2)]
+    assert [f.result(30) for f in futs] == [0, 1]
+    assert pool.workers == 2
+    wait_until(lambda: pool.workers == 1, timeout=30, what="the idle worker leaving")
+    assert pool.submit(poolfuncs.square, 4).result(30) == 16
+
+
+def test_min_workers_start_at_once(make_pool):
+    pool = make_pool(max_workers=2, min_workers=2)
+    assert pool.workers == 2
+    assert pool.idle_workers == 2
+
+
+def test_max_tasks_per_worker_recycles(make_pool):
+    pool = make_pool(max_workers=1, max_tasks_per_worker=2)
+    ids = [pool.submit(poolfuncs.who).result(60) for _ in range(6)]
+    assert len(set(ids)) == 3
+    assert list(pool.map(poolfuncs.square, range(30))) == [i * i for i in range(30)]
+
+
+def test_a_killed_process_worker_fails_one_task(make_pool, backend):
+    if backend != "process":
+        pytest.skip("only a process worker can be killed on its own")
+    pool = make_pool(max_workers=2)
+    doomed = pool.submit(poolfuncs.kill_self)
+    others = [pool.submit(poolfuncs.sleep_then, 0.01, i) for i in range(20)]
+    with pytest.raises(WorkerError, match="ended"):
+        doomed.result(60)
+    assert [f.result(60) for f in others] == list(range(20))
+    assert pool.submit(poolfuncs.square, 8).result(60) == 64
+
+
+def test_shutdown_waits_for_queued_tasks(make_pool):
+    pool = make_pool(max_workers=1)
+    futs = [pool.submit(poolfuncs.sleep_then, 0.01, i) for i in range(10)]
+    pool.shutdown(wait=True)
+    assert all(f.done() for f in futs)
+    assert [f.result() for f in futs] == list(range(10))
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(poolfuncs.square, 1)
+    assert pool.workers == 0
+
+
+def test_shutdown_cancel_futures(make_pool):
+    pool = make_pool(max_workers=1)
+    first = pool.submit(poolfuncs.sleep_then, 0.2, "first")
+    wait_until(first.running)
+    rest = [pool.submit(poolfuncs.square, i) for i in range(30)]
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert first.result() == "first"
+    assert any(f.cancelled() for f in rest)
+    for f in rest:
+        assert f.done()
+
+
+def test_context_manager_and_wait_as_completed(make_pool):
+    with make_pool() as pool:
+        futs = [pool.submit(poolfuncs.sleep_then, 0.01 * (i % 3), i) for i in range(12)]
+        done, not_done = cf.wait(futs, timeout=30)
+        assert not not_done
+        assert sorted(f.result() for f in cf.as_completed(futs, timeout=30)) == list(range(12))
+        first = cf.wait([pool.submit(poolfuncs.sleep_then, 0.01, "x")],
+                        return_when=cf.FIRST_COMPLETED, timeout=30)[0]
+        assert {f.result() for f in first} == {"x"}
+    assert pool.workers == 0
+
+
+def test_many_threads_submit_at_once(make_pool):
+    pool = make_pool()
+    results = {}
+
+    def client(k):
+        results[k] = [pool.submit(poolfuncs.add, k, i).result(60) for i in range(100)]
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == {k: [k + i for i in range(100)] for k in range(4)}
+
+
+def test_done_callbacks(make_pool):
+    pool = make_pool()
+    seen = []
+    ev = threading.Event()
+    fut = pool.submit(poolfuncs.square, 9)
+    fut.add_done_callback(lambda f: (seen.append(f.result()), ev.set()))
+    assert ev.wait(30)
+    assert seen == [81]
+
+
+def test_initializer_and_worker_data(make_pool):
+    pool = make_pool(initializer=poolfuncs.init, initargs=("ready",), worker_data={"k": [1, 2]})
+    assert pool.submit(poolfuncs.read_init).result(60) == "ready"
+    assert pool.submit(poolfuncs.get_worker_data).result(60) == {"k": [1, 2]}
+
+
+def test_failing_initializer_breaks_the_pool(make_pool):
+    pool = make_pool(initializer=poolfuncs.init_fail)
+    fut = pool.submit(poolfuncs.square, 2)
+    with pytest.raises(ringport.BrokenWorkerPool):
+        fut.result(60)
+    assert isinstance(ringport.BrokenWorkerPool(), cf.BrokenExecutor)
+    with pytest.raises(ringport.BrokenWorkerPool):
+        pool.submit(poolfuncs.square, 2)
+
+
+def test_nested_pool_in_a_task(make_pool):
+    pool = make_pool()
+    assert pool.submit(poolfuncs.nested_map, 10).result(120) == [i * i for i in range(10)]
+
+
+def test_shared_array_buffer_is_shared_not_copied(make_pool):
+    pool = make_pool()
+    sab = ringport.SharedArrayBuffer(8)
+    futs = [pool.submit(poolfuncs.sab_add, sab, 1, 500) for _ in range(4)]
+    assert all(f.result(60) for f in futs)
+    assert ringport.Int32Array(sab)[1] == 2000
+
+
+def test_numpy_arguments_and_results(make_pool, backend):
+    np = pytest.importorskip("numpy")
+    if backend == "subinterpreter":
+        pytest.skip("numpy does not load in subinterpreters")
+    pool = make_pool()
+    arr = np.arange(1000, dtype=np.float64)
+    total, doubled = pool.submit(poolfuncs.array_sum, arr).result(60)
+    assert total == float(arr.sum())
+    assert isinstance(doubled, np.ndarray)
+    np.testing.assert_array_equal(doubled, arr * 2)
+
+
+def test_asyncio(make_pool):
+    pool = make_pool()
+
+    async def main():
+        results = await asyncio.gather(*(pool.submit_async(poolfuncs.square, i)
+                                          for i in range(50)))
+        with pytest.raises(poolfuncs.TaskFailed):
+            await pool.submit_async(poolfuncs.fail, "async")
+        return results
+
+    assert asyncio.run(main()) == [i * i for i in range(50)]
+
+
+def test_asyncio_waits_for_room_in_a_full_queue(make_pool):
+    pool = make_pool(max_workers=1, max_queue=1)
+
+    async def main():
+        return await asyncio.gather(*(pool.submit_async(poolfuncs.sleep_then, 0.005, i)
+                                      for i in range(10)))
+
+    assert asyncio.run(main()) == list(range(10))
+
+
+HANDLERS = """
+import ringport
+
+def default(task):
+    return {"got": task}
+
+def double(task):
+    return task * 2
+
+def use_port(task):
+    port = task["port"]
+    port.post_message("hello from the handler")
+    port.close()
+    return "posted"
+"""
+
+
+def test_filename_handlers(make_pool, tmp_path):
+    path = tmp_path / "handlers.py"
+    path.write_text(HANDLERS)
+    pool = make_pool(filename=str(path))
+    assert pool.run({"a": 1}).result(60) == {"got": {"a": 1}}
+    assert pool.run(21, name="double").result(60) == 42
+    ch = ringport.MessageChannel()
+    assert pool.run({"port": ch.port2}, transfer=[ch.port2], name="use_port").result(60) == \
+        "posted"
+    assert ch.port1.receive(30) == "hello from the handler"
+    with pytest.raises(AttributeError):
+        pool.run(1, name="missing").result(60)
+
+    async def main():
+        return await pool.run_async(5, name="double")
+
+    assert asyncio.run(main()) == 10
+
+
+def test_run_needs_filename(make_pool):
+    pool = make_pool()
+    with pytest.raises(TypeError, match="filename"):
+        pool.run(1)
+
+
+def test_statistics(make_pool):
+    pool = make_pool()
+    list(pool.map(poolfuncs.sleep_then, [0.002] * 20, range(20)))
+    assert pool.completed == 20
+    assert 0 < pool.utilization <= 1
+    rt = pool.run_time
+    assert 0.0015 < rt["p50"] <= rt["p90"] <= rt["p99"] <= rt["max"]
+    assert pool.wait_time["p50"] >= 0
+    assert pool.queue_size == 0
+    wait_until(lambda: pool.idle_workers == pool.workers)
+    stats = pool.stats
+    assert stats["completed"] == 20 and "run_time" in stats
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        WorkerPool(max_workers=0)
+    with pytest.raises(ValueError):
+        WorkerPool(max_workers=2, min_workers=3)
+    with pytest.raises(ValueError):
+        WorkerPool(backend="nope")
+    with pytest.raises(TypeError):
+        WorkerPool(initializer=3)
+    with pytest.raises(FileNotFoundError):
+        WorkerPool(filename="/nonexistent/handlers.py")
+    with pytest.raises(ValueError):
+        WorkerPool(max_queue=-1)
+    pool = WorkerPool(max_workers=1, backend="thread")
+    with pytest.raises(ValueError):
+        pool.on("nope", print)
+    pool.shutdown()
+
+
+def test_default_max_workers_is_the_usable_cpus():
+    pool = WorkerPool(backend="thread")
+    try:
+        expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count()
+        if hasattr(os, "process_cpu_count"):
+            expected = os.process_cpu_count()
+        assert pool.max_workers == expected
+    finally:
+        pool.shutdown()
+
+
+def test_unreferenced_pool_lets_the_program_exit(tmp_path):
+    """A pool the program never shut down: the program still ends, after its tasks (as
+    concurrent.futures' executors)."""
+    import subprocess
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\nimport ringport, poolfuncs\n"
+        "pool = ringport.WorkerPool(max_workers=2)\n"
+        "f = pool.submit(poolfuncs.sleep_then, 0.2, 'late')\n"
+        "f.add_done_callback(lambda f: print(f.result(), flush=True))\n"
+        "print('main done', flush=True)\n" % os.path.dirname(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["main", "done", "late"]
+
+
+def test_a_worker_that_cannot_start_breaks_the_pool_not_hangs(monkeypatch, backend):
+    import ringport._worker
+
+    def no_worker(*args, **kwargs):
+        raise OSError("no more workers here")
+
+    monkeypatch.setattr(ringport._worker, "Worker", no_worker)
+    pool = WorkerPool(max_workers=1, backend=backend)
+    try:
+        fut = pool.submit(poolfuncs.square, 2)
+        with pytest.raises(ringport.BrokenWorkerPool, match="no more workers"):
+            fut.result(30)
+    finally:
+        pool.shutdown()
