@@ -32,7 +32,7 @@ from ringport._backends import FREE_THREADED, available_backends, resolve_backen
 from ringport._errors import DataCloneError, WorkerError
 from ringport._joblib_task import run_batch
 
-__all__ = ["RingportBackend"]
+__all__ = ["RingportBackend", "default_worker_backend"]
 
 #: The WorkerPool options the backend passes on.  (max_workers is n_jobs; max_queue and
 #: filename do not fit joblib: it bounds its own queue with pre_dispatch, and it submits
