@@ -55,3 +55,12 @@ def test_demo(backend):
     assert "broadcast seen by worker" in out
     assert "'error' event: ValueError: something went wrong in the worker" in out
     assert out.endswith("'exit' event: code 1")
+
+
+def test_05_pool(backend):
+    assert run_example("05_pool/main.py", backend) == [
+        "primes below 10**k: [4, 25, 168, 1229]",
+        "as completed, sorted: [(20000, 2262), (30000, 3245), (50000, 5133)]",
+        "task raised TypeError",
+        "tasks completed: 8",
+    ]

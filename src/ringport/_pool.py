@@ -38,11 +38,24 @@ _CALL, _CHUNK, _RUN = 0, 1, 2
 #: A worker posts the results of tasks that were waiting for it together, up to _BATCH of
 #: them or the ones done within _BATCH_S of the first.
 _BATCH, _BATCH_S = 64, 200e-6
+#: Functions a worker keeps resolved.
+_CACHE = 256
 
 # the thread backend's functions, by key: its workers run in this interpreter and call the
 # function itself (lambdas and closures work there, as in ThreadPoolExecutor)
 _local_fns = {}
 _keys = itertools.count(1)
+
+
+class _NoPool:
+    """The pool of a future whose submit failed: nothing to take it out of."""
+
+    @staticmethod
+    def _forget(task):
+        pass
+
+
+_NO_POOL = _NoPool()
 
 
 class BrokenWorkerPool(_cf.BrokenExecutor):
@@ -83,15 +96,53 @@ class _Future(_cf.Future):
     """A concurrent.futures.Future that leaves the pool's queue when it is cancelled, and
     shares one of the pool's conditions rather than making its own: a Condition costs more
     than the rest of a no-op task's round trip.  Waits loop on their own future's state, so a
-    notification meant for another future of the same condition only wakes them early."""
+    notification meant for another future of the same condition only wakes them early.
 
-    def __init__(self, condition):
+    It is also the pool's record of its task: the message, what moves with it, when it was
+    submitted, the thread backend's function key to release, whether abort() dropped it and
+    whether it was started (it stays so when a dead worker's unstarted tasks are queued again).
+    """
+
+    __slots__ = ("_condition", "_state", "_result", "_exception", "_rp_pool", "tid", "msg",
+                 "transfer", "submitted", "local", "aborted", "started", "_rp_waiters",
+                 "_rp_callbacks")
+
+    def __init__(self, condition, pool, transfer, local):
         self._condition = condition
         self._state = "PENDING"
         self._result = None
         self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
+        self._rp_waiters = self._rp_callbacks = None
+        self._rp_pool = pool
+        self.transfer = transfer
+        self.local = local
+        self.aborted = False
+        self.started = False
+
+    # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
+    # self._condition; most futures never need them, and two fewer objects per task is less
+    # for the cyclic GC to walk (which, on a free-threaded build, walks every object).
+    @property
+    def _waiters(self):
+        lst = self._rp_waiters
+        if lst is None:
+            lst = self._rp_waiters = []
+        return lst
+
+    @_waiters.setter
+    def _waiters(self, value):
+        self._rp_waiters = value
+
+    @property
+    def _done_callbacks(self):
+        lst = self._rp_callbacks
+        if lst is None:
+            lst = self._rp_callbacks = []
+        return lst
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, value):
+        self._rp_callbacks = value
 
     def _wait_done(self, timeout):
         # (under self._condition)
@@ -109,6 +160,8 @@ class _Future(_cf.Future):
             self._condition.wait(left)
 
     def result(self, timeout=None):
+        if self._state == "FINISHED" and self._exception is None:
+            return self._result   # (set before the state, under the condition)
         try:
             with self._condition:
                 self._wait_done(timeout)
@@ -129,33 +182,72 @@ class _Future(_cf.Future):
 
     def cancel(self):
         done = super().cancel()
-        task = getattr(self, "_rp_task", None)
-        if done and task is not None:
-            task.pool._forget(task)
+        if done:
+            self._rp_pool._forget(self)
         return done
 
 
+def _start_all(tasks):
+    """set_running_or_notify_cancel() for tasks (sharing conditions in runs); the ones to send
+    (cancelled ones are left out, as their own method would)."""
+    out = []
+    i, n = 0, len(tasks)
+    while i < n:
+        cond = tasks[i]._condition
+        with cond:
+            while i < n and tasks[i]._condition is cond:
+                task = tasks[i]
+                i += 1
+                state = task._state
+                if state == "PENDING" or task.started:
+                    task._state = "RUNNING"
+                    task.started = True
+                    out.append(task)
+                elif state == "CANCELLED":
+                    task._state = "CANCELLED_AND_NOTIFIED"
+                    for waiter in task._rp_waiters or ():
+                        waiter.add_cancelled(task)
+    return out
+
+
+def _finish(resolved):
+    """set_result()/set_exception() for (future, ok, value) items, under each shared condition
+    once for a run of futures that share it, with one notify_all; futures done already (an
+    aborted task's) are skipped."""
+    i, n = 0, len(resolved)
+    while i < n:
+        cond = resolved[i][0]._condition
+        start = i
+        with cond:
+            while i < n and resolved[i][0]._condition is cond:
+                fut, ok, value = resolved[i]
+                i += 1
+                if fut._state in _DONE:
+                    continue
+                if ok:
+                    fut._result = value
+                else:
+                    fut._exception = value
+                fut._state = "FINISHED"
+                for waiter in fut._rp_waiters or ():
+                    if ok:
+                        waiter.add_result(fut)
+                    else:
+                        waiter.add_exception(fut)
+            cond.notify_all()
+        for j in range(start, i):
+            fut = resolved[j][0]
+            if fut._rp_callbacks:
+                fut._invoke_callbacks()
+
+
 _DONE = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
+_get_ident = threading.get_ident
+_perf = time.perf_counter
 _CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
-#: Conditions a pool's futures share (by task id): few, so that making a future costs no
-#: Condition, enough that threads waiting on different futures rarely wake each other.
+#: Conditions a pool's futures share (by the thread that submitted them): few, so that making a
+#: future costs no Condition, enough that threads waiting on their futures rarely wake others.
 _CONDITIONS = 8
-
-
-class _Task:
-    __slots__ = ("pool", "future", "tid", "msg", "transfer", "submitted", "local", "aborted",
-                 "started")
-
-    def __init__(self, pool, future, tid, msg, transfer, local):
-        self.pool = pool
-        self.future = future
-        self.tid = tid
-        self.msg = msg
-        self.transfer = transfer
-        self.submitted = time.perf_counter()
-        self.local = local        # the thread backend's function key, released when done
-        self.aborted = False
-        self.started = False   # its future is running (it stays so when it is queued again)
 
 
 class _Slot:
@@ -245,8 +337,8 @@ class WorkerPool(_cf.Executor):
         self._slots = []
         self._starting = 0
         self._tids = itertools.count(1)
-        self._spread = itertools.count()
-        self._local_ids = {}            # thread backend: id(fn) -> [key, tasks using it]
+        self._local_ids = {}            # thread backend: id(fn) -> [key, tasks using it, id]
+        self._local_keys = {}           # ... and the same lists by key
         self._refs = {}                 # other backends: fn -> its ref (importable functions)
         self._shutdown = False
         self._broken = None
@@ -288,7 +380,7 @@ class WorkerPool(_cf.Executor):
                 if entry is None:
                     key = next(_keys)
                     _local_fns[key] = fn
-                    entry = self._local_ids[id(fn)] = [key, 0]
+                    entry = self._local_ids[id(fn)] = self._local_keys[key] = [key, 0, id(fn)]
                 entry[1] += 1 + pin
             return ("l", entry[0])
         ref = self._refs.get(fn) if _hashable(fn) else None
@@ -300,14 +392,16 @@ class WorkerPool(_cf.Executor):
 
     def _release(self, ref):
         # (under self._lock)
+        # (the workers read _local_fns: on a free-threaded build, touching it for every task
+        # would make them wait on its lock)
         if ref is not None and ref[0] == "l":
-            fn = _local_fns.get(ref[1])
-            entry = self._local_ids.get(id(fn))
+            entry = self._local_keys.get(ref[1])
             if entry is not None:
                 entry[1] -= 1
                 if entry[1] <= 0:
-                    del self._local_ids[id(fn)]
-                    _local_fns.pop(ref[1], None)
+                    del self._local_keys[entry[0]]
+                    del self._local_ids[entry[2]]
+                    _local_fns.pop(entry[0], None)
 
     # ------------------------------------------------------------------ submitting
 
@@ -316,7 +410,7 @@ class WorkerPool(_cf.Executor):
         self._check_open()
         ref = self._ref(fn)
         try:
-            return self._enqueue(ref, (_CALL, 0, ref, args, kwargs), ())
+            return self._enqueue(ref, (_CALL, 0, ref, args, kwargs or None), ())
         except BaseException:
             self._unref(ref)
             raise
@@ -345,7 +439,8 @@ class WorkerPool(_cf.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _enqueue(self, ref, msg, transfer, wait=True):
-        fut = _Future(self._conditions[next(self._spread) & (_CONDITIONS - 1)])
+        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, transfer,
+                      ref if ref is not None and ref[0] == "l" else None)
         start = False
         deadline = None
         try:
@@ -374,21 +469,20 @@ class WorkerPool(_cf.Executor):
                 if slot is None and not wait and self.max_queue is not None and \
                         len(self._queue) >= self.max_queue:
                     raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
-                tid = next(self._tids)
-                msg = (msg[0], tid) + msg[2:]
-                task = _Task(self, fut, tid, msg, transfer, ref if ref and ref[0] == "l" else None)
-                fut._rp_task = task
+                fut.tid = tid = next(self._tids)
+                fut.msg = (msg[0], tid) + msg[2:]
+                fut.submitted = _perf()
                 if slot is not None:
-                    self._dispatch(slot, task)
+                    self._dispatch(slot, fut)
                 else:
-                    self._queue.append(task)
+                    self._queue.append(fut)
                     if self.max_queue is not None and len(self._queue) >= self.max_queue:
                         self._drain_pending = True
                     start = self._room_for_worker()
                     if start:
                         self._starting += 1
         except BaseException:
-            fut._rp_task = None
+            fut._rp_pool = _NO_POOL
             raise
         if start:
             try:
@@ -405,8 +499,8 @@ class WorkerPool(_cf.Executor):
             if self._slots or self._starting:
                 return
             self._break(exc, resolved, why="no worker could start:")
-        for fut, _, err in resolved:
-            fut.set_exception(err)
+        if resolved:
+            _finish(resolved)
 
     def _room_for_worker(self):
         # (under self._lock)
@@ -428,7 +522,7 @@ class WorkerPool(_cf.Executor):
     def _dispatch(self, slot, task):
         # (under self._lock)
         if not task.started:
-            if not task.future.set_running_or_notify_cancel():
+            if not task.set_running_or_notify_cancel():
                 self._release(task.local)
                 return False
             task.started = True
@@ -436,7 +530,7 @@ class WorkerPool(_cf.Executor):
             slot.port.post_message(task.msg, task.transfer)
         except BaseException as exc:   # what the codec cannot carry fails this task only
             self._release(task.local)
-            task.future.set_exception(exc)
+            task.set_exception(exc)
             return False
         slot.inflight.append(task)
         self._check_retire(slot)
@@ -539,14 +633,12 @@ class WorkerPool(_cf.Executor):
             room = min(room, self.max_tasks_per_worker - slot.done - len(slot.inflight))
         if not queue or room <= 0 or slot.retiring:
             return
-        batch = []
-        while queue and len(batch) < room:
-            task = queue.popleft()
-            if task.started or task.future.set_running_or_notify_cancel():
-                task.started = True
-                batch.append(task)
-            else:
-                self._release(task.local)
+        taken = [queue.popleft() for _ in range(min(room, len(queue)))]
+        batch = _start_all(taken)
+        if len(batch) < len(taken):
+            for task in taken:
+                if not task.started:
+                    self._release(task.local)
         shrank = True
         if len(batch) == 1:
             self._dispatch(slot, batch[0])
@@ -602,11 +694,8 @@ class WorkerPool(_cf.Executor):
                         pass
                     self._lost(slot, resolved)
                 got = True
-            for fut, ok, value in resolved:
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+            if resolved:
+                _finish(resolved)
             resolved = None
             while self._calls:
                 fn, args = self._calls.popleft()
@@ -634,7 +723,9 @@ class WorkerPool(_cf.Executor):
                 if task is None or task.tid != tid:   # (cannot happen: messages keep order)
                     continue
                 slot.done += 1
-                self._release(task.local)
+                task.msg = None   # (what a finished future keeps, the GC walks)
+                if task.local is not None:
+                    self._release(task.local)
                 if task.aborted:
                     continue
                 self._completed += 1
@@ -645,7 +736,7 @@ class WorkerPool(_cf.Executor):
                 self._ema_run = run if ema is None else ema * 0.9 + run * 0.1
                 if not ok:
                     value = rebuild_error(value, self._allow_pickle)
-                resolved.append((task.future, ok, value))
+                resolved.append((task, ok, value))
             ema = self._ema_run
             if ema is not None:
                 self._limit = _LIMIT_TINY if ema < 50e-6 else (
@@ -677,7 +768,7 @@ class WorkerPool(_cf.Executor):
                 first = pending.pop(0)
                 self._release(first.local)
                 if not first.aborted:
-                    resolved.append((first.future, False, WorkerError(
+                    resolved.append((first, False, WorkerError(
                         "WorkerExit", f"the {self.backend} worker running this task ended "
                         f"(exit code {code}) before it finished", "")))
                 for task in reversed(pending):   # not started: first in line again
@@ -710,13 +801,13 @@ class WorkerPool(_cf.Executor):
         while self._queue:
             task = self._queue.popleft()
             self._release(task.local)
-            if task.future.set_running_or_notify_cancel():
-                resolved.append((task.future, False, err))
+            if task.started or task.set_running_or_notify_cancel():
+                resolved.append((task, False, err))
         for slot in self._slots:
             for task in slot.inflight:
                 if not task.aborted:
                     task.aborted = True
-                    resolved.append((task.future, False, err))
+                    resolved.append((task, False, err))
             if not slot.retiring:
                 slot.retiring = True
                 self._post_stop(slot)
@@ -753,9 +844,9 @@ class WorkerPool(_cf.Executor):
         concurrent.futures.CancelledError.  True if the task was cancelled or stopped."""
         if future.cancel():
             return True
-        task = getattr(future, "_rp_task", None)
-        if task is None or task.pool is not self:
+        if not isinstance(future, _Future) or future._rp_pool is not self:
             return False
+        task = future
         with self._lock:
             if future.done():
                 return False
@@ -793,8 +884,7 @@ class WorkerPool(_cf.Executor):
             def submit(args):
                 r = ref if ref[0] != "l" else self._ref(fn)   # (one use of the key per task)
                 try:
-                    return self._enqueue(r, (kind, 0, r, args, {} if kind == _CALL else None),
-                                         ())
+                    return self._enqueue(r, (kind, 0, r, args, None), ())
                 except BaseException:
                     self._unref(r)
                     raise
@@ -820,15 +910,15 @@ class WorkerPool(_cf.Executor):
                 while self._queue:
                     task = self._queue.popleft()
                     self._release(task.local)
-                    _cf.Future.cancel(task.future)   # (not _Future.cancel: it takes the lock)
+                    _cf.Future.cancel(task)   # (not _Future.cancel: it takes the lock)
             if not self._queue:
                 for slot in self._slots:
                     if not slot.retiring and not slot.inflight:
                         slot.retiring = True
                         self._post_stop(slot)
             self._space.notify_all()
-        for fut, ok, value in resolved:
-            fut.set_exception(value)
+        if resolved:
+            _finish(resolved)
         self._ws.signal()
         if wait and threading.current_thread() is not self._collector:
             self._collector.join()
@@ -860,7 +950,7 @@ class WorkerPool(_cf.Executor):
         self._check_open()
         ref = self._ref(fn)
         try:
-            fut = await self._await(ref, (_CALL, 0, ref, args, kwargs), ())
+            fut = await self._await(ref, (_CALL, 0, ref, args, kwargs or None), ())
         except BaseException:
             self._unref(ref)
             raise
@@ -1042,14 +1132,17 @@ def _serve():
         fn = cache.get(ref)
         if fn is None:
             kind = ref[0]
-            if kind == "l":
-                return _local_fns[ref[1]]
             if kind == "o":
                 return ref[1]
-            import importlib
-            fn = importlib.import_module(ref[1])
-            for part in ref[2].split("."):
-                fn = getattr(fn, part)
+            if len(cache) >= _CACHE:
+                cache.clear()
+            if kind == "l":   # (keys are never reused)
+                fn = _local_fns[ref[1]]
+            else:
+                import importlib
+                fn = importlib.import_module(ref[1])
+                for part in ref[2].split("."):
+                    fn = getattr(fn, part)
             cache[ref] = fn
         return fn
 
@@ -1091,7 +1184,7 @@ def _serve():
             t0 = perf()
             try:
                 if kind == _CALL:
-                    value = resolve(ref)(*args, **kwargs)
+                    value = resolve(ref)(*args, **kwargs) if kwargs else resolve(ref)(*args)
                 elif kind == _CHUNK:
                     fn = resolve(ref)
                     value = [fn(*a) for a in args]
