@@ -195,6 +195,19 @@ def test_error_stops_the_running_batches(worker_backend):
             assert Parallel()(delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
 
 
+@pytest.mark.parametrize("worker_backend", [b for b in BACKENDS if b != "thread"], indirect=True)
+def test_timeout_stops_the_running_batches(worker_backend):
+    import multiprocessing
+    with ringport.WorkerPool(max_workers=2, min_workers=2, backend=worker_backend) as pool:
+        with parallel_config(backend="ringport", pool=pool, n_jobs=2):
+            t0 = time.monotonic()
+            with pytest.raises((TimeoutError, multiprocessing.TimeoutError)):
+                Parallel(timeout=0.5, batch_size=1, pre_dispatch="n_jobs")(
+                    delayed(sleep_or_fail)(i) for i in (1, 2))
+            assert time.monotonic() - t0 < 30
+            assert Parallel()(delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
+
+
 # ------------------------------------------------------------------ __main__, nesting, numpy
 
 MAIN_SCRIPT = """

@@ -520,3 +520,27 @@ def test_a_worker_that_cannot_start_breaks_the_pool_not_hangs(monkeypatch, backe
             fut.result(30)
     finally:
         pool.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["thread"])
+def test_abort_sends_no_task_to_the_worker_it_stops(make_pool):
+    # Regression (found by ringport.joblib, which aborts and then reuses the pool): a task
+    # submitted right after abort() went to the worker being stopped and failed with
+    # PortClosed once that worker's port closed.  The stopped task here sits in a C wait,
+    # so its worker cannot end before release is set.
+    pool = make_pool(max_workers=1)
+    started, release = threading.Event(), threading.Event()
+
+    def blocked():
+        started.set()
+        release.wait(30)
+
+    running = pool.submit(blocked)
+    try:
+        assert started.wait(30)
+        assert pool.abort(running)
+        after = pool.submit(abs, -7)
+        assert pool.queue_size == 1      # it waits for the fresh worker
+    finally:
+        release.set()
+    assert after.result(60) == 7
