@@ -450,6 +450,7 @@ def test_statistics(make_pool):
     assert 0 < pool.utilization <= 1
     rt = pool.run_time
     assert 0.0015 < rt["p50"] <= rt["p90"] <= rt["p99"] <= rt["max"]
+    assert rt.p50 == rt["p50"] and rt.count == 20 and rt.min <= rt.mean <= rt.max
     assert pool.wait_time["p50"] >= 0
     assert pool.queue_size == 0
     wait_until(lambda: pool.idle_workers == pool.workers)
@@ -520,6 +521,108 @@ def test_a_worker_that_cannot_start_breaks_the_pool_not_hangs(monkeypatch, backe
             fut.result(30)
     finally:
         pool.shutdown()
+
+
+def test_done_callbacks_may_submit(make_pool):
+    """Done callbacks never run under the pool's lock: one that submits does not deadlock, also
+    for a future the pool itself fails (an argument the codec cannot carry) or cancels
+    (shutdown with cancel_futures)."""
+    pool = make_pool(max_workers=1)
+    chained = []
+
+    def again(f):
+        chained.append(pool.submit(poolfuncs.square, len(chained) + 2))
+
+    pool.submit(poolfuncs.square, 1).add_done_callback(again)
+    bad = pool.submit(poolfuncs.square, threading.Lock())
+    bad.add_done_callback(again)
+    with pytest.raises(TypeError):
+        bad.result(30)
+    wait_until(lambda: len(chained) == 2, timeout=30)
+    assert sorted(f.result(30) for f in chained) == [4, 9]
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    wait_until(gate.running)
+    queued = [pool.submit(poolfuncs.square, 5) for _ in range(40)][-1]   # (some prefetched)
+    late = []
+    queued.add_done_callback(lambda f: late.append(pool.queue_size))
+    t = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+    t.start()
+    wait_until(queued.cancelled)
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    t.join(30)
+    assert not t.is_alive()
+    assert late == [0]
+
+
+@pytest.mark.stress
+def test_stress_submit_cancel_abort_from_many_threads(make_pool, backend):
+    """Four threads submit 2000 tasks each while a fifth cancels and aborts at random (and, on
+    the process backend, kills workers): every future ends, every result that came is right,
+    and the pool still works."""
+    import random
+    pool = make_pool(max_workers=2, max_queue=64)
+    futures = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def client(k):
+        rnd = random.Random(k)
+        for i in range(2000):
+            if rnd.random() < 0.01:
+                futures[k].append((None, pool.submit(poolfuncs.sleep_then, 0.002, i)))
+            else:
+                futures[k].append((k * 10_000 + i, pool.submit(poolfuncs.add, k * 10_000, i)))
+
+    def chaos():
+        rnd = random.Random(99)
+        while not stop.is_set():
+            k = rnd.randrange(4)
+            if futures[k]:
+                _, fut = futures[k][rnd.randrange(len(futures[k]))]
+                roll = rnd.random()
+                if roll < 0.05:
+                    pool.abort(fut)
+                elif roll < 0.5:
+                    fut.cancel()
+            if backend == "process" and rnd.random() < 0.01:
+                import signal
+                for slot in list(pool._slots):
+                    if slot.worker.pid:
+                        try:
+                            os.kill(slot.worker.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        break
+            time.sleep(0.001)
+
+    chaos_thread = threading.Thread(target=chaos)
+    chaos_thread.start()
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(300)
+    stop.set()
+    chaos_thread.join(30)
+    outcomes = {"ok": 0, "cancelled": 0, "worker": 0}
+    for lst in futures:
+        for expected, fut in lst:
+            try:
+                value = fut.result(120)
+            except cf.CancelledError:
+                outcomes["cancelled"] += 1
+                continue
+            except WorkerError:
+                outcomes["worker"] += 1
+                continue
+            if expected is not None:
+                assert value == expected
+            outcomes["ok"] += 1
+    print(outcomes)
+    assert sum(outcomes.values()) == 8000
+    assert outcomes["ok"] > 4000, outcomes
+    assert list(pool.map(poolfuncs.square, range(100))) == [i * i for i in range(100)]
 
 
 @pytest.mark.parametrize("backend", ["thread"])

@@ -530,7 +530,8 @@ class WorkerPool(_cf.Executor):
             slot.port.post_message(task.msg, task.transfer)
         except BaseException as exc:   # what the codec cannot carry fails this task only
             self._release(task.local)
-            task.set_exception(exc)
+            # (its done callbacks run on the collector thread, not under the pool's lock)
+            self._loop_call(_finish, [(task, False, exc)])
             return False
         slot.inflight.append(task)
         self._check_retire(slot)
@@ -905,22 +906,22 @@ class WorkerPool(_cf.Executor):
     def shutdown(self, wait=True, *, cancel_futures=False):
         """No new tasks; queued ones still run unless cancel_futures; with wait, return once
         every task ran and every worker ended."""
-        resolved = []
+        cancelled = []
         with self._lock:
             self._shutdown = True
             if cancel_futures:
                 while self._queue:
                     task = self._queue.popleft()
                     self._release(task.local)
-                    _cf.Future.cancel(task)   # (not _Future.cancel: it takes the lock)
+                    cancelled.append(task)
             if not self._queue:
                 for slot in self._slots:
                     if not slot.retiring and not slot.inflight:
                         slot.retiring = True
                         self._post_stop(slot)
             self._space.notify_all()
-        if resolved:
-            _finish(resolved)
+        for task in cancelled:   # (outside the lock: done callbacks may submit)
+            _cf.Future.cancel(task)   # (not _Future.cancel: the task left the queue already)
         self._ws.signal()
         if wait and threading.current_thread() is not self._collector:
             self._collector.join()
@@ -1026,8 +1027,8 @@ class WorkerPool(_cf.Executor):
 
     @property
     def run_time(self):
-        """Percentiles of the tasks' run times in seconds: {'p50', 'p90', 'p99', 'mean', 'max'}
-        over the last STATS_WINDOW tasks."""
+        """Percentiles of the tasks' run times in seconds over the last STATS_WINDOW tasks:
+        ``pool.run_time.p50`` or ``["p50"]``; also p75, p90, p99, min, max, mean, count."""
         return _percentiles(self._run_times)
 
     @property
@@ -1089,14 +1090,28 @@ def _map_results(futures, rest, submit, deadline, chunked):
             fut.cancel()
 
 
+class Percentiles(dict):
+    """Run- or wait-time figures in seconds: a dict (``["p50"]``) whose keys are also
+    attributes (``.p50``), as piscina's histograms: p50, p75, p90, p99, min, max, mean, count."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 def _percentiles(samples):
     data = sorted(samples)
-    if not data:
-        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0, "max": 0.0}
     n = len(data)
-    pick = lambda q: data[min(n - 1, int(q * n))]
-    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "mean": sum(data) / n,
-            "max": data[-1]}
+    if not n:
+        return Percentiles(p50=0.0, p75=0.0, p90=0.0, p99=0.0, min=0.0, max=0.0, mean=0.0,
+                           count=0)
+    pick = lambda q: data[min(n - 1, int(q * n))]   # noqa: E731
+    return Percentiles(p50=pick(0.5), p75=pick(0.75), p90=pick(0.9), p99=pick(0.99),
+                       min=data[0], max=data[-1], mean=sum(data) / n, count=n)
 
 
 # ---------------------------------------------------------------------------- interpreter exit
