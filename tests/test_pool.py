@@ -623,3 +623,27 @@ def test_stress_submit_cancel_abort_from_many_threads(make_pool, backend):
     assert sum(outcomes.values()) == 8000
     assert outcomes["ok"] > 4000, outcomes
     assert list(pool.map(poolfuncs.square, range(100))) == [i * i for i in range(100)]
+
+
+@pytest.mark.parametrize("backend", ["thread"])
+def test_abort_sends_no_task_to_the_worker_it_stops(make_pool):
+    # Regression (found by ringport.joblib, which aborts and then reuses the pool): a task
+    # submitted right after abort() went to the worker being stopped and failed with
+    # PortClosed once that worker's port closed.  The stopped task here sits in a C wait,
+    # so its worker cannot end before release is set.
+    pool = make_pool(max_workers=1)
+    started, release = threading.Event(), threading.Event()
+
+    def blocked():
+        started.set()
+        release.wait(30)
+
+    running = pool.submit(blocked)
+    try:
+        assert started.wait(30)
+        assert pool.abort(running)
+        after = pool.submit(abs, -7)
+        assert pool.queue_size == 1      # it waits for the fresh worker
+    finally:
+        release.set()
+    assert after.result(60) == 7

@@ -860,6 +860,8 @@ class WorkerPool(_cf.Executor):
                 return False
             task.aborted = True
             running = owner.inflight[0] is task
+            if running:   # no task more for a worker on its way out (its port closes)
+                owner.retiring = True
         try:
             future.set_exception(_cf.CancelledError("aborted by WorkerPool.abort()"))
         except _cf.InvalidStateError:   # it finished meanwhile
