@@ -36,8 +36,11 @@ STATS_WINDOW = 10_000
 
 _CALL, _CHUNK, _RUN = 0, 1, 2
 #: A worker posts the results of tasks that were waiting for it together, up to _BATCH of
-#: them or the ones done within _BATCH_S of the first.
-_BATCH, _BATCH_S = 64, 200e-6
+#: them or the ones done within _BATCH_S of the first, and only while they are short (below
+#: _SHORT_S each), succeed and the next task calls the same function: a result never waits
+#: behind a task that may be long (a function that is fast and then, for other arguments,
+#: slow is the one case where a result waits for one more task).
+_BATCH, _BATCH_S, _SHORT_S = 64, 200e-6, 20e-6
 #: Functions a worker keeps resolved.
 _CACHE = 256
 
@@ -1179,12 +1182,13 @@ def _serve():
     from ringport._core import _try_receive
     done = []          # results not posted yet: posted together while more tasks wait
     first = 0.0
+    last = None        # the function of the task before
     while True:
         try:
             if done:
                 got, msg = _try_receive(port)
                 if not got:
-                    post(done)
+                    _post_results(post, done, backend)
                     done = []
                     msg = recv()
             else:
@@ -1193,11 +1197,15 @@ def _serve():
             return
         if msg is None:
             if done:
-                post(done)
+                _post_results(post, done, backend)
             return
         for task in (msg if type(msg) is list else (msg,)):
             kind, tid, ref, args, kwargs = task
             task = None
+            if done and ref != last:
+                _post_results(post, done, backend)
+                done = []
+            last = ref
             t0 = perf()
             try:
                 if kind == _CALL:
@@ -1222,7 +1230,7 @@ def _serve():
                 first = t1
             done.append((tid, ok, value, t0, t1 - t0))
             value = None
-            if len(done) >= _BATCH or t1 - first > _BATCH_S:
+            if len(done) >= _BATCH or t1 - first > _BATCH_S or t1 - t0 > _SHORT_S or not ok:
                 _post_results(post, done, backend)
                 done = []
         msg = None
