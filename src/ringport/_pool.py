@@ -95,6 +95,21 @@ def _function_ref(fn, backend):
     return ("o", fn)
 
 
+def _lazy_list(slot):
+    """A list attribute stored in slot, made on first use."""
+    def get(self):
+        lst = getattr(self, slot)
+        if lst is None:
+            lst = []
+            setattr(self, slot, lst)
+        return lst
+
+    def put(self, value):
+        setattr(self, slot, value)
+
+    return property(get, put)
+
+
 class _Future(_cf.Future):
     """A concurrent.futures.Future that leaves the pool's queue when it is cancelled, and
     shares one of the pool's conditions rather than making its own: a Condition costs more
@@ -125,27 +140,8 @@ class _Future(_cf.Future):
     # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
     # self._condition; most futures never need them, and two fewer objects per task is less
     # for the cyclic GC to walk (which, on a free-threaded build, walks every object).
-    @property
-    def _waiters(self):
-        lst = self._rp_waiters
-        if lst is None:
-            lst = self._rp_waiters = []
-        return lst
-
-    @_waiters.setter
-    def _waiters(self, value):
-        self._rp_waiters = value
-
-    @property
-    def _done_callbacks(self):
-        lst = self._rp_callbacks
-        if lst is None:
-            lst = self._rp_callbacks = []
-        return lst
-
-    @_done_callbacks.setter
-    def _done_callbacks(self, value):
-        self._rp_callbacks = value
+    _waiters = _lazy_list("_rp_waiters")
+    _done_callbacks = _lazy_list("_rp_callbacks")
 
     def _wait_done(self, timeout):
         # (under self._condition)
