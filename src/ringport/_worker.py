@@ -222,13 +222,12 @@ class Worker:
         self._events.emit(event, *args)
         return True
 
-    def _first_message(self, _):
-        """The first 'message' listener, until the first message: a message from the worker
-        proves it is online, so 'online' comes before it even when the control channel's
-        message is not seen yet (two channels are not ordered with each other; seen on
-        free-threaded builds), and a missed 'online' whose listener came since is replayed now
-        rather than after messages already flowing."""
-        self._port.off("message", self._first_message)
+    def _first_message(self):
+        """Before the first message reaches a listener: a message from the worker proves it is
+        online, so 'online' comes before it even when the control channel's message is not
+        seen yet (two channels are not ordered with each other; seen on free-threaded builds),
+        and a missed 'online' whose listener came since is replayed now rather than after
+        messages already flowing."""
         self._went_online()
         self._online_first()
 
@@ -273,20 +272,21 @@ class Worker:
             self._emit("exit", msg[1])
             self._ctlport.close()
 
-    def _guard_first_message(self, event):
+    def _guard_first_message(self, event, listener):
+        # the first 'message' listener attached before 'online' is wrapped (it is called
+        # first): the wrapper sees the first message before any listener does
         if event != "message":
-            return
+            return listener
         with self._lock:
             if self._online or self._guarded:
-                return
+                return listener
             self._guarded = True
-        self._port.on("message", self._first_message)
+        return _OnlineFirst(self, listener)
 
     def on(self, event, listener):
         """Listen for 'online', 'message', 'messageerror', 'error' or 'exit'."""
         if event in ("message", "messageerror"):
-            self._guard_first_message(event)
-            self._port.on(event, listener)
+            self._port.on(event, self._guard_first_message(event, listener))
             if not self._refed:
                 self._port.unref()
         else:
@@ -307,8 +307,7 @@ class Worker:
 
     def once(self, event, listener):
         if event in ("message", "messageerror"):
-            self._guard_first_message(event)
-            self._port.once(event, listener)
+            self._port.once(event, self._guard_first_message(event, listener))
             if not self._refed:
                 self._port.unref()
         else:
@@ -439,6 +438,28 @@ class Worker:
         state = "running" if self._exit_code is None else f"exited {self._exit_code}"
         name = f" {self.name!r}" if self.name else ""
         return f"<ringport.Worker{name} thread_id={self.thread_id} {self.backend} {state}>"
+
+
+class _OnlineFirst:
+    """A worker's first 'message' listener, wrapped so that 'online' is emitted before the first
+    message (Worker._first_message); equal to the listener it wraps, so off(listener) finds
+    it."""
+
+    __slots__ = ("worker", "listener")
+
+    def __init__(self, worker, listener):
+        self.worker = worker
+        self.listener = listener
+
+    def __call__(self, value):
+        if not self.worker._online:
+            self.worker._first_message()
+        return self.listener(value)
+
+    def __eq__(self, other):
+        return other is self or other == self.listener
+
+    __hash__ = None
 
 
 def _resolve(fut, code):
