@@ -91,3 +91,8 @@ def thread_name():
 
 def unclonable():
     return threading.Lock()
+
+
+def sleep_then_fail(seconds):
+    time.sleep(seconds)
+    raise TaskFailed("failed late")

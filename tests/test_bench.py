@@ -11,7 +11,7 @@ import ringport
 from conftest import SRC_DIR
 
 FAMILIES = {"pingpong", "processData", "1 MiB float64 arrays", "byte strings", "shared counter",
-            "wait/notify", "worker start-up", "worker memory", "scaling"}
+            "wait/notify", "worker start-up", "worker memory", "scaling", "pool"}
 
 
 def run_bench(tmp_path, *extra):
@@ -61,6 +61,7 @@ def test_quick_run_verifies_everything_and_writes_json(tmp_path):
     assert "ping-pong round trip" in p.stdout
     if "process" in ringport.available_backends():
         check_process_rows(res)
+    check_pool_rows(res)
 
 
 # every family has its process-worker rows, each compared with its baseline(s) on equal work
@@ -81,6 +82,8 @@ PROCESS_ROWS = {
                         "ProcessPoolExecutor (forkserver, fresh pool)"]),
     "worker-memory": ("ringport Worker (process)", ["multiprocessing.Process (forkserver)"]),
     "scaling-2": ("ringport Worker (process)", []),
+    "pool-noop": ("ringport WorkerPool (process)", ["ProcessPoolExecutor (forkserver)",
+                                                    "multiprocessing.Pool (forkserver)"]),
 }
 
 
@@ -99,6 +102,78 @@ def check_process_rows(res):
                 if bench[bid]["better"] == "lower" else
                 d["median"] / bench[bid]["systems"][base]["median"]), (bid, base)
     assert bench["scaling-2"]["systems"]["ringport Worker (process)"]["speedup"] > 0
+
+
+POOL_BASES = ("ThreadPoolExecutor", "ProcessPoolExecutor (forkserver)",
+              "InterpreterPoolExecutor", "multiprocessing.Pool (forkserver)",
+              "joblib.Parallel (loky)", "Node.js piscina")
+
+
+def check_pool_rows(res):
+    """Every backend has its WorkerPool row in every pool benchmark, compared with every other
+    pool that ran (equal work); the CPU-bound rows with their own one-worker rows; the targets
+    are listed for the parallel backends."""
+    bench = res["benchmarks"]
+    assert {bid for bid, b in bench.items() if b["family"] == "pool"} == \
+        {"pool-noop", "pool-cpu", "pool-map"}
+    if sys.version_info >= (3, 14):
+        assert "InterpreterPoolExecutor" in bench["pool-noop"]["systems"]
+    for bid in ("pool-noop", "pool-cpu", "pool-map"):
+        b = bench[bid]
+        assert b["reference"].startswith("ringport WorkerPool ("), bid
+        for backend in ringport.available_backends():
+            d = b["systems"][f"ringport WorkerPool ({backend})"]
+            assert d["verified"] and d["median"] > 0 and d["n"] > 0, (bid, backend, d)
+            for base in POOL_BASES:
+                if base in b["systems"]:
+                    assert d["vs"][base] > 0, (bid, backend, base)
+                else:
+                    assert base in b["skipped"], (bid, base)
+            if bid == "pool-cpu":
+                assert d["vs"][f"ringport WorkerPool ({backend}), 1 worker"] > 0
+    for base in POOL_BASES:
+        if base in bench["pool-cpu"]["systems"] and base != "joblib.Parallel (loky)":
+            assert bench["pool-cpu"]["systems"][base]["vs"][base + ", 1 worker"] > 0, base
+    parallel = [b for b in ringport.available_backends() if b != "thread"
+                or (res["python"]["free_threaded"] and not res["python"]["gil_enabled"])]
+    assert {t["system"] for t in res["targets"]} == \
+        {f"ringport WorkerPool ({b})" for b in parallel}
+    for t in res["targets"]:
+        assert t["met"] is None if t["value"] is None else t["met"] == (t["value"] >= t["min"])
+    assert res["options"]["params"]["pool_workers"] == 2
+
+
+def test_pool_task_sizes_and_targets(monkeypatch):
+    from ringport.bench import pool, poolfuncs
+    monkeypatch.setattr(pool, "parallel_backends", lambda: ["process"])
+    for n in (1, 2, 3, 1000, 65537, 123457):
+        assert poolfuncs.spin(n) == poolfuncs.spin_result(n), n
+    n = pool.spin_count(1)
+    assert n >= 1 and pool.spin_count(1) == n          # measured once, then the same
+    vs = {pool.ppe_name(): 12.0, "InterpreterPoolExecutor": 9.0}
+    res = {"pool-noop": {"systems": {"ringport WorkerPool (process)": {"vs": vs}}},
+           "pool-cpu": {"systems": {"ringport WorkerPool (process)": {"vs": {
+               "ringport WorkerPool (process), 1 worker": 1.9}}}}}
+    got = {t["goal"]: (t["value"], t["met"]) for t in pool.targets(res, {"pool_workers": 2})
+           if t["system"] == "ringport WorkerPool (process)"}
+    assert got == {
+        f">= 10x {pool.ppe_name()} (no-op tasks/s)": (12.0, True),
+        ">= 10x InterpreterPoolExecutor (no-op tasks/s)": (9.0, False),
+        ">= 1x Node.js piscina (no-op tasks/s)": (None, None),
+        ">= 1.8x its own 1-worker rate (2 workers)": (1.9, True)}
+
+
+def test_piscina_row_is_skipped_without_npm(tmp_path, monkeypatch):
+    from ringport.bench import pool
+    from ringport.bench.common import Skip
+    monkeypatch.setenv("RINGPORT_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(pool.shutil, "which", lambda name: None)
+    monkeypatch.setattr(pool, "_modules", [])
+    with pytest.raises(Skip, match="npm not on PATH"):
+        pool.node_modules()
+    with pytest.raises(Skip, match="npm not on PATH"):       # looked at once per run
+        pool.node_modules()
+    assert not (tmp_path / "node").exists()
 
 
 def test_load_reprints_the_table(tmp_path):

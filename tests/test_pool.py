@@ -623,3 +623,48 @@ def test_stress_submit_cancel_abort_from_many_threads(make_pool, backend):
     assert sum(outcomes.values()) == 8000
     assert outcomes["ok"] > 4000, outcomes
     assert list(pool.map(poolfuncs.square, range(100))) == [i * i for i in range(100)]
+
+
+@pytest.mark.parametrize("backend", ["thread"])
+def test_abort_sends_no_task_to_the_worker_it_stops(make_pool):
+    # Regression (found by ringport.joblib, which aborts and then reuses the pool): a task
+    # submitted right after abort() went to the worker being stopped and failed with
+    # PortClosed once that worker's port closed.  The stopped task here sits in a C wait,
+    # so its worker cannot end before release is set.
+    pool = make_pool(max_workers=1)
+    started, release = threading.Event(), threading.Event()
+
+    def blocked():
+        started.set()
+        release.wait(30)
+
+    running = pool.submit(blocked)
+    try:
+        assert started.wait(30)
+        assert pool.abort(running)
+        after = pool.submit(abs, -7)
+        assert pool.queue_size == 1      # it waits for the fresh worker
+    finally:
+        release.set()
+    assert after.result(60) == 7
+
+
+def test_a_result_never_waits_behind_the_next_task(make_pool):
+    """A worker that holds several tasks posts each one's result when it is done, not after
+    the task behind it (a failure after 0.2 s, then a task that blocks: the failure is seen at
+    once).  Its fellow with a fast result followed by a blocking task, likewise."""
+    pool = make_pool(max_workers=1)
+    sab = ringport.SharedArrayBuffer(4)
+    pool.submit(poolfuncs.square, 1).result(60)   # (a started worker that prefetches)
+    fail = pool.submit(poolfuncs.sleep_then_fail, 0.2)
+    fast = pool.submit(poolfuncs.square, 3)
+    blocked = [pool.submit(poolfuncs.wait_sab, sab, 30) for _ in range(3)]
+    try:
+        with pytest.raises(poolfuncs.TaskFailed):
+            fail.result(10)
+        assert fast.result(10) == 9
+        assert not any(f.done() for f in blocked)
+    finally:
+        ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+        ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert [f.result(30) for f in blocked] == [1, 1, 1]

@@ -36,8 +36,11 @@ STATS_WINDOW = 10_000
 
 _CALL, _CHUNK, _RUN = 0, 1, 2
 #: A worker posts the results of tasks that were waiting for it together, up to _BATCH of
-#: them or the ones done within _BATCH_S of the first.
-_BATCH, _BATCH_S = 64, 200e-6
+#: them or the ones done within _BATCH_S of the first, and only while they are short (below
+#: _SHORT_S each), succeed and the next task calls the same function: a result never waits
+#: behind a task that may be long (a function that is fast and then, for other arguments,
+#: slow is the one case where a result waits for one more task).
+_BATCH, _BATCH_S, _SHORT_S = 64, 200e-6, 20e-6
 #: Functions a worker keeps resolved.
 _CACHE = 256
 
@@ -92,6 +95,21 @@ def _function_ref(fn, backend):
     return ("o", fn)
 
 
+def _lazy_list(slot):
+    """A list attribute stored in slot, made on first use."""
+    def get(self):
+        lst = getattr(self, slot)
+        if lst is None:
+            lst = []
+            setattr(self, slot, lst)
+        return lst
+
+    def put(self, value):
+        setattr(self, slot, value)
+
+    return property(get, put)
+
+
 class _Future(_cf.Future):
     """A concurrent.futures.Future that leaves the pool's queue when it is cancelled, and
     shares one of the pool's conditions rather than making its own: a Condition costs more
@@ -122,27 +140,8 @@ class _Future(_cf.Future):
     # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
     # self._condition; most futures never need them, and two fewer objects per task is less
     # for the cyclic GC to walk (which, on a free-threaded build, walks every object).
-    @property
-    def _waiters(self):
-        lst = self._rp_waiters
-        if lst is None:
-            lst = self._rp_waiters = []
-        return lst
-
-    @_waiters.setter
-    def _waiters(self, value):
-        self._rp_waiters = value
-
-    @property
-    def _done_callbacks(self):
-        lst = self._rp_callbacks
-        if lst is None:
-            lst = self._rp_callbacks = []
-        return lst
-
-    @_done_callbacks.setter
-    def _done_callbacks(self, value):
-        self._rp_callbacks = value
+    _waiters = _lazy_list("_rp_waiters")
+    _done_callbacks = _lazy_list("_rp_callbacks")
 
     def _wait_done(self, timeout):
         # (under self._condition)
@@ -860,6 +859,8 @@ class WorkerPool(_cf.Executor):
                 return False
             task.aborted = True
             running = owner.inflight[0] is task
+            if running:   # no task more for a worker on its way out (its port closes)
+                owner.retiring = True
         try:
             future.set_exception(_cf.CancelledError("aborted by WorkerPool.abort()"))
         except _cf.InvalidStateError:   # it finished meanwhile
@@ -1177,12 +1178,13 @@ def _serve():
     from ringport._core import _try_receive
     done = []          # results not posted yet: posted together while more tasks wait
     first = 0.0
+    last = None        # the function of the task before
     while True:
         try:
             if done:
                 got, msg = _try_receive(port)
                 if not got:
-                    post(done)
+                    _post_results(post, done, backend)
                     done = []
                     msg = recv()
             else:
@@ -1191,11 +1193,15 @@ def _serve():
             return
         if msg is None:
             if done:
-                post(done)
+                _post_results(post, done, backend)
             return
         for task in (msg if type(msg) is list else (msg,)):
             kind, tid, ref, args, kwargs = task
             task = None
+            if done and ref != last:
+                _post_results(post, done, backend)
+                done = []
+            last = ref
             t0 = perf()
             try:
                 if kind == _CALL:
@@ -1220,7 +1226,7 @@ def _serve():
                 first = t1
             done.append((tid, ok, value, t0, t1 - t0))
             value = None
-            if len(done) >= _BATCH or t1 - first > _BATCH_S:
+            if len(done) >= _BATCH or t1 - first > _BATCH_S or t1 - t0 > _SHORT_S or not ok:
                 _post_results(post, done, backend)
                 done = []
         msg = None

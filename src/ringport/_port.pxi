@@ -172,7 +172,8 @@ cdef class MessagePort:
         if drop != NULL:
             port_let_go(self, drop)
         if moved:
-            self.started = False
+            with cython.critical_section(self):
+                self.started = False
         _loop_update(self)   # its event loop lets go of it, or watches it again
 
     # ------------------------------------------------------------------ sending
@@ -374,7 +375,8 @@ cdef class MessagePort:
     def off(self, event, listener=None):
         self._ev().off(event, listener)
         if event == "message" and self._ev().count("message") == 0:
-            self.started = False
+            with cython.critical_section(self):
+                self.started = False
         _loop_update(self)
         return self
 
@@ -383,22 +385,28 @@ cdef class MessagePort:
     def start(self):
         """Start delivering messages to 'message' listeners (on() does this by itself)."""
         self._enter("start")
-        self.started = True
+        with cython.critical_section(self):
+            self.started = True
         self._leave()
         _loop_update(self)
 
     def ref(self):
         """Keep the program alive while this port has 'message' listeners (the default)."""
-        self.refed = True
+        with cython.critical_section(self):   # (the loop thread reads it: _loop_state)
+            self.refed = True
         _loop_update(self)
 
     def unref(self):
         """Do not keep the program alive for this port's listeners."""
-        self.refed = False
+        with cython.critical_section(self):
+            self.refed = False
         _loop_update(self)
 
     def has_ref(self):
-        return self.refed
+        cdef bint refed
+        with cython.critical_section(self):
+            refed = self.refed
+        return refed
 
     hasRef = has_ref
 

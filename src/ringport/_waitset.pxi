@@ -88,10 +88,17 @@ def _new_waitset(bint with_fd=False):
 def _loop_state(MessagePort port not None):
     """0: nothing for an event loop to do; 1: watch it (listeners) without keeping the program
     alive; 2: watch it and keep the program alive ('message' listeners on a ref'ed port)."""
-    if port.events is None or port.close_emitted or port._owns(NULL):   # _owns(NULL): transferred
+    cdef bint closed, started, refed
+    # (the flags are written by other threads: ref()/unref(), on()/off(), close)
+    with cython.critical_section(port):
+        events = port.events
+        closed = port.close_emitted
+        started = port.started
+        refed = port.refed
+    if events is None or closed or port._owns(NULL):   # _owns(NULL): transferred
         return 0
-    if port.started and port.events.count("message"):
-        return 2 if port.refed else 1
-    if port.events.count("close"):
+    if started and events.count("message"):
+        return 2 if refed else 1
+    if events.count("close"):
         return 1
     return 0

@@ -106,6 +106,8 @@ class Worker:
         self._allow_pickle = allow_pickle = bool(allow_pickle)
         self._link = None
         self._end_hooks = []   # called in the host thread once the exit code is known
+        self._online = False   # 'online' was emitted (or missed, for a later listener)
+        self._guarded = False  # _first_message was attached
         ctl = MessageChannel(allow_pickle=allow_pickle)
         payload = {
             "worker_data": worker_data,
@@ -211,15 +213,46 @@ class Worker:
     # ------------------------------------------------------------------ events
 
     def _emit(self, event, *args):
-        if not self._events.emit(event, *args):
-            self._missed[event] = args
-            return False
+        # A listener attached in another thread while this runs either is called here or finds
+        # the event in _missed (both sides look under self._lock): never neither.
+        with self._lock:
+            if not self._events.count(event):
+                self._missed[event] = args
+                return False
+        self._events.emit(event, *args)
         return True
 
+    def _first_message(self, _):
+        """The first 'message' listener, until the first message: a message from the worker
+        proves it is online, so 'online' comes before it even when the control channel's
+        message is not seen yet (two channels are not ordered with each other; seen on
+        free-threaded builds), and a missed 'online' whose listener came since is replayed now
+        rather than after messages already flowing."""
+        self._port.off("message", self._first_message)
+        self._went_online()
+        self._online_first()
+
+    def _went_online(self):
+        with self._lock:
+            if self._online:
+                return
+            self._online = True
+        self._emit("online")
+
+    def _online_first(self):
+        with self._lock:
+            missed = "online" in self._missed
+        if missed and self._events.count("online"):
+            self._replay("online")
+            return True
+        return False
+
     def _replay(self, event):
-        args = self._missed.pop(event, None)
+        with self._lock:
+            args = self._missed.pop(event, None)
         if args is not None:
             if event == "exit":
+                self._online_first()
                 self._port._dispatch()  # messages first, as when 'exit' came in
                 if "error" in self._missed and self._events.count("error"):
                     self._replay("error")
@@ -228,9 +261,10 @@ class Worker:
     def _on_ctl(self, msg):
         kind = msg[0]
         if kind == "online":
-            self._emit("online")
+            self._went_online()
         elif kind == "exit":
             # the messages the worker posted before it ended come before 'exit'
+            self._online_first()
             self._port._dispatch()
             error = self._error
             if error is not None:
@@ -239,9 +273,19 @@ class Worker:
             self._emit("exit", msg[1])
             self._ctlport.close()
 
+    def _guard_first_message(self, event):
+        if event != "message":
+            return
+        with self._lock:
+            if self._online or self._guarded:
+                return
+            self._guarded = True
+        self._port.on("message", self._first_message)
+
     def on(self, event, listener):
         """Listen for 'online', 'message', 'messageerror', 'error' or 'exit'."""
         if event in ("message", "messageerror"):
+            self._guard_first_message(event)
             self._port.on(event, listener)
             if not self._refed:
                 self._port.unref()
@@ -256,11 +300,14 @@ class Worker:
         # A worker can start, fail and end before the line after Worker(...) attaches its
         # listeners (threads are not Node's single loop): 'online', 'error' and 'exit' that
         # found no listener are delivered to the first one attached later, on the loop.
-        if event in self._missed:
+        with self._lock:
+            missed = event in self._missed
+        if missed:
             self._loop.call_soon(self._replay, event)
 
     def once(self, event, listener):
         if event in ("message", "messageerror"):
+            self._guard_first_message(event)
             self._port.once(event, listener)
             if not self._refed:
                 self._port.unref()

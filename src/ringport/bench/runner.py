@@ -13,18 +13,22 @@ import traceback
 
 from ringport.bench.common import Skip, VerifyError, auto_backend, machine_info, node_path
 
-FAMILIES = ("messaging", "shared", "workers", "scaling")
+FAMILIES = ("messaging", "shared", "workers", "scaling", "pool")
 
 # message counts for a full run; --quick takes a tenth, --count scales them
 FULL = {"pingpong": 20000, "interp": 20, "msg": 200000, "array": 400, "bytes": 50000,
         "counter": 1000000, "counter_fast": 10000000, "waitnotify": 20000, "workers": 16,
-        "grid": 3000}
+        "grid": 3000, "pool_noop": 10000, "pool_cpu": 2000, "pool_map": 100000,
+        "pool_warm": 2000}
 QUICK = {"pingpong": 2000, "interp": 5, "msg": 20000, "array": 40, "bytes": 5000,
          "counter": 100000, "counter_fast": 1000000, "waitnotify": 2000, "workers": 8,
-         "grid": 1200}
+         "grid": 1200, "pool_noop": 2000, "pool_cpu": 500, "pool_map": 10000,
+         "pool_warm": 2000}
 TINY = {"pingpong": 200, "interp": 3, "msg": 1000, "array": 4, "bytes": 200,
-        "counter": 5000, "counter_fast": 50000, "waitnotify": 200, "workers": 2, "grid": 120}
-FIXED = ("interp", "workers")        # not scaled by --count
+        "counter": 5000, "counter_fast": 50000, "waitnotify": 200, "workers": 2, "grid": 120,
+        "pool_noop": 50, "pool_cpu": 8, "pool_map": 200,
+        "pool_warm": 20}
+FIXED = ("interp", "workers", "pool_warm")        # not scaled by --count
 
 
 def parse(argv):
@@ -42,6 +46,8 @@ def parse(argv):
     ap.add_argument("--repeat", type=int, help="repeats (default 5, --quick 3)")
     ap.add_argument("--count", type=float, default=1.0, help="scale message and op counts")
     ap.add_argument("--size", type=float, default=1.0, help="scale the scaling job's size")
+    ap.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="workers in each pool of the pool family (default 2)")
     ap.add_argument("--no-node", action="store_true", help="leave Node.js out")
     ap.add_argument("--no-cimport", action="store_true", help="do not build the cimported loops")
     ap.add_argument("--load", metavar="PATH", help="print (and --plot) results from a JSON "
@@ -58,13 +64,14 @@ def params(args):
     p = {k: (v if k in FIXED else max(2, int(v * args.count))) for k, v in base.items()}
     p["grid"] = max(8, int(base["grid"] * args.size))
     p["cimport"] = not args.no_cimport
+    p["pool_workers"] = max(1, args.workers)
     return p
 
 
 def collect(p, args):
-    from ringport.bench import messaging, scaling, shared, workers
+    from ringport.bench import messaging, pool, scaling, shared, workers
     benches = []
-    for mod in (messaging, shared, workers, scaling):
+    for mod in (messaging, shared, workers, scaling, pool):
         benches.extend(mod.benchmarks(p))
     if args.only:
         keys = [k.strip().lower() for k in args.only.split(",") if k.strip()]
@@ -230,6 +237,21 @@ def summarize(benches, rec, skipped, repeat):
     return out
 
 
+def targets(out, p):
+    """The goals some families set themselves (pool: issue 11's), checked against a run's
+    summary: a list of {bench, system, goal, value, min, met}; met is None where a side of the
+    comparison did not run."""
+    from ringport.bench import pool
+    return pool.targets(out, p)
+
+
+def target_lines(res):
+    for t in res.get("targets", []):
+        v = "-" if t["value"] is None else f"{t['value']:.2f}x"
+        met = "n/a" if t["met"] is None else "met" if t["met"] else "MISSED"
+        yield t["system"], t["goal"], v, met
+
+
 def fmt(v):
     if v is None:
         return "-"
@@ -264,6 +286,10 @@ def print_table(res, file=sys.stdout):
                   f"{d['repeats']} rep)", file=file)
         for name, why in b["skipped"].items():
             print(f"  {name:52s} {'skipped':>10}  {why}", file=file)
+    if res.get("targets"):
+        print("\ntargets:", file=file)
+        for system, goal, v, met in target_lines(res):
+            print(f"  {system:36s} {goal:62s} {v:>8}  {met}", file=file)
 
 
 def markdown(res):
@@ -291,6 +317,11 @@ def markdown(res):
                        if lat else "") + f" {rs} |")
         for name, why in b["skipped"].items():
             out.append(f"| {name} | skipped: {why} |" + (" |" if lat else "") + " |")
+        out.append("")
+    if res.get("targets"):
+        out += ["**targets**", "", "| system | goal | measured | |", "|---|---|---:|---|"]
+        out += [f"| {system} | {goal} | {v} | {met} |" for system, goal, v, met
+                in target_lines(res)]
         out.append("")
     return "\n".join(out)
 
@@ -394,6 +425,7 @@ def main(argv=None):
            "gil_enabled_at_end": getattr(sys, "_is_gil_enabled", lambda: True)(),
            "seconds": round(time.monotonic() - t0, 1),
            "benchmarks": summarize(benches, rec, skipped, repeat)}
+    res["targets"] = targets(res["benchmarks"], p)
     res["failures"] = failures
     res["verified"] = not failures and all(d["verified"] for b in res["benchmarks"].values()
                                            for d in b["systems"].values())
