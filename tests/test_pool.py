@@ -312,7 +312,7 @@ def test_context_manager_and_wait_as_completed(make_pool):
     assert pool.workers == 0
 
 
-def test_many_threads_submit_at_once(make_pool):
+def test_many_clients_submit_at_once(make_pool):
     pool = make_pool()
     results = {}
 
@@ -557,7 +557,7 @@ def test_done_callbacks_may_submit(make_pool):
 
 
 @pytest.mark.stress
-def test_stress_submit_cancel_abort_from_many_threads(make_pool, backend):
+def test_stress_submit_cancel_abort_from_four_clients(make_pool, backend):
     """Four threads submit 2000 tasks each while a fifth cancels and aborts at random (and, on
     the process backend, kills workers): every future ends, every result that came is right,
     and the pool still works."""

@@ -598,6 +598,9 @@ class WorkerPool(_cf.Executor):
                             name=f"{self.name}-worker" if self.name else None,
                             allow_pickle=self._allow_pickle)
             worker.unref()   # the pool's own exit hook waits for its tasks instead
+            # a worker that dies fails its task with a WorkerError that says why (_lost):
+            # not printed as an uncaught worker error as well
+            worker.on("error", _ignore)
             worker.port.post_message(
                 {"init": self._init, "filename": self.filename, "backend": self.backend},
                 ())
@@ -768,9 +771,11 @@ class WorkerPool(_cf.Executor):
                 first = pending.pop(0)
                 self._release(first.local)
                 if not first.aborted:
+                    why = worker._error
+                    why = f": {type(why).__name__}: {why}" if why is not None else ""
                     resolved.append((first, False, WorkerError(
                         "WorkerExit", f"the {self.backend} worker running this task ended "
-                        f"(exit code {code}) before it finished", "")))
+                        f"(exit code {code}) before it finished{why}", "")))
                 for task in reversed(pending):   # not started: first in line again
                     if task.aborted:
                         self._release(task.local)
@@ -1046,6 +1051,10 @@ class WorkerPool(_cf.Executor):
         name = f" {self.name!r}" if self.name else ""
         state = "shut down" if self._shutdown else f"{self.workers}/{self.max_workers} workers"
         return f"<ringport.WorkerPool{name} {self.backend} {state}>"
+
+
+def _ignore(*args):
+    pass
 
 
 def _hashable(fn):
