@@ -98,7 +98,11 @@ setup(
             "boundscheck": DEBUG,
             "wraparound": False,
             "cdivision": True,
+            # signatures in the docstrings, for help() and IDEs; the "python" format, because
+            # the default "c" one writes a class's signature with its keyword-only parameters
+            # after a trailing "*" (SharedArrayBuffer(byte_length, max_byte_length=None, *))
             "embedsignature": True,
+            "embedsignature.format": "python",
         },
     ),
 )

@@ -28,7 +28,7 @@ with ringport.BroadcastChannel("news") as news:
 """
 
 
-def main():
+def main() -> None:
     backend = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RINGPORT_BACKEND", "auto")
     print(f"Python {sys.version.split()[0]}; backends here: {ringport.available_backends()}; "
           f"using {backend!r}")

@@ -15,7 +15,7 @@ shared_buffer = SharedArrayBuffer(1024)
 int_array = Int32Array(shared_buffer)
 
 
-def on_message(message):
+def on_message(message: str) -> None:
     print(f"Main thread received: {message} int_array[0] = {int_array[0]}")
 
 

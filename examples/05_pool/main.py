@@ -19,7 +19,7 @@ with ringport.WorkerPool(max_workers=2, backend=backend) as pool:
     print("as completed, sorted:", done)
     # a task that raises: its exception comes back through the future
     try:
-        pool.submit(count_primes, "ten").result()
+        pool.submit(count_primes, "ten").result()  # type: ignore[arg-type]  # (on purpose)
     except TypeError:
         print("task raised TypeError")
     print("tasks completed:", pool.completed)

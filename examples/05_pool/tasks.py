@@ -1,7 +1,7 @@
 """The tasks of the pool example: module-level functions, so every backend can import them."""
 
 
-def count_primes(limit):
+def count_primes(limit: int) -> int:
     """A CPU-bound task: how many primes are below limit."""
     sieve = bytearray([1]) * limit
     sieve[0:2] = b"\0\0"

@@ -8,7 +8,9 @@ cdef enum:
 
 @cython.final
 cdef class BroadcastChannel:
-    """Every BroadcastChannel with the same name, in any worker or interpreter of the process,
+    """BroadcastChannel(name)
+
+    Every BroadcastChannel with the same name, in any worker or interpreter of the process,
     receives what one of them posts (not the poster itself), as in Node.
 
     receive(timeout) blocks for the next message; on('message', listener) delivers them as

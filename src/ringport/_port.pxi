@@ -764,7 +764,9 @@ cdef int64_t checked_max_pending(object max_pending_bytes) except -1:
 
 @cython.final
 cdef class MessageChannel:
-    """Two entangled ports: what port1 posts, port2 receives, and the other way round.
+    """MessageChannel(capacity=262144, max_pending_bytes=None, *, allow_pickle=True)
+
+    Two entangled ports: what port1 posts, port2 receives, and the other way round.
 
     capacity: ring bytes per direction (a power of two from 256 to 2**30, default 256 KiB; the
     system commits ring pages as messages first reach them, so an idle channel costs a few KiB);
