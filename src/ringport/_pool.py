@@ -22,6 +22,7 @@ import weakref
 
 from ringport import _context
 from ringport._backends import resolve_backend
+from ringport._core import _new_waitset, _try_receive
 from ringport._errors import (DataCloneError, Full, PortClosed, WorkerError, WorkerTerminated,
                               error_report, rebuild_error)
 from ringport._events import Emitter
@@ -351,7 +352,6 @@ class WorkerPool(_cf.Executor):
         self._events = Emitter()
         self._drain_pending = False
         self._async_space = []
-        from ringport._core import _new_waitset
         self._ws = _new_waitset()
         self._ended = collections.deque()   # slots whose worker ended (from host threads)
         self._init = None
@@ -660,7 +660,6 @@ class WorkerPool(_cf.Executor):
     # ------------------------------------------------------------------ the collector thread
 
     def _collect(self):
-        from ringport._core import _try_receive
         ws = self._ws
         while True:
             seen = ws.seq()
@@ -669,32 +668,14 @@ class WorkerPool(_cf.Executor):
             for slot in list(self._slots):
                 if slot.ended:
                     continue
-                msgs = []
-                closed = False
-                try:
-                    while True:
-                        ok, msg = _try_receive(slot.port)
-                        if not ok:
-                            break
-                        msgs.extend(msg)
-                except (PortClosed, ValueError):
-                    closed = True
-                if msgs:
-                    got = True
-                    self._results(slot, msgs, resolved)
+                came, closed = self._drain(slot, resolved)
+                got = got or came
                 if closed:
                     self._lost(slot, resolved)
             while self._ended:
                 slot = self._ended.popleft()
                 if not slot.ended:
-                    try:
-                        while True:
-                            ok, msg = _try_receive(slot.port)
-                            if not ok:
-                                break
-                            self._results(slot, msg, resolved)
-                    except (PortClosed, ValueError):
-                        pass
+                    self._drain(slot, resolved)
                     self._lost(slot, resolved)
                 got = True
             if resolved:
@@ -714,6 +695,23 @@ class WorkerPool(_cf.Executor):
                     return
                 timeout = self._retire_idle()
             ws.wait(seen, timeout, sliced=False)
+
+    def _drain(self, slot, resolved):
+        """Take every batch of results slot's worker posted; (whether any came, whether its
+        port is closed)."""
+        msgs = []
+        closed = False
+        try:
+            while True:
+                ok, batch = _try_receive(slot.port)
+                if not ok:
+                    break
+                msgs.extend(batch)
+        except (PortClosed, ValueError):
+            closed = True
+        if msgs:
+            self._results(slot, msgs, resolved)
+        return bool(msgs), closed
 
     def _results(self, slot, msgs, resolved):
         with self._lock:
@@ -1184,7 +1182,6 @@ def _serve():
             post([(-1, False, error_report(exc, backend, ("init", id(exc))), 0.0, 0.0)])
             return
     del cfg, init
-    from ringport._core import _try_receive
     done = []          # results not posted yet: posted together while more tasks wait
     first = 0.0
     last = None        # the function of the task before

@@ -107,7 +107,7 @@ class Worker:
         self._link = None
         self._end_hooks = []   # called in the host thread once the exit code is known
         self._online = False   # 'online' was emitted (or missed, for a later listener)
-        self._guarded = False  # _first_message was attached
+        self._guarded = False  # the first 'message' listener was wrapped (_OnlineFirst)
         ctl = MessageChannel(allow_pickle=allow_pickle)
         payload = {
             "worker_data": worker_data,
