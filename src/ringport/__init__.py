@@ -37,12 +37,8 @@ from ringport._errors import (
     WorkerTerminated,
 )
 
-from ringport._worker import (
-    Worker,
-    available_backends,
-    get_environment_data,
-    set_environment_data,
-)
+from ringport._backends import available_backends
+from ringport._context import get_environment_data, set_environment_data
 
 __version__ = "0.1.0"
 
@@ -89,6 +85,7 @@ __all__ = [
     "is_main_thread",
     "loads",
     "parent_port",
+    "prestart",
     "receive_message_on_port",
     "set_environment_data",
     "thread_id",
@@ -102,6 +99,16 @@ _PER_WORKER = frozenset({"argv", "env", "is_main_thread", "parent_port", "thread
 
 
 def __getattr__(name):
+    if name == "prestart":
+        from ringport._prestart import prestart
+
+        return prestart
+    if name == "Worker":
+        # imported when first used: a worker that starts no worker of its own (most of them)
+        # does not pay for it in its start-up
+        from ringport._worker import Worker
+
+        return Worker
     if name in ("WorkerPool", "BrokenWorkerPool"):
         # imported when first used: concurrent.futures (and logging) would slow every
         # subinterpreter worker's start-up
@@ -121,4 +128,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | _PER_WORKER | {"WorkerPool", "BrokenWorkerPool"})
+    return sorted(set(globals()) | _PER_WORKER | {"Worker", "WorkerPool", "BrokenWorkerPool", "prestart"})

@@ -32,6 +32,7 @@ from ringport._errors import (
     WorkerTerminated as WorkerTerminated,
 )
 from ringport._pool import BrokenWorkerPool as BrokenWorkerPool, WorkerPool as WorkerPool
+from ringport._prestart import prestart as prestart
 from ringport._worker import (
     Worker as Worker,
     available_backends as available_backends,
@@ -99,6 +100,7 @@ __all__ = [
     "is_main_thread",
     "loads",
     "parent_port",
+    "prestart",
     "receive_message_on_port",
     "set_environment_data",
     "thread_id",

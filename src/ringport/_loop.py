@@ -11,11 +11,17 @@ ports call it when their listeners, started state or ref change.
 import collections
 import sys
 import threading
+import time
 import weakref
 
 from ringport._core import _loop_state, _new_waitset
 
 __all__ = ["Hook", "Loop"]
+
+# How long the main context's dispatcher thread stays (asleep, costing nothing) once nothing is
+# left to watch, before it ends: a program that starts worker after worker then reuses one
+# thread rather than starting a new one for each (a thread start is most of a thread worker's).
+LINGER_S = 2.0
 
 
 class Loop:
@@ -110,16 +116,28 @@ class Loop:
 
     def _run_thread(self):
         me = threading.current_thread()
+        idle_since = None
         while True:
             seen = self.ws.seq()
             with self.lock:
                 if self.thread is not me or self.stopped:
                     return
                 if not (self.watched or self.calls):
-                    self.thread = None  # update() starts a new one when needed
-                    self._changed()
-                    return
-                ports = list(self.watched.values())
+                    now = time.monotonic()
+                    if idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= LINGER_S:
+                        self.thread = None  # update() starts a new one when needed
+                        self._changed()
+                        return
+                    ports = None
+                else:
+                    idle_since = None
+                    ports = list(self.watched.values())
+            if ports is None:
+                self._changed()
+                self.ws.wait(seen, LINGER_S - (now - idle_since), False)
+                continue
             busy = self._dispatch_all(ports, report_listener_error)
             self._changed()
             if not busy:

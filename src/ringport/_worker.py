@@ -29,6 +29,25 @@ BRIDGE_CAPACITY = 1 << 16
 
 __all__ = ["Worker", "available_backends", "get_environment_data", "set_environment_data"]
 
+_environ_cache = (None, None)   # (os.environ's raw bytes, their decoded copy)
+
+
+def _environ_snapshot():
+    """A copy of os.environ as str: decoding every variable through os.environ's mapping costs
+    more than a thread worker's start, so the decoded copy is kept while the raw bytes (a C
+    dict comparison) are unchanged."""
+    global _environ_cache
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict):
+        return dict(os.environ)
+    raw, decoded = _environ_cache
+    if raw != data:
+        raw = dict(data)
+        decoded = dict(os.environ)
+        _environ_cache = (raw, decoded)
+    return dict(decoded)
+
+
 def _target_spec(target, eval_, backend):
     if eval_:
         if not isinstance(target, str):
@@ -85,7 +104,7 @@ class Worker:
             raise TypeError("argv must be a list of strings")
         argv = [str(a) for a in argv]
         if env is None:
-            env = dict(parent.env) if parent.env is not None else dict(os.environ)
+            env = dict(parent.env) if parent.env is not None else _environ_snapshot()
         else:
             env = {str(k): str(v) for k, v in dict(env).items()}
         self.backend = backend
@@ -502,7 +521,10 @@ def _run_worker(backend, token, ctl, func, sys_path):
 
 
 def _run_subinterpreter(token, ctl, sys_path):
-    iid = _interpreters.create()
+    warm = sys.modules.get("ringport._prestart")   # (imported by prestart(), its only user)
+    iid = warm.take_interpreter() if warm is not None else None
+    if iid is None:
+        iid = _interpreters.create()
     try:
         # the parent's sys.path first: the token's values may need its modules to unpickle
         res = _interpreters.exec(
