@@ -170,7 +170,9 @@ def test_parent_killed_leaves_no_orphan(tmp_path, monkeypatch, start):
         t.start()
         t.join()
         pid, ppid = ws[0].receive(timeout=60)
-        print(pid, ppid, flush=True)
+        with open(f"/proc/{{ppid}}/task/{{ppid}}/children") as f:   # the zygote's: and its spare
+            others = [int(c) for c in f.read().split() if int(c) != pid]
+        print(pid, ppid, *others, flush=True)
         import time
         time.sleep(600)
     """))
@@ -180,8 +182,10 @@ def test_parent_killed_leaves_no_orphan(tmp_path, monkeypatch, start):
         monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        child, its_parent = map(int, p.stdout.readline().split())
+        child, its_parent, *spares = map(int, p.stdout.readline().split())
         assert (its_parent == p.pid) == (start == "spawn")
+        # the zygote forks the next worker ahead of demand: it must go with the parent too
+        assert len(spares) == (start == "zygote"), spares
         assert not _gone(its_parent)
         os.kill(p.pid, signal.SIGKILL)
         p.wait(30)
@@ -191,6 +195,8 @@ def test_parent_killed_leaves_no_orphan(tmp_path, monkeypatch, start):
         p.stdout.close()
     wait_until(lambda: _gone(child), 20, "the process worker of a killed parent to end")
     wait_until(lambda: _gone(its_parent), 20, "the zygote of a killed parent to end")
+    for spare in spares:
+        wait_until(lambda: _gone(spare), 20, "the zygote's spare worker to end")
 
 
 _WHERE = ("import os, ringport\n"
@@ -458,3 +464,30 @@ def test_big_posts_to_a_process_worker_that_is_not_reading_do_not_wait_for_it():
         w.terminate()
     # 24 MiB copied once into the ring and the overflow list, plus one short patience (2 ms)
     assert posting < 2.0, f"posting took {posting:.2f} s"
+
+
+def test_a_spare_worker_gets_the_env_cwd_and_argv_of_its_start_not_of_its_fork(
+        tmp_path, monkeypatch, capfd):
+    """The zygote forks each worker ahead of demand (started before this test): what the
+    parent changed since, and the start's own argv and env, are what the worker sees."""
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    zygote = _zygote_pid()                        # (and a spare waits now)
+    monkeypatch.setenv("RINGPORT_TEST_SPARE_GONE", "before")
+    assert _zygote_pid() == zygote                # a spare forked with that variable set
+    monkeypatch.delenv("RINGPORT_TEST_SPARE_GONE")
+    monkeypatch.setenv("RINGPORT_TEST_ZYGOTE", "later")
+    monkeypatch.chdir(tmp_path)
+    src = ("import os, sys, ringport\n"
+           "ringport.parent_port.post_message((os.getppid(), os.getcwd(), sys.argv[1:],\n"
+           "    os.environ.get('RINGPORT_TEST_ZYGOTE'),\n"
+           "    os.environ.get('RINGPORT_TEST_SPARE_GONE')))\n"
+           "print('spare to stdout', flush=True)\n")
+    w = Worker(src, eval=True, backend="process", argv=["a", "b"])
+    assert w.receive(timeout=60) == (zygote, str(tmp_path), ["a", "b"], "later", None)
+    assert w.join(60) == 0
+    assert "spare to stdout" in capfd.readouterr().out
+    w = Worker("import ringport\n"
+               "ringport.parent_port.post_message(dict(ringport.env))\n", eval=True,
+               backend="process", env={"RINGPORT_TEST_ZYGOTE": "own"})
+    assert w.receive(timeout=60) == {"RINGPORT_TEST_ZYGOTE": "own"}
+    assert w.join(60) == 0

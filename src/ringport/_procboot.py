@@ -68,7 +68,7 @@ def run(sock_fd, memfd, chan_sock, bmemfd, bsock, ppid):
 
 def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     """The worker's token (for ringport._bootstrap.run), its control block and channel."""
-    from ringport._process import ONLINE, ONLINE_SEEN, PAYLOAD, TERMINATE, read_frame, write_frame
+    from ringport._process import ONLINE, PAYLOAD, read_frame, write_frame
     kind, data = read_frame(sock)
     if kind != PAYLOAD:
         os._exit(1)
@@ -90,15 +90,9 @@ def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     payload["parent_port"] = port
     payload["ctl_port"] = ctl_chan.port2
     token = _export(payload, [port, ctl_chan.port2, *_ports_in(payload["worker_data"])])
+    # no wait for the parent to see 'online': the Worker emits it before the first message
+    # anyway (Worker._first_message), and a terminate() now reaches _watch_parent
     write_frame(sock, ONLINE)
-    while True:   # the parent's 'online' comes before anything the worker posts
-        kind, _ = read_frame(sock)
-        if kind is None:
-            os._exit(1)
-        if kind == TERMINATE:
-            ctl.terminate()
-        if kind == ONLINE_SEEN:
-            break
     threading.Thread(target=_watch_parent, args=(sock, ctl), name="ringport-parent",
                      daemon=True).start()
     return token, ctl, ctl_chan

@@ -32,10 +32,10 @@ TERMINATE_GRACE_S = 2.0
 
 _HEADER = struct.Struct("<IB")      # payload length, kind
 _MAX_FRAME = 1 << 30
+_EARLY_PAYLOAD = 1 << 16    # a start-up frame this small is written before the process starts
 
-# frame kinds: parent to child (ONLINE_SEEN: 'online' was posted to the parent's listeners, so
-# the worker's messages come after it)
-PAYLOAD, TERMINATE, ONLINE_SEEN = b"P", b"T", b"A"
+# frame kinds: parent to child
+PAYLOAD, TERMINATE = b"P", b"T"
 # child to parent
 ONLINE, ERROR, EXIT = b"O", b"E", b"X"
 
@@ -124,6 +124,11 @@ class ProcessLink:
         error report or None)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # the start-up frame waits in the socket while the process starts (a big one would
+            # fill the socket before anybody reads it: it goes once the process is there)
+            if len(self.payload) <= _EARLY_PAYLOAD:
+                write_frame(ours, PAYLOAD, self.payload)
+                self.payload = None
             self.proc = _start_child(theirs.fileno(), self.fds)
         except BaseException:
             ours.close()
@@ -137,8 +142,9 @@ class ProcessLink:
             self.sock = ours
             terminate = self.terminating
         try:
-            write_frame(ours, PAYLOAD, self.payload)
-            self.payload = None
+            if self.payload is not None:
+                write_frame(ours, PAYLOAD, self.payload)
+                self.payload = None
             if terminate:
                 self._send_terminate()
             return self._follow(ours, on_online)
@@ -163,10 +169,6 @@ class ProcessLink:
                 break
             if kind == ONLINE:
                 on_online()
-                try:
-                    write_frame(sock, ONLINE_SEEN)
-                except OSError:
-                    pass
             elif kind == ERROR:
                 try:
                     report = loads(data, allow_pickle=False)

@@ -12,7 +12,16 @@ Unix SOCK_SEQPACKET pair, one message per frame:
   ``("exit", pid, returncode)`` (``subprocess``'s convention: -N for signal N) once it reaped it.
 
 The zygote never starts a thread, so its fork is the fork of a single-threaded process; the
-forked worker runs ``ringport._procboot.run`` exactly as a spawned one does.  Death: the zygote
+forked worker runs ``ringport._procboot.run`` exactly as a spawned one does.
+
+A spare: the zygote forks one worker ahead of demand, which waits (on its own SOCK_SEQPACKET
+pair with the zygote) for a request, so that a start costs the parent a hand-over, not a fork.
+The spare knows nothing of the request until it gets it: the descriptors, cwd, environment and
+stdout/stderr are applied then, exactly as in a worker forked for the request (argv and the rest
+come in the start-up payload).  Once a spare is taken, the zygote forks the next one after it
+answered.  A spare dies as a worker does: PR_SET_PDEATHSIG with the zygote, and its socket's end
+when the zygote exits; one that died before it was taken is found out by the hand-over failing
+(the zygote forks for the request instead).  Death: the zygote
 is started from a thread that lives until the zygote ends (it reads the zygote's replies), with
 PR_SET_PDEATHSIG, so it dies with the parent process, SIGKILL included; it also exits when its
 socket reports the parent gone.  Its workers set PR_SET_PDEATHSIG too (their parent is the
@@ -239,6 +248,7 @@ def serve():
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
+    spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
     while True:
         for fd, _ in poller.poll():
             if fd == wake_r:
@@ -259,12 +269,16 @@ def serve():
                 rid, req = pickle.loads(msg)
                 pid = -1
                 if len(fds) == _N_FDS:
-                    try:
-                        pid = os.fork()
-                    except OSError:   # out of processes or memory: the parent spawns it
-                        pass
-                if pid == 0:
-                    _child(sock, (wake_r, wake_w), fds, req, me, _procboot)
+                    if spare is not None:
+                        pid = _hand_over(spare, msg, fds)
+                        spare = None
+                    if pid < 0:
+                        try:
+                            pid = os.fork()
+                        except OSError:   # out of processes or memory: the parent spawns it
+                            pid = -1
+                        if pid == 0:
+                            _child(sock, (wake_r, wake_w), fds, req, me, _procboot)
             finally:
                 for f in fds:
                     os.close(f)
@@ -272,7 +286,62 @@ def serve():
                 sock.send(pickle.dumps(("pid", rid, pid)))
             except OSError:
                 os._exit(0)
+            if spare is None:   # the next start's spare, now that this one has its answer
+                spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
         _reap(sock)
+
+
+def _fork_spare(sock, wake, zygote_pid, procboot):
+    """Fork a spare worker: (its pid, the zygote's end of its socket), or None."""
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        try:
+            ours.close()
+            _spare(sock, wake, theirs, zygote_pid, procboot)
+        finally:
+            os._exit(1)
+    theirs.close()
+    return pid, ours
+
+
+def _hand_over(spare, msg, fds):
+    """Give a request to the spare: its pid, or -1 if it is gone (it died, or was killed)."""
+    pid, ours = spare
+    try:
+        socket.send_fds(ours, [msg], fds)
+    except OSError:
+        pid = -1
+    ours.close()
+    return pid
+
+
+def _spare(sock, wake, mine, zygote_pid, procboot):
+    """In a spare: wait for a request from the zygote, then run it as a forked worker."""
+    procboot._die_with_parent(zygote_pid)
+    # the zygote's signal settings, but SIGINT stays ignored until it is a worker
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    sock.close()
+    for f in wake:
+        os.close(f)
+    try:
+        msg, fds, _, _ = socket.recv_fds(mine, _MAX_REQUEST, _N_FDS)
+    except OSError:
+        msg, fds = b"", []
+    if not msg or len(fds) != _N_FDS:   # the zygote is gone
+        os._exit(0)
+    mine.close()
+    _, req = pickle.loads(msg)
+    _child(None, (), fds, req, zygote_pid, procboot)
 
 
 def _reap(sock):
@@ -295,7 +364,8 @@ def _child(sock, wake, fds, req, zygote_pid, procboot):
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        sock.close()
+        if sock is not None:
+            sock.close()
         for f in wake:
             os.close(f)
         link, memfd, chan, bmemfd, bsock, out, err = fds
