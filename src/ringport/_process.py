@@ -80,13 +80,25 @@ def _child_command():
     return _interpreter_command("from ringport._procboot import main; main()")
 
 
-def _start_child(link_fd, fds):
-    """The worker's process: forked by this process's zygote, or (RINGPORT_PROCESS_START=spawn,
-    or no zygote to be had) spawned.  A subprocess.Popen or a _zygote.ZygoteChild."""
+def _request_child(link_fd, fds):
+    """Ask this process's zygote for the worker's process (unless RINGPORT_PROCESS_START=spawn):
+    a function that waits for its answer (see _zygote.request), or None."""
     if os.environ.get("RINGPORT_PROCESS_START") != "spawn":
         from ringport import _zygote
         try:
-            return _zygote.spawn(link_fd, fds)
+            return _zygote.request(link_fd, fds)
+        except OSError:
+            pass
+    return None
+
+
+def _start_child(link_fd, fds, requested=None):
+    """The worker's process: forked by this process's zygote (requested: what _request_child
+    returned), or (RINGPORT_PROCESS_START=spawn, or no zygote to be had) spawned.  A
+    subprocess.Popen or a _zygote.ZygoteChild."""
+    if requested is not None:
+        try:
+            return requested()
         except OSError:
             pass
     cmd = _child_command() + [str(link_fd), *map(str, fds), str(os.getpid())]
@@ -105,7 +117,8 @@ def _describe_status(returncode):
 
 
 class ProcessLink:
-    """One process worker, seen from its host thread: start(), then wait() for its end."""
+    """One process worker: made (and its process asked for) in the Worker's constructor, then
+    run() in its host thread."""
 
     def __init__(self, payload, fds, port):
         self.payload = payload          # dumps() of the start-up payload
@@ -118,18 +131,27 @@ class ProcessLink:
         self.terminating = False
         self.killed = False
         self.timer = None
+        # Asked of the zygote here, in the Worker's constructor, rather than by the host thread
+        # once it runs: the worker boots meanwhile (the start-up frame waits in the socket; a
+        # big one would fill it before anybody reads it, so it goes once the process is there)
+        self.link = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.requested = None
+        self.asked = False
+        if len(payload) <= _EARLY_PAYLOAD:
+            write_frame(self.link[0], PAYLOAD, payload)
+            self.payload = None
+            self.requested = _request_child(self.link[1].fileno(), fds)
+            self.asked = True
 
     def run(self, on_online):
         """Start the process and follow it to its end (in the host thread).  Returns (exit code,
         error report or None)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        (ours, theirs), self.link = self.link, None
+        requested, self.requested = self.requested, None
         try:
-            # the start-up frame waits in the socket while the process starts (a big one would
-            # fill the socket before anybody reads it: it goes once the process is there)
-            if len(self.payload) <= _EARLY_PAYLOAD:
-                write_frame(ours, PAYLOAD, self.payload)
-                self.payload = None
-            self.proc = _start_child(theirs.fileno(), self.fds)
+            if not self.asked:
+                requested = _request_child(theirs.fileno(), self.fds)
+            self.proc = _start_child(theirs.fileno(), self.fds, requested)
         except BaseException:
             ours.close()
             raise

@@ -18,8 +18,8 @@ A spare: the zygote forks one worker ahead of demand, which waits (on its own SO
 pair with the zygote) for a request, so that a start costs the parent a hand-over, not a fork.
 The spare knows nothing of the request until it gets it: the descriptors, cwd, environment and
 stdout/stderr are applied then, exactly as in a worker forked for the request (argv and the rest
-come in the start-up payload).  Once a spare is taken, the zygote forks the next one after it
-answered.  A spare dies as a worker does: PR_SET_PDEATHSIG with the zygote, and its socket's end
+come in the start-up payload).  Once a spare is taken, the zygote forks the next one when it has
+been idle for _SPARE_DELAY_MS (not at once: that fork would compete with the new worker's boot).  A spare dies as a worker does: PR_SET_PDEATHSIG with the zygote, and its socket's end
 when the zygote exits; one that died before it was taken is found out by the hand-over failing
 (the zygote forks for the request instead).  Death: the zygote
 is started from a thread that lives until the zygote ends (it reads the zygote's replies), with
@@ -41,6 +41,7 @@ _MAX_REQUEST = 1 << 20          # a request carries os.environ: room for a large
 _START_TIMEOUT_S = 60.0         # how long a request waits for the forked worker's pid
 _MAX_FAILURES = 3               # zygotes in a row that started no worker: then spawn only
 _N_FDS = 7
+_SPARE_DELAY_MS = 5             # idle time after a start before the next spare is forked
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -150,9 +151,9 @@ class _Zygote:
         with self.send_lock:
             self.sock.close()
 
-    def spawn(self, fds, state):
-        """Fork a worker with these descriptors, cwd and environment; its ZygoteChild, or
-        OSError."""
+    def request(self, fds, state):
+        """Ask for a worker with these descriptors, cwd and environment: the request's id for
+        answer(), or OSError."""
         with self.cond:
             if self.dead:
                 raise OSError("the zygote is gone")
@@ -163,6 +164,10 @@ class _Zygote:
             if self.dead:
                 raise OSError("the zygote is gone")
             socket.send_fds(self.sock, [request], fds)
+        return rid
+
+    def answer(self, rid):
+        """The ZygoteChild the request rid started, or OSError."""
         with self.cond:
             if not self.cond.wait_for(lambda: rid in self.replies or self.dead,
                                       _START_TIMEOUT_S):
@@ -192,6 +197,14 @@ os.register_at_fork(after_in_child=_forget)
 def spawn(link_fd, fds):
     """Start a process worker from this process's zygote (starting a zygote first if there is
     none, or it died): a ZygoteChild, or OSError if no zygote did it (the caller spawns then)."""
+    return request(link_fd, fds)()
+
+
+def request(link_fd, fds):
+    """Send the zygote (started first if there is none, or it died) the request for a worker,
+    without waiting for its answer: the worker boots while the caller goes on.  Returns a
+    function that waits for the answer: a ZygoteChild, or OSError if no zygote did it (the
+    caller spawns then).  OSError now if the request could not even be sent."""
     global _zygote, _failures
     from ringport import _context
     if _context.in_subinterpreter_worker():   # no daemon thread to hold a zygote there
@@ -214,13 +227,27 @@ def spawn(link_fd, fds):
                 raise
     try:
         # with the parent's stdout and stderr as they are now
-        child = z.spawn([link_fd, *fds, 1, 2], state)
+        rid = z.request([link_fd, *fds, 1, 2], state)
     except OSError:
-        with _lock:
-            _failures += 1
+        _failed()
         raise
-    _failures = 0
-    return child
+
+    def answer():
+        global _failures
+        try:
+            child = z.answer(rid)
+        except OSError:
+            _failed()
+            raise
+        _failures = 0
+        return child
+    return answer
+
+
+def _failed():
+    global _failures
+    with _lock:
+        _failures += 1
 
 
 # ---------------------------------------------------------------------------- zygote side
@@ -250,7 +277,12 @@ def serve():
     poller.register(wake_r, select.POLLIN)
     spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
     while True:
-        for fd, _ in poller.poll():
+        events = poller.poll(None if spare is not None else _SPARE_DELAY_MS)
+        if not events and spare is None:
+            # the next spare once the zygote was idle a moment: its fork would otherwise take
+            # a core from the worker that just started (a start meanwhile forks for itself)
+            spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
+        for fd, _ in events:
             if fd == wake_r:
                 try:
                     while os.read(wake_r, 512):
@@ -286,8 +318,6 @@ def serve():
                 sock.send(pickle.dumps(("pid", rid, pid)))
             except OSError:
                 os._exit(0)
-            if spare is None:   # the next start's spare, now that this one has its answer
-                spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
         _reap(sock)
 
 
