@@ -6,9 +6,9 @@ channel as ringport.parent_port, and runs the worker through ringport._bootstrap
 other backends do; then it reports the error (if any) and the exit code, and exits.
 """
 import os
+import _thread
 import socket
 import sys
-import threading
 
 
 def _die_with_parent(ppid):
@@ -93,8 +93,9 @@ def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     # no wait for the parent to see 'online': the Worker emits it before the first message
     # anyway (Worker._first_message), and a terminate() now reaches _watch_parent
     write_frame(sock, ONLINE)
-    threading.Thread(target=_watch_parent, args=(sock, ctl), name="ringport-parent",
-                     daemon=True).start()
+    # a bare thread: threading.Thread.start() would wait until it runs, a context switch on
+    # the way to the worker's first message (and the process ends by os._exit, never joining)
+    _thread.start_new_thread(_watch_parent, (sock, ctl))
     return token, ctl, ctl_chan
 
 
