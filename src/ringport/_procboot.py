@@ -66,6 +66,20 @@ def run(sock_fd, memfd, chan_sock, bmemfd, bsock, ppid):
     _finish(sock, code, ctl, ctl_chan)
 
 
+_prepared = None   # (control block, control channel) that a spare made ahead of its request
+
+
+def prepare():
+    """In a spare worker (ringport._zygote), before it knows its request: what every boot makes
+    whatever the request is, and a first pass over the code a boot runs (so its copy-on-write
+    page faults are taken now, not on the way to the worker's first message)."""
+    global _prepared
+    from ringport._core import MessageChannel, _new_worker_ctl, dumps, loads
+    loads(dumps({"capacity": 1, "bridge_capacity": 1, "sys_path": list(sys.path)}))
+    compile("pass", "<spare>", "exec")
+    _prepared = (_new_worker_ctl(), MessageChannel())
+
+
 def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     """The worker's token (for ringport._bootstrap.run), its control block and channel."""
     from ringport._process import ONLINE, PAYLOAD, read_frame, write_frame
@@ -85,8 +99,10 @@ def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     # (trusted as much as the program itself: its worker_data may hold pickled values)
     payload = port.receive()
     port.allow_pickle = payload.pop("allow_pickle")
-    ctl = _new_worker_ctl()
-    ctl_chan = MessageChannel()
+    if _prepared is not None:
+        ctl, ctl_chan = _prepared
+    else:
+        ctl, ctl_chan = _new_worker_ctl(), MessageChannel()
     payload["parent_port"] = port
     payload["ctl_port"] = ctl_chan.port2
     token = _export(payload, [port, ctl_chan.port2, *_ports_in(payload["worker_data"])])

@@ -363,6 +363,7 @@ def _spare(sock, wake, mine, zygote_pid, procboot):
     sock.close()
     for f in wake:
         os.close(f)
+    procboot.prepare()
     try:
         msg, fds, _, _ = socket.recv_fds(mine, _MAX_REQUEST, _N_FDS)
     except OSError:
