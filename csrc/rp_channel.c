@@ -23,6 +23,7 @@
 #endif
 
 #include "rp_registry.h"
+#include "rp_shm.h"
 
 /* ------------------------------------------------------------------ nodes and handles */
 
@@ -32,9 +33,11 @@ struct rp_node {
     alignas(16) unsigned char body[];
 };
 
+/* Nodes are warm blocks (rp_shm.h): a big message's node (the encoder's buffer, an overflow
+ * node, a message put together from fragments) reuses memory that earlier ones touched. */
 rp_node *rp_node_alloc(size_t body_len) {
-    if (body_len > SIZE_MAX - sizeof(rp_node)) return NULL;
-    rp_node *n = (rp_node *)malloc(sizeof(rp_node) + body_len);
+    if (body_len > SIZE_MAX / 2u - sizeof(rp_node)) return NULL;
+    rp_node *n = (rp_node *)rp_warm_alloc(sizeof(rp_node) + body_len);
     if (n) {
         n->next = NULL;
         n->len = body_len;
@@ -43,8 +46,9 @@ rp_node *rp_node_alloc(size_t body_len) {
 }
 
 rp_node *rp_node_realloc(rp_node *n, size_t body_len) {
-    if (body_len > SIZE_MAX - sizeof(rp_node)) return NULL;
-    rp_node *m = (rp_node *)realloc(n, sizeof(rp_node) + body_len);
+    if (body_len > SIZE_MAX / 2u - sizeof(rp_node)) return NULL;
+    rp_node *m = (rp_node *)rp_warm_realloc(n, sizeof(rp_node) + body_len,
+                                            sizeof(rp_node) + n->len);
     if (m) m->len = body_len;
     return m;
 }
@@ -54,11 +58,11 @@ size_t rp_node_len(const rp_node *n) { return n->len; }
 void rp_node_set_len(rp_node *n, size_t body_len) {
     if (body_len <= n->len) n->len = body_len;
 }
-void rp_node_free(rp_node *n) { free(n); }
+void rp_node_free(rp_node *n) { rp_warm_free(n); }
 
 void rp_block_release(void *ptr, uint64_t aux) {
     (void)aux;
-    free(ptr);
+    rp_warm_free(ptr);
 }
 
 void rp_msg_release_handles(rp_msg *m) {
@@ -75,7 +79,7 @@ void rp_msg_release_handles(rp_msg *m) {
 static void token_destroy(void *node) {
     rp_node *n = (rp_node *)node;
     if (rp_msg_valid((rp_msg *)n->body, n->len)) rp_msg_release_handles((rp_msg *)n->body);
-    free(n);
+    rp_node_free(n);
 }
 
 /* no incref: a token has one owner, the registry until it is taken */
@@ -281,7 +285,7 @@ static void queue_drain(rp_queue *q, int consumer) {
         rp_ring_consume(ring);
     }
     if (q->partial) {
-        free(q->partial);
+        rp_node_free(q->partial);
         q->partial = NULL;
     }
     q->osent = 0;
@@ -293,7 +297,7 @@ static void queue_drain(rp_queue *q, int consumer) {
     while (n) {
         rp_node *next = n->next;
         if (rp_msg_valid((rp_msg *)n->body, n->len)) rp_msg_release_handles((rp_msg *)n->body);
-        free(n);
+        rp_node_free(n);
         n = next;
     }
     if (!q->shared) atomic_store_explicit(&q->w->pending, 0, memory_order_release);
@@ -534,7 +538,7 @@ static int shared_flush(rp_channel *ch, rp_queue *q) {
             if (!q->ohead) q->otail = NULL;
             atomic_fetch_sub_explicit(&q->ocount, 1u, memory_order_release);
             rp_lock_release(&q->olock);
-            free(n);
+            rp_node_free(n);
             q->osent = 0;
         }
     }
@@ -542,20 +546,78 @@ static int shared_flush(rp_channel *ch, rp_queue *q) {
     return q->ohead != NULL;
 }
 
+/* How long a big post to another process waits for room in the ring, while the consumer
+ * takes nothing, before what is left goes to the overflow list.  Memory for the overflow list
+ * is fresh memory for a burst (page faults: about 1 ms per MiB on a VM, against 0.1 ms to copy
+ * into the ring's pages, warm after their first round), so while the consumer is taking
+ * messages a big post waits for it, each fragment taken renewing the patience; a consumer that
+ * is busy elsewhere (or in this very thread) costs one patience, then posting goes on without
+ * waiting (nothing waits while the overflow list holds something). */
+#define RP_ROOM_PATIENCE_NS (2 * 1000000)
+
+/* With the producer lock held and the overflow list empty: write a big body into the ring in
+ * fragments, waiting for room as above.  Returns the bytes written (len: all of it). */
+static size_t shared_write(rp_channel *ch, rp_queue *q, const unsigned char *body, size_t len) {
+    rp_ring *ring = ring_of(q);
+    size_t room = frag_room(ch->capacity), sent = 0;
+    int64_t give_up = 0;
+    while (sent < len) {
+        size_t left = len - sent;
+        size_t chunk = left < room ? left : room;
+        uint32_t rec = (uint32_t)(chunk + sizeof(rp_frag));
+        unsigned seq = atomic_load_explicit(&q->w->space_seq, memory_order_acquire);
+        unsigned char *slot = (unsigned char *)rp_ring_reserve(ring, rec);
+        if (!slot) {
+            int64_t now = rp_now_ns();
+            if (!give_up) give_up = now + RP_ROOM_PATIENCE_NS;
+            if (now >= give_up || chan_closed(ch) || atomic_load_explicit(&ch->stop, memory_order_acquire))
+                break;
+            /* say we sleep, then look again (pairs with space_made's wake_sleepers) */
+            atomic_store_explicit(&q->w->space_sleepy, 1, memory_order_seq_cst);
+            slot = (unsigned char *)rp_ring_reserve(ring, rec);
+            if (!slot) {
+                rp_addr_wait_shared(&q->w->space_seq, seq, give_up);
+                if (atomic_load_explicit(&q->w->space_seq, memory_order_acquire) != seq)
+                    give_up = 0; /* the consumer took something: patience again */
+                continue;
+            }
+        }
+        rp_frag f = {sent ? RP_FRAG_MORE : chunk == len ? RP_FRAG_WHOLE : RP_FRAG_FIRST, 0,
+                     (uint64_t)len};
+        memcpy(slot, &f, sizeof f);
+        memcpy(slot + sizeof f, body + sent, chunk);
+        rp_ring_commit(ring);
+        sent += chunk;
+        signal_consumers(q);
+    }
+    return sent;
+}
+
 /* With the producer lock held: a shared queue's message goes into the ring now if it fits whole
  * and nothing waits before it, else into the overflow list, which a flusher thread writes out
  * as the consumer makes room (posting never waits for the other process). */
 static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len, rp_node *node) {
     rp_ring *ring = ring_of(q);
-    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0 && len <= frag_room(ch->capacity)) {
-        unsigned char *slot = (unsigned char *)rp_ring_reserve(ring, (uint32_t)(len + sizeof(rp_frag)));
-        if (slot) {
-            rp_frag f = {RP_FRAG_WHOLE, 0, (uint64_t)len};
-            memcpy(slot, &f, sizeof f);
-            memcpy(slot + sizeof f, node ? (const void *)node->body : body, len);
-            rp_ring_commit(ring);
-            if (node) free(node);
-            return RP_OK;
+    size_t sent = 0;
+    const unsigned char *src = node ? (const unsigned char *)node->body : (const unsigned char *)body;
+    if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0) {
+        if (len <= frag_room(ch->capacity)) {
+            unsigned char *slot = (unsigned char *)rp_ring_reserve(ring, (uint32_t)(len + sizeof(rp_frag)));
+            if (slot) {
+                rp_frag f = {RP_FRAG_WHOLE, 0, (uint64_t)len};
+                memcpy(slot, &f, sizeof f);
+                memcpy(slot + sizeof f, src, len);
+                rp_ring_commit(ring);
+                if (node) rp_node_free(node);
+                return RP_OK;
+            }
+        }
+        if (len >= RP_WARM_MIN) {
+            sent = shared_write(ch, q, src, len);
+            if (sent == len) {
+                if (node) rp_node_free(node);
+                return RP_OK;
+            }
         }
     }
     if (!node) {
@@ -564,6 +626,7 @@ static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len
         memcpy(node->body, body, len);
     }
     overflow_push(q, node);
+    if (sent) q->osent = sent; /* (it is the list's head: the list was empty) */
     if (shared_flush(ch, q) && !atomic_load_explicit(&ch->flushing, memory_order_acquire)) {
 #if !defined(_WIN32)
         pthread_t t;
@@ -652,7 +715,7 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
         if (!node) return RP_ENOMEM;
         memcpy(node->body, body, len);
         int r = send_common(ch, side, NULL, len, node, xfds, nx, deadline_ns, slice_ns, cancel);
-        if (r != RP_OK) free(node);
+        if (r != RP_OK) rp_node_free(node);
         return r;
     }
     int r = lock_producer(q, deadline_ns, slice_ns, cancel);
@@ -686,7 +749,7 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
     if (slot) {
         memcpy(slot, node ? (const void *)node->body : body, len);
         rp_ring_commit(ring);
-        if (node) free(node);
+        if (node) rp_node_free(node);
     } else {
         if (!node) {
             node = rp_node_alloc(len);
@@ -892,7 +955,7 @@ void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
     rp_queue *q = &ch->q[1 - (side & 1)];
     /* a shared message's handles are the other process's: never released from here */
     if (!q->shared && rp_msg_valid(r->msg, r->len)) rp_msg_release_handles(r->msg);
-    if (r->node) free(r->node);
+    if (r->node) rp_node_free(r->node);
     else rp_ring_consume(ring_of(q));
     if (q->shared && !r->node) space_made(q);
     rp_lock_release(&q->clock);

@@ -446,3 +446,112 @@ int rp_sab_grow(rp_sab *s, size_t new_length) {
                                                     memory_order_acq_rel, memory_order_acquire));
     return RP_OK;
 }
+
+/* ---------------------------------------------------------------- warm blocks
+ * Each block starts with a 16-byte header (its usable size, and whether it is a mapping), so
+ * rp_warm_free needs only the pointer.  Kept mappings sit in a small array under one lock: a
+ * lookup takes the smallest kept block that fits and wastes at most half of it. */
+typedef struct rp_warm_hdr {
+    uint64_t cap;    /* usable bytes after the header */
+    uint64_t mapped; /* 1: an anonymous mapping of cap + header bytes; 0: malloc'ed */
+} rp_warm_hdr;
+
+static rp_lock rp_warm_lock;
+static rp_warm_hdr *rp_warm_kept[RP_WARM_KEEP_N];
+static int rp_warm_n;
+static size_t rp_warm_bytes;
+
+static void rp_warm_acquire(void) {
+    while (rp_lock_acquire(&rp_warm_lock, RP_FOREVER, 0, NULL) != RP_OK) {
+    }
+}
+
+static rp_warm_hdr *rp_warm_take(size_t cap) {
+    rp_warm_hdr *h = NULL;
+    int best = -1;
+    rp_warm_acquire();
+    for (int i = 0; i < rp_warm_n; i++) {
+        uint64_t c = rp_warm_kept[i]->cap;
+        if (c >= cap && c / 2u <= cap && (best < 0 || c < rp_warm_kept[best]->cap)) best = i;
+    }
+    if (best >= 0) {
+        h = rp_warm_kept[best];
+        rp_warm_kept[best] = rp_warm_kept[--rp_warm_n];
+        rp_warm_bytes -= (size_t)h->cap;
+    }
+    rp_lock_release(&rp_warm_lock);
+    return h;
+}
+
+void *rp_warm_alloc(size_t n) {
+    rp_warm_hdr *h;
+    if (n > SIZE_MAX / 2u) return NULL;
+    if (n < RP_WARM_MIN) {
+        h = (rp_warm_hdr *)malloc(sizeof(rp_warm_hdr) + n);
+        if (!h) return NULL;
+        h->cap = n;
+        h->mapped = 0;
+        return h + 1;
+    }
+#if RP_SHM_MMAP
+    /* whole 64 KiB units, so that sizes that differ a little share kept blocks */
+    size_t cap = ((n + sizeof(rp_warm_hdr) + RP_WARM_MIN - 1u) & ~(size_t)(RP_WARM_MIN - 1u)) -
+                 sizeof(rp_warm_hdr);
+    h = rp_warm_take(cap);
+    if (h) return h + 1;
+    void *m = mmap(NULL, cap + sizeof(rp_warm_hdr), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    h = (rp_warm_hdr *)m;
+    h->cap = cap;
+    h->mapped = 1;
+    return h + 1;
+#else
+    h = (rp_warm_hdr *)malloc(sizeof(rp_warm_hdr) + n);
+    if (!h) return NULL;
+    h->cap = n;
+    h->mapped = 0;
+    return h + 1;
+#endif
+}
+
+size_t rp_warm_cap(const void *p) { return (size_t)((const rp_warm_hdr *)p - 1)->cap; }
+
+void rp_warm_free(void *p) {
+    if (!p) return;
+    rp_warm_hdr *h = (rp_warm_hdr *)p - 1;
+    if (!h->mapped) {
+        free(h);
+        return;
+    }
+#if RP_SHM_MMAP
+    int kept = 0;
+    rp_warm_acquire();
+    if (rp_warm_n < RP_WARM_KEEP_N && rp_warm_bytes + h->cap <= RP_WARM_KEEP_BYTES) {
+        rp_warm_kept[rp_warm_n++] = h;
+        rp_warm_bytes += (size_t)h->cap;
+        kept = 1;
+    }
+    rp_lock_release(&rp_warm_lock);
+    if (!kept) munmap(h, (size_t)h->cap + sizeof(rp_warm_hdr));
+#endif
+}
+
+void *rp_warm_realloc(void *p, size_t n, size_t keep) {
+    if (!p) return rp_warm_alloc(n);
+    rp_warm_hdr *h = (rp_warm_hdr *)p - 1;
+    if (n <= h->cap && (h->mapped || n < RP_WARM_MIN)) return p;
+    if (!h->mapped && n < RP_WARM_MIN) {
+        rp_warm_hdr *m = (rp_warm_hdr *)realloc(h, sizeof(rp_warm_hdr) + n);
+        if (!m) return NULL;
+        m->cap = n;
+        return m + 1;
+    }
+    void *q = rp_warm_alloc(n);
+    if (!q) return NULL;
+    if (keep > h->cap) keep = (size_t)h->cap;
+    if (keep > n) keep = n;
+    memcpy(q, p, keep);
+    rp_warm_free(p);
+    return q;
+}

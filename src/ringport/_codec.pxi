@@ -640,7 +640,7 @@ cdef int enc_data(Writer *w, const void *buf, size_t n) except -1:
     cdef void *block
     cdef uint32_t hidx
     if w.allow_handles and n >= OOB_MIN:
-        block = malloc(n)
+        block = rp_warm_alloc(n)
         if block == NULL:
             raise MemoryError()
         with nogil:
@@ -655,6 +655,8 @@ cdef object dec_data(Reader *r):
     """The counterpart of enc_data: a writable buffer (bytearray, or the adopted block)."""
     cdef unsigned char how = r_byte(r)
     if how == b'o':
+        if r.xch != NULL:
+            return r_block(r)
         return r_bytearray(r)
     if how == b'h':
         return _Block._adopt(r_handle(r, RP_H_BLOCK))
@@ -1155,6 +1157,24 @@ cdef inline bytearray r_bytearray(Reader *r):
     return v
 
 
+cdef object r_block(Reader *r):
+    """A length-prefixed run of bytes as a writable buffer; a big one in a warm block (rp_shm.h:
+    memory that earlier big messages touched, not fresh pages a bytearray would fault in)."""
+    cdef Py_ssize_t n = r_len(r, 1)
+    cdef void *p
+    if n < OOB_MIN:
+        v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
+        r.p += n
+        return v
+    p = rp_warm_alloc(<size_t>n)
+    if p == NULL:
+        raise MemoryError()
+    with nogil:
+        memcpy(p, r.p, <size_t>n)
+    r.p += n
+    return _Block._own(p, n)
+
+
 cdef rp_handle *r_handle(Reader *r, uint32_t kind) except NULL:
     cdef uint64_t k = r_varint(r)
     cdef rp_handle *h
@@ -1497,6 +1517,14 @@ cdef class _Block:
         raise TypeError("ringport._core._Block cannot be created from Python")
 
     @staticmethod
+    cdef _Block _own(void *ptr, Py_ssize_t size):
+        """Take ptr, an rp_warm_alloc'ed block of size bytes."""
+        cdef _Block b = _Block.__new__(_Block)
+        b.ptr = ptr
+        b.size = size
+        return b
+
+    @staticmethod
     cdef _Block _adopt(rp_handle *h):
         cdef _Block b = _Block.__new__(_Block)
         b.ptr = h.ptr
@@ -1527,7 +1555,7 @@ cdef class _Block:
         return self.size
 
     def __dealloc__(self):
-        free(self.ptr)
+        rp_warm_free(self.ptr)
 
 
 # ---------------------------------------------------------------------------- bytes API

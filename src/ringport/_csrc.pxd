@@ -158,6 +158,8 @@ cdef extern from "rp_shm.h" nogil:
     size_t rp_sab_max_length(const rp_sab *s)
     int rp_sab_growable(const rp_sab *s)
     int rp_sab_grow(rp_sab *s, size_t new_length)
+    void *rp_warm_alloc(size_t n)
+    void rp_warm_free(void *p)
     int rp_sab_fd(const rp_sab *s)
     rp_sab *rp_sab_from_fd(int fd, size_t max_length, int growable)
 

@@ -713,8 +713,14 @@ cdef int send_writer(rp_channel *ch, int side, Writer *w, int64_t deadline) exce
     cdef int rc
     if deadline == 0:
         # never waits for room; RP_EINTR: the producer lock stayed busy for a whole slice
-        # (other producers): wait for it without the GIL, coming back for signals
-        rc = _send(ch, side, w, 0, NULL)
+        # (other producers): wait for it without the GIL, coming back for signals.  A big body
+        # goes without the GIL at once: copying it takes a while, and to another process it may
+        # wait a moment for the consumer to make room (rp_channel.c, shared_write)
+        if w.pos >= OOB_MIN:
+            with nogil:
+                rc = _send(ch, side, w, 0, NULL)
+        else:
+            rc = _send(ch, side, w, 0, NULL)
         while rc == RP_EINTR:
             PyErr_CheckSignals()
             with nogil:

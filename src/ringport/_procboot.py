@@ -6,9 +6,9 @@ channel as ringport.parent_port, and runs the worker through ringport._bootstrap
 other backends do; then it reports the error (if any) and the exit code, and exits.
 """
 import os
+import _thread
 import socket
 import sys
-import threading
 
 
 def _die_with_parent(ppid):
@@ -66,9 +66,23 @@ def run(sock_fd, memfd, chan_sock, bmemfd, bsock, ppid):
     _finish(sock, code, ctl, ctl_chan)
 
 
+_prepared = None   # (control block, control channel) that a spare made ahead of its request
+
+
+def prepare():
+    """In a spare worker (ringport._zygote), before it knows its request: what every boot makes
+    whatever the request is, and a first pass over the code a boot runs (so its copy-on-write
+    page faults are taken now, not on the way to the worker's first message)."""
+    global _prepared
+    from ringport._core import MessageChannel, _new_worker_ctl, dumps, loads
+    loads(dumps({"capacity": 1, "bridge_capacity": 1, "sys_path": list(sys.path)}))
+    compile("pass", "<spare>", "exec")
+    _prepared = (_new_worker_ctl(), MessageChannel())
+
+
 def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     """The worker's token (for ringport._bootstrap.run), its control block and channel."""
-    from ringport._process import ONLINE, ONLINE_SEEN, PAYLOAD, TERMINATE, read_frame, write_frame
+    from ringport._process import ONLINE, PAYLOAD, read_frame, write_frame
     kind, data = read_frame(sock)
     if kind != PAYLOAD:
         os._exit(1)
@@ -85,22 +99,19 @@ def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     # (trusted as much as the program itself: its worker_data may hold pickled values)
     payload = port.receive()
     port.allow_pickle = payload.pop("allow_pickle")
-    ctl = _new_worker_ctl()
-    ctl_chan = MessageChannel()
+    if _prepared is not None:
+        ctl, ctl_chan = _prepared
+    else:
+        ctl, ctl_chan = _new_worker_ctl(), MessageChannel()
     payload["parent_port"] = port
     payload["ctl_port"] = ctl_chan.port2
     token = _export(payload, [port, ctl_chan.port2, *_ports_in(payload["worker_data"])])
+    # no wait for the parent to see 'online': the Worker emits it before the first message
+    # anyway (Worker._first_message), and a terminate() now reaches _watch_parent
     write_frame(sock, ONLINE)
-    while True:   # the parent's 'online' comes before anything the worker posts
-        kind, _ = read_frame(sock)
-        if kind is None:
-            os._exit(1)
-        if kind == TERMINATE:
-            ctl.terminate()
-        if kind == ONLINE_SEEN:
-            break
-    threading.Thread(target=_watch_parent, args=(sock, ctl), name="ringport-parent",
-                     daemon=True).start()
+    # a bare thread: threading.Thread.start() would wait until it runs, a context switch on
+    # the way to the worker's first message (and the process ends by os._exit, never joining)
+    _thread.start_new_thread(_watch_parent, (sock, ctl))
     return token, ctl, ctl_chan
 
 

@@ -32,10 +32,10 @@ TERMINATE_GRACE_S = 2.0
 
 _HEADER = struct.Struct("<IB")      # payload length, kind
 _MAX_FRAME = 1 << 30
+_EARLY_PAYLOAD = 1 << 16    # a start-up frame this small is written before the process starts
 
-# frame kinds: parent to child (ONLINE_SEEN: 'online' was posted to the parent's listeners, so
-# the worker's messages come after it)
-PAYLOAD, TERMINATE, ONLINE_SEEN = b"P", b"T", b"A"
+# frame kinds: parent to child
+PAYLOAD, TERMINATE = b"P", b"T"
 # child to parent
 ONLINE, ERROR, EXIT = b"O", b"E", b"X"
 
@@ -80,13 +80,25 @@ def _child_command():
     return _interpreter_command("from ringport._procboot import main; main()")
 
 
-def _start_child(link_fd, fds):
-    """The worker's process: forked by this process's zygote, or (RINGPORT_PROCESS_START=spawn,
-    or no zygote to be had) spawned.  A subprocess.Popen or a _zygote.ZygoteChild."""
+def _request_child(link_fd, fds):
+    """Ask this process's zygote for the worker's process (unless RINGPORT_PROCESS_START=spawn):
+    a function that waits for its answer (see _zygote.request), or None."""
     if os.environ.get("RINGPORT_PROCESS_START") != "spawn":
         from ringport import _zygote
         try:
-            return _zygote.spawn(link_fd, fds)
+            return _zygote.request(link_fd, fds)
+        except OSError:
+            pass
+    return None
+
+
+def _start_child(link_fd, fds, requested=None):
+    """The worker's process: forked by this process's zygote (requested: what _request_child
+    returned), or (RINGPORT_PROCESS_START=spawn, or no zygote to be had) spawned.  A
+    subprocess.Popen or a _zygote.ZygoteChild."""
+    if requested is not None:
+        try:
+            return requested()
         except OSError:
             pass
     cmd = _child_command() + [str(link_fd), *map(str, fds), str(os.getpid())]
@@ -105,7 +117,8 @@ def _describe_status(returncode):
 
 
 class ProcessLink:
-    """One process worker, seen from its host thread: start(), then wait() for its end."""
+    """One process worker: made (and its process asked for) in the Worker's constructor, then
+    run() in its host thread."""
 
     def __init__(self, payload, fds, port):
         self.payload = payload          # dumps() of the start-up payload
@@ -118,13 +131,27 @@ class ProcessLink:
         self.terminating = False
         self.killed = False
         self.timer = None
+        # Asked of the zygote here, in the Worker's constructor, rather than by the host thread
+        # once it runs: the worker boots meanwhile (the start-up frame waits in the socket; a
+        # big one would fill it before anybody reads it, so it goes once the process is there)
+        self.link = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.requested = None
+        self.asked = False
+        if len(payload) <= _EARLY_PAYLOAD:
+            write_frame(self.link[0], PAYLOAD, payload)
+            self.payload = None
+            self.requested = _request_child(self.link[1].fileno(), fds)
+            self.asked = True
 
     def run(self, on_online):
         """Start the process and follow it to its end (in the host thread).  Returns (exit code,
         error report or None)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        (ours, theirs), self.link = self.link, None
+        requested, self.requested = self.requested, None
         try:
-            self.proc = _start_child(theirs.fileno(), self.fds)
+            if not self.asked:
+                requested = _request_child(theirs.fileno(), self.fds)
+            self.proc = _start_child(theirs.fileno(), self.fds, requested)
         except BaseException:
             ours.close()
             raise
@@ -137,8 +164,9 @@ class ProcessLink:
             self.sock = ours
             terminate = self.terminating
         try:
-            write_frame(ours, PAYLOAD, self.payload)
-            self.payload = None
+            if self.payload is not None:
+                write_frame(ours, PAYLOAD, self.payload)
+                self.payload = None
             if terminate:
                 self._send_terminate()
             return self._follow(ours, on_online)
@@ -163,10 +191,6 @@ class ProcessLink:
                 break
             if kind == ONLINE:
                 on_online()
-                try:
-                    write_frame(sock, ONLINE_SEEN)
-                except OSError:
-                    pass
             elif kind == ERROR:
                 try:
                     report = loads(data, allow_pickle=False)

@@ -12,7 +12,16 @@ Unix SOCK_SEQPACKET pair, one message per frame:
   ``("exit", pid, returncode)`` (``subprocess``'s convention: -N for signal N) once it reaped it.
 
 The zygote never starts a thread, so its fork is the fork of a single-threaded process; the
-forked worker runs ``ringport._procboot.run`` exactly as a spawned one does.  Death: the zygote
+forked worker runs ``ringport._procboot.run`` exactly as a spawned one does.
+
+A spare: the zygote forks one worker ahead of demand, which waits (on its own SOCK_SEQPACKET
+pair with the zygote) for a request, so that a start costs the parent a hand-over, not a fork.
+The spare knows nothing of the request until it gets it: the descriptors, cwd, environment and
+stdout/stderr are applied then, exactly as in a worker forked for the request (argv and the rest
+come in the start-up payload).  Once a spare is taken, the zygote forks the next one when it has
+been idle for _SPARE_DELAY_MS (not at once: that fork would compete with the new worker's boot).  A spare dies as a worker does: PR_SET_PDEATHSIG with the zygote, and its socket's end
+when the zygote exits; one that died before it was taken is found out by the hand-over failing
+(the zygote forks for the request instead).  Death: the zygote
 is started from a thread that lives until the zygote ends (it reads the zygote's replies), with
 PR_SET_PDEATHSIG, so it dies with the parent process, SIGKILL included; it also exits when its
 socket reports the parent gone.  Its workers set PR_SET_PDEATHSIG too (their parent is the
@@ -32,6 +41,7 @@ _MAX_REQUEST = 1 << 20          # a request carries os.environ: room for a large
 _START_TIMEOUT_S = 60.0         # how long a request waits for the forked worker's pid
 _MAX_FAILURES = 3               # zygotes in a row that started no worker: then spawn only
 _N_FDS = 7
+_SPARE_DELAY_MS = 5             # idle time after a start before the next spare is forked
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -141,9 +151,9 @@ class _Zygote:
         with self.send_lock:
             self.sock.close()
 
-    def spawn(self, fds, state):
-        """Fork a worker with these descriptors, cwd and environment; its ZygoteChild, or
-        OSError."""
+    def request(self, fds, state):
+        """Ask for a worker with these descriptors, cwd and environment: the request's id for
+        answer(), or OSError."""
         with self.cond:
             if self.dead:
                 raise OSError("the zygote is gone")
@@ -154,6 +164,10 @@ class _Zygote:
             if self.dead:
                 raise OSError("the zygote is gone")
             socket.send_fds(self.sock, [request], fds)
+        return rid
+
+    def answer(self, rid):
+        """The ZygoteChild the request rid started, or OSError."""
         with self.cond:
             if not self.cond.wait_for(lambda: rid in self.replies or self.dead,
                                       _START_TIMEOUT_S):
@@ -183,6 +197,14 @@ os.register_at_fork(after_in_child=_forget)
 def spawn(link_fd, fds):
     """Start a process worker from this process's zygote (starting a zygote first if there is
     none, or it died): a ZygoteChild, or OSError if no zygote did it (the caller spawns then)."""
+    return request(link_fd, fds)()
+
+
+def request(link_fd, fds):
+    """Send the zygote (started first if there is none, or it died) the request for a worker,
+    without waiting for its answer: the worker boots while the caller goes on.  Returns a
+    function that waits for the answer: a ZygoteChild, or OSError if no zygote did it (the
+    caller spawns then).  OSError now if the request could not even be sent."""
     global _zygote, _failures
     from ringport import _context
     if _context.in_subinterpreter_worker():   # no daemon thread to hold a zygote there
@@ -205,13 +227,27 @@ def spawn(link_fd, fds):
                 raise
     try:
         # with the parent's stdout and stderr as they are now
-        child = z.spawn([link_fd, *fds, 1, 2], state)
+        rid = z.request([link_fd, *fds, 1, 2], state)
     except OSError:
-        with _lock:
-            _failures += 1
+        _failed()
         raise
-    _failures = 0
-    return child
+
+    def answer():
+        global _failures
+        try:
+            child = z.answer(rid)
+        except OSError:
+            _failed()
+            raise
+        _failures = 0
+        return child
+    return answer
+
+
+def _failed():
+    global _failures
+    with _lock:
+        _failures += 1
 
 
 # ---------------------------------------------------------------------------- zygote side
@@ -239,8 +275,14 @@ def serve():
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
+    spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
     while True:
-        for fd, _ in poller.poll():
+        events = poller.poll(None if spare is not None else _SPARE_DELAY_MS)
+        if not events and spare is None:
+            # the next spare once the zygote was idle a moment: its fork would otherwise take
+            # a core from the worker that just started (a start meanwhile forks for itself)
+            spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
+        for fd, _ in events:
             if fd == wake_r:
                 try:
                     while os.read(wake_r, 512):
@@ -259,12 +301,16 @@ def serve():
                 rid, req = pickle.loads(msg)
                 pid = -1
                 if len(fds) == _N_FDS:
-                    try:
-                        pid = os.fork()
-                    except OSError:   # out of processes or memory: the parent spawns it
-                        pass
-                if pid == 0:
-                    _child(sock, (wake_r, wake_w), fds, req, me, _procboot)
+                    if spare is not None:
+                        pid = _hand_over(spare, msg, fds)
+                        spare = None
+                    if pid < 0:
+                        try:
+                            pid = os.fork()
+                        except OSError:   # out of processes or memory: the parent spawns it
+                            pid = -1
+                        if pid == 0:
+                            _child(sock, (wake_r, wake_w), fds, req, me, _procboot)
             finally:
                 for f in fds:
                     os.close(f)
@@ -273,6 +319,60 @@ def serve():
             except OSError:
                 os._exit(0)
         _reap(sock)
+
+
+def _fork_spare(sock, wake, zygote_pid, procboot):
+    """Fork a spare worker: (its pid, the zygote's end of its socket), or None."""
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        try:
+            ours.close()
+            _spare(sock, wake, theirs, zygote_pid, procboot)
+        finally:
+            os._exit(1)
+    theirs.close()
+    return pid, ours
+
+
+def _hand_over(spare, msg, fds):
+    """Give a request to the spare: its pid, or -1 if it is gone (it died, or was killed)."""
+    pid, ours = spare
+    try:
+        socket.send_fds(ours, [msg], fds)
+    except OSError:
+        pid = -1
+    ours.close()
+    return pid
+
+
+def _spare(sock, wake, mine, zygote_pid, procboot):
+    """In a spare: wait for a request from the zygote, then run it as a forked worker."""
+    procboot._die_with_parent(zygote_pid)
+    # the zygote's signal settings, but SIGINT stays ignored until it is a worker
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    sock.close()
+    for f in wake:
+        os.close(f)
+    procboot.prepare()
+    try:
+        msg, fds, _, _ = socket.recv_fds(mine, _MAX_REQUEST, _N_FDS)
+    except OSError:
+        msg, fds = b"", []
+    if not msg or len(fds) != _N_FDS:   # the zygote is gone
+        os._exit(0)
+    mine.close()
+    _, req = pickle.loads(msg)
+    _child(None, (), fds, req, zygote_pid, procboot)
 
 
 def _reap(sock):
@@ -295,7 +395,8 @@ def _child(sock, wake, fds, req, zygote_pid, procboot):
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        sock.close()
+        if sock is not None:
+            sock.close()
         for f in wake:
             os.close(f)
         link, memfd, chan, bmemfd, bsock, out, err = fds

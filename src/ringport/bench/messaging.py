@@ -265,6 +265,9 @@ def _arrays(t, n, op, args):
     def acc(m):
         check(len(m) == length, f"array of {len(m)} elements, not {length}")
         return m[0] + m[-1]
+    # one untimed message first, so that the peer's import of numpy (tens of ms in a fresh
+    # process) is not timed as transport
+    _oneway(t, op, args, 1, acc)
     dt, total = _oneway(t, op, args, n, acc)
     want = sum(range(n)) + n * float(length - 1)
     check(total == want, f"{op}: checksum {total} != {want}")
