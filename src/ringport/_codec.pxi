@@ -766,6 +766,8 @@ cdef extern from "Python.h":
     int PyBuffer_ToContiguous(void *buf, Py_buffer *src, Py_ssize_t len, char order) except -1
     int PyBuffer_IsContiguous(Py_buffer *view, char fort) noexcept
     enum: PyBUF_FULL_RO
+    enum: PyBUF_READ
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
 
 cdef extern from "<string.h>":
     int strcmp(const char *a, const char *b) noexcept
@@ -829,14 +831,25 @@ cdef object dec_pyarray(Reader *r):
     # the typecodes array.array has had; array.typecodes on this Python is the final word
     if tc == 0 or memchr(b"bBuwhHiIlLqQfd", tc, 14) == NULL:
         raise _decode_error(f"bad array.array typecode {bytes([tc])!r}")
-    data = dec_data(r)
+    cdef Py_ssize_t n
     array = _array_type()
     if chr(tc) not in array.typecodes:
         raise _decode_error(f"array.array typecode {chr(tc)!r} is not known to this Python")
     a = array.array(chr(tc))
-    if len(data) % a.itemsize:
-        raise _decode_error("array.array bytes not a whole number of items")
-    a.frombytes(data)
+    if r_peek(r) == b'o':       # in the message: copied straight from it into the array
+        r.p += 1
+        n = r_len(r, 1)
+        data = PyMemoryView_FromMemory(<char *>r.p, n, PyBUF_READ)
+        r.p += n
+    else:
+        data = dec_data(r)
+    try:
+        if len(data) % a.itemsize:
+            raise _decode_error("array.array bytes not a whole number of items")
+        a.frombytes(data)
+    finally:
+        if type(data) is memoryview:
+            data.release()
     return a
 
 
