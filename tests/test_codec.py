@@ -612,3 +612,20 @@ def test_decoding_a_huge_claimed_array_allocates_nothing_big():
         assert tracemalloc.get_traced_memory()[1] < 1 << 20
     finally:
         tracemalloc.stop()
+
+
+def test_buffers_cross_every_worker_backend_both_ways(start_worker):
+    """array.array and memoryview need neither numpy nor pickle, so they cross into a
+    subinterpreter (where numpy does not load) and back with their types."""
+    import workerfuncs
+    w = start_worker(workerfuncs.echo)
+    vals = [array.array("d", range(BIG)), array.array("i", [1, -2, 3]),
+            memoryview(array.array("d", range(BIG))).toreadonly(),
+            memoryview(bytearray(range(48))).cast("i", [3, 4]), bytearray(1 << 20)]
+    for v in vals:
+        w.post_message(v)
+        b = w.receive(timeout=30)
+        assert type(b) is type(v) and b == v
+        if isinstance(v, memoryview):
+            assert (b.format, b.shape, b.readonly) == (v.format, v.shape, v.readonly)
+    w.terminate(10)
