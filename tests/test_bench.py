@@ -62,6 +62,51 @@ def test_quick_run_verifies_everything_and_writes_json(tmp_path):
     if "process" in ringport.available_backends():
         check_process_rows(res)
     check_pool_rows(res)
+    check_equal_work(res)
+
+
+# Units that are totals for a run (the time for the whole job), not per item: a ratio between two
+# rows in one of these is only honest when both rows did the same work (the same n).  Every other
+# unit is a rate or a time per item (message, op, round trip, start, task), compared per item.
+TOTAL_UNITS = {"s"}
+
+
+def check_equal_work(res):
+    for bid, b in res["benchmarks"].items():
+        units = {d["unit"] for d in b["systems"].values()}
+        assert units <= {b["unit"]}, bid
+        if b["unit"] not in TOTAL_UNITS:
+            assert "/" in b["unit"] or b["unit"] in ("us", "ms", "MiB"), (bid, b["unit"])
+            continue
+        ref = b["reference"]
+        for name, d in b["systems"].items():
+            if ref and d["ratio"] is not None:
+                assert d["n"] == b["systems"][ref]["n"], (bid, name, d["n"], ref)
+            for base in d.get("vs", {}):
+                assert d["n"] == b["systems"][base]["n"], (bid, name, base)
+
+
+def test_scaling_rows_compare_equal_work(monkeypatch):
+    """Node once counted the points of an 8x larger radius (64x the work) and its total time was
+    set against ringport's as if the work were equal."""
+    from ringport.bench import scaling
+    from ringport.bench.common import Sample
+    seen = []
+
+    def fake_node(script, params):
+        seen.append(params)
+        return {"value": 1.0, "n": params["g"] ** 2}
+
+    def fake_job(start, k, g):
+        return Sample(1.0, g * g)
+    monkeypatch.setattr(scaling, "run_node", fake_node)
+    monkeypatch.setattr(scaling, "job", fake_job)
+    g = 123
+    for b in scaling.benchmarks({"grid": g}):
+        assert b.unit in TOTAL_UNITS
+        ns = {sy.name: sy.fn().n for sy in b.systems if sy.fn is not None}
+        assert "Node.js worker_threads" in ns and set(ns.values()) == {g * g}, (b.id, ns)
+    assert seen and all(p["g"] == g for p in seen)
 
 
 # every family has its process-worker rows, each compared with its baseline(s) on equal work

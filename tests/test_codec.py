@@ -466,3 +466,166 @@ def test_every_decoding_failure_is_a_decode_error():
     with pytest.raises(DecodeError) as ei:
         loads(blob)
     assert isinstance(ei.value.__cause__, TypeError)
+
+
+# ---- array.array, memoryview, bytearray: native, out of band when big (no pickle, no numpy)
+
+import array  # noqa: E402
+
+BIG = 1 << 17   # items: 1 MiB of float64, well above the out-of-band threshold
+
+
+def post_and_receive(v):
+    ch = ringport.MessageChannel()
+    try:
+        ch.port1.post_message(v)
+        return ch.port2.receive(timeout=10)
+    finally:
+        ch.port1.close()
+        ch.port2.close()
+
+
+@pytest.mark.parametrize("tc", sorted(set(array.typecodes) - {"u"}))
+@pytest.mark.parametrize("n", [0, 3, BIG])
+@pytest.mark.parametrize("via", ["bytes", "port"])
+def test_array_array_round_trips_with_its_typecode(tc, n, via):
+    a = array.array(tc, "xé\U0001F600" * (n // 3 + 1) if tc == "w" else [(i % 100) for i in range(n)])
+    del a[n:]
+    b = loads(dumps(a, allow_pickle=False)) if via == "bytes" else post_and_receive(a)
+    assert type(b) is array.array and b.typecode == tc and b == a
+
+
+def test_array_array_does_not_go_through_pickle():
+    # allow_pickle=False would refuse it if it did; the native form is short, too
+    blob = dumps(array.array("d", [1.0, 2.0]), allow_pickle=False)
+    assert blob[1:3] == b"Yd" and len(blob) < 30
+
+
+def test_array_array_subclass_still_pickled_with_its_type():
+    class Sub(array.array):
+        pass
+    globals()["Sub"] = Sub
+    Sub.__qualname__ = "Sub"
+    try:
+        b = loads(dumps(Sub("i", [1, 2])), allow_pickle=True)
+        assert type(b) is Sub and b == Sub("i", [1, 2])
+    finally:
+        del globals()["Sub"]
+
+
+@pytest.mark.parametrize("via", ["bytes", "port"])
+@pytest.mark.parametrize("make", [
+    lambda: memoryview(b"abc"),                                       # readonly, 'B'
+    lambda: memoryview(bytearray(b"abcdefgh")),                       # writable
+    lambda: memoryview(bytearray(range(48))).cast("i", [3, 4]),       # 2-D
+    lambda: memoryview(bytearray(range(8))).cast("d", []),            # 0-D
+    lambda: memoryview(array.array("d", range(BIG))),                 # big: out of band
+    lambda: memoryview(array.array("h", range(50))).toreadonly(),
+    lambda: memoryview(bytes(range(100))).cast("c"),
+    lambda: memoryview(bytearray(0)).cast("q"),                        # empty 1-D
+    lambda: memoryview(bytearray(range(60))).cast("i")[1::3],         # strided
+    lambda: memoryview(bytearray(range(60)))[::-2].toreadonly(),      # negative stride
+    lambda: memoryview(array.array("d", range(BIG)))[::2],            # strided, big
+])
+def test_memoryview_round_trips_format_shape_readonly(make, via):
+    m = make()
+    b = loads(dumps(m, allow_pickle=False)) if via == "bytes" else post_and_receive(m)
+    assert type(b) is memoryview
+    assert (b.format, b.shape, b.readonly, b.itemsize) == (m.format, m.shape, m.readonly, m.itemsize)
+    assert b.c_contiguous and b.tolist() == m.tolist()
+
+
+def test_memoryview_arrives_as_a_copy():
+    src = bytearray(b"abcd")
+    b = post_and_receive(memoryview(src))
+    src[0] = ord("z")
+    assert bytes(b) == b"abcd"
+    b[1] = ord("Y")     # writable, and not the sender's memory
+    assert src == bytearray(b"zbcd")
+
+
+def test_memoryview_other_formats_still_refused():
+    import ctypes
+    m = memoryview((ctypes.c_int32 * 2)())     # format '<i': not a native single-item code
+    with pytest.raises(DataCloneError):
+        dumps(m)
+    try:
+        import numpy
+    except ImportError:
+        pass
+    else:   # a zero in a shape of two or more dimensions: memoryview.cast() cannot rebuild it
+        with pytest.raises(DataCloneError):
+            dumps(memoryview(numpy.zeros((0, 3))))
+    released = memoryview(b"x")
+    released.release()
+    with pytest.raises(DataCloneError):
+        dumps(released)
+
+
+@pytest.mark.parametrize("n", [0, 5, 70000, 1 << 20])
+def test_bytearray_round_trips_small_and_big(n):
+    v = bytearray(os.urandom(n))
+    for b in (loads(dumps(v)), post_and_receive(v)):
+        assert type(b) is bytearray and b == v
+
+
+def test_buffers_keep_identity_inside_a_message():
+    a = array.array("d", range(BIG))
+    m = memoryview(b"xyz")
+    ba = bytearray(1 << 20)
+    b = post_and_receive([a, m, ba, a, m, ba])
+    assert b[0] is b[3] and b[1] is b[4] and b[2] is b[5]
+    assert b[0] == a and b[1] == m and b[2] == ba
+
+
+@pytest.mark.parametrize("blob", [
+    b"\x00YZo\x00",                                    # unknown typecode
+    b"\x00Y\x00o\x00",                                 # NUL typecode
+    b"\x00Ydo\x03abc",                                 # not a whole number of items
+    b"\x00Ydo\xff\xff\xff\xff\x0f",                    # length beyond the input
+    b"\x00Yd",                                         # truncated
+    b"\x00Ydh\x00",                                    # a block handle in bytes
+    b"\x00M\x02<d\x00\x01\x01o\x08" + b"\x00" * 8,     # non-native format
+    b"\x00M\x02ii\x00\x01\x01o\x08" + b"\x00" * 8,     # struct format
+    b"\x00M\x00\x00\x01\x00o\x00",                     # empty format
+    b"\x00M\x01d\x00\x02\x80\x80\x80\x80\x80\x80\x80\x80@\x80\x80\x80\x80\x80\x80\x80\x80@o\x00",
+    b"\x00M\x01d\x00\x01\x02o\x08" + b"\x00" * 8,      # shape says 16 bytes, 8 there
+    b"\x00M\x01B\x00\xff\xff\xff\xff\x0f\x01",         # ndim beyond the input
+    b"\x00M\x01B\x00A" + b"\x01" * 65 + b"o\x01\x00",  # 65 dimensions
+    b"\x00M\x01d\x00\x02\x00\x03o\x00",                # zero in a 2-D shape
+    b"\x00M\x01B\x02\x01\x00o\x00",                    # readonly flag not 0/1
+    b"\x00M\x01B\x00\x01\x01x\x00",                    # bad data tag
+    b"\x00Xh\x00", b"\x00Xo\x05ab",                    # bytearray: handle in bytes, truncated
+])
+def test_bad_buffer_inputs_raise_decode_error(blob):
+    with pytest.raises(DecodeError):
+        loads(blob)
+
+
+def test_decoding_a_huge_claimed_array_allocates_nothing_big():
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        for blob in (b"\x00Ydo\xff\xff\xff\xff\x0f", b"\x00M\x01d\x00\x01\xff\xff\xff\x7fo\x00"):
+            with pytest.raises(DecodeError):
+                loads(blob)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_buffers_cross_every_worker_backend_both_ways(start_worker):
+    """array.array and memoryview need neither numpy nor pickle, so they cross into a
+    subinterpreter (where numpy does not load) and back with their types."""
+    import workerfuncs
+    w = start_worker(workerfuncs.echo)
+    vals = [array.array("d", range(BIG)), array.array("i", [1, -2, 3]),
+            memoryview(array.array("d", range(BIG))).toreadonly(),
+            memoryview(bytearray(range(48))).cast("i", [3, 4]), bytearray(1 << 20)]
+    for v in vals:
+        w.post_message(v)
+        b = w.receive(timeout=30)
+        assert type(b) is type(v) and b == v
+        if isinstance(v, memoryview):
+            assert (b.format, b.shape, b.readonly) == (v.format, v.shape, v.readonly)
+    w.terminate(10)

@@ -18,9 +18,14 @@
 #                   (the pickle names them by their order; only with allow_pickle)
 #   A <dtype> <order> <ndim> <shape...> then o <n> <bytes> | h <k>   a numpy array of plain
 #                   dtype: its bytes in memory order, copied once (a big one in its own block)
+#   Y <typecode> then o | h                                  an array.array (exact type)
+#   M <n> <format> <readonly> <ndim> <shape...> then o | h    a memoryview (exact type) of one
+#                   native item format: its items in C order (a strided one copied once)
+#   X o | h         a bytearray of OOB_MIN bytes or more, out of band like the arrays
 #   H <k>           a MessagePort, moved in by handle k
 #   S <k>           a shared object (SharedArrayBuffer, typed array) by handle k: see _shm.pxi
-# Memoized (in this order on both sides): list, dict, set, bytearray and shared objects when their
+# Memoized (in this order on both sides): list, dict, set, bytearray, array.array, memoryview,
+# numpy arrays and shared objects when their
 # tag is written; tuple and frozenset once complete; pickled objects once pickled.
 #
 # Encoding and decoding are iterative (an explicit stack of frames, one per open container), so
@@ -752,6 +757,210 @@ cdef bint _time_unit(const unsigned char *p, size_t n) noexcept:
     return n == 2 and p[1] == b's' and p[0] in b"munpfa"
 
 
+# ---- buffers without numpy: array.array, memoryview, big bytearrays
+#
+# Their bytes go through enc_data like a numpy array's: a big one (OOB_MIN and up) is copied
+# once into a block of its own and adopted by the receiver, so neither side copies it into or
+# out of the message ring.  A memoryview arrives over that block with no further copy; an
+# array.array and a bytearray own their memory, so the receiver copies the block into them once.
+
+cdef extern from "Python.h":
+    int PyBuffer_ToContiguous(void *buf, Py_buffer *src, Py_ssize_t len, char order) except -1
+    int PyBuffer_IsContiguous(Py_buffer *view, char fort) noexcept
+    enum: PyBUF_FULL_RO
+    enum: PyBUF_READ
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+
+cdef extern from "<string.h>":
+    int strcmp(const char *a, const char *b) noexcept
+
+cdef enum:
+    VIEW_MAXDIM = 64        # PyBUF_MAX_NDIM
+
+
+cdef object _array_type():
+    import array            # a built-in module: cheap, and loads in any interpreter
+    return array
+
+
+cdef inline bint is_pyarray(type t) noexcept:
+    """Is t array.array (not a subclass)?  The name is checked first so that other leaves do
+    not look the module up."""
+    return strcmp((<PyTypeObject *>t).tp_name, b"array.array") == 0
+
+
+cdef int enc_view_data(Writer *w, Py_buffer *view) except -1:
+    """enc_data for a buffer that may be strided: its items in C order, copied once."""
+    cdef size_t n = <size_t>view.len
+    cdef void *block
+    cdef uint32_t hidx
+    if PyBuffer_IsContiguous(view, b'C'):
+        return enc_data(w, view.buf, n)
+    if w.allow_handles and n >= OOB_MIN:
+        block = malloc(n)
+        if block == NULL:
+            raise MemoryError()
+        try:
+            PyBuffer_ToContiguous(block, view, view.len, b'C')
+        except BaseException:
+            free(block)
+            raise
+        hidx = w_add_handle(w, rp_block_release, block, <uint64_t>n, RP_H_BLOCK)
+        return w_tag_varint(w, b'h', hidx)
+    w_tag_varint(w, b'o', <uint64_t>n)
+    w_need(w, n)
+    PyBuffer_ToContiguous(w.buf + w.pos, view, view.len, b'C')
+    w.pos += n
+    return 0
+
+
+cdef int enc_pyarray(Writer *w, object a) except -1:
+    """Y <typecode> then o <n> <bytes> | h <k>: an array.array."""
+    cdef Py_buffer view
+    cdef bytes tc = (<str>a.typecode).encode("ascii")
+    PyObject_GetBuffer(a, &view, PyBUF_SIMPLE)
+    try:
+        w_byte(w, b'Y')
+        w_byte(w, <unsigned char>tc[0])
+        enc_data(w, view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef object dec_pyarray(Reader *r):
+    cdef unsigned char tc = r_byte(r)
+    # the typecodes array.array has had; array.typecodes on this Python is the final word
+    if tc == 0 or memchr(b"bBuwhHiIlLqQfd", tc, 14) == NULL:
+        raise _decode_error(f"bad array.array typecode {bytes([tc])!r}")
+    cdef Py_ssize_t n
+    array = _array_type()
+    if chr(tc) not in array.typecodes:
+        raise _decode_error(f"array.array typecode {chr(tc)!r} is not known to this Python")
+    a = array.array(chr(tc))
+    if r_peek(r) == b'o':       # in the message: copied straight from it into the array
+        r.p += 1
+        n = r_len(r, 1)
+        data = PyMemoryView_FromMemory(<char *>r.p, n, PyBUF_READ)
+        r.p += n
+    else:
+        data = dec_data(r)
+    try:
+        if len(data) % a.itemsize:
+            raise _decode_error("array.array bytes not a whole number of items")
+        a.frombytes(data)
+    finally:
+        if type(data) is memoryview:
+            data.release()
+    return a
+
+
+cdef bint _view_format(const char *f, Py_ssize_t n) noexcept:
+    """Is f (n bytes) a format dec_memoryview accepts: one native item code, maybe after '@'?"""
+    if n == 2 and f[0] == b'@':
+        f += 1
+        n = 1
+    # the native single-item struct formats memoryview.cast() accepts
+    return n == 1 and f[0] != 0 and memchr(b"cbB?hHiIlLqQnNfdeP", f[0], 18) != NULL
+
+
+cdef int enc_memoryview(Writer *w, object m) except -1:
+    """M <format> <readonly> <ndim> <shape...> then o <n> <bytes> | h <k>: a memoryview of one
+    native item format (what memoryview.cast() can rebuild), its items in C order; returns 1
+    when it has another format or a zero in a shape of two or more dimensions (pickle then
+    refuses it)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t j
+    cdef bytes fmt
+    try:
+        PyObject_GetBuffer(m, &view, PyBUF_FULL_RO)
+    except ValueError as e:     # a released memoryview
+        raise DataCloneError(f"memoryview could not be cloned: {e}") from e
+    try:
+        fmt = view.format if view.format != NULL else b"B"
+        if not _view_format(fmt, len(fmt)) or view.ndim > VIEW_MAXDIM:
+            return 1
+        if view.ndim > 1:
+            for j in range(view.ndim):
+                if view.shape[j] == 0:
+                    return 1
+        w_tag_varint(w, b'M', <uint64_t>len(fmt))
+        w_raw(w, PyBytes_AS_STRING(fmt), <size_t>len(fmt))
+        w_byte(w, 1 if view.readonly else 0)
+        w_varint(w, <uint64_t>view.ndim)
+        for j in range(view.ndim):
+            w_varint(w, <uint64_t>view.shape[j])
+        enc_view_data(w, &view)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef object dec_memoryview(Reader *r):
+    cdef Py_ssize_t n = r_len(r, 1), ndim, j
+    cdef const char *f = <const char *>r.p
+    cdef unsigned char readonly
+    cdef uint64_t d, items = 1
+    cdef bint zero = False
+    cdef list shape = []
+    if not _view_format(f, n):
+        raise _decode_error("bad memoryview format")
+    fmt = PyUnicode_FromKindAndData(1, f, n)
+    r.p += n
+    readonly = r_byte(r)
+    if readonly > 1:
+        raise _decode_error("bad memoryview flag")
+    ndim = r_len(r, 1)
+    if ndim > VIEW_MAXDIM:
+        raise _decode_error("memoryview of too many dimensions")
+    for j in range(ndim):
+        d = r_varint(r)
+        if d == 0:
+            zero = True
+        elif items <= <uint64_t>PY_SSIZE_T_MAX // d:
+            items *= d
+        else:
+            raise _decode_error("memoryview shape too large")
+        shape.append(<Py_ssize_t>d)
+    if zero:
+        if ndim > 1:
+            raise _decode_error("memoryview of two or more dimensions with a zero in its shape")
+        items = 0
+    data = dec_data(r)
+    m = memoryview(data)
+    itemsize = m[:0].cast(fmt).itemsize
+    if <uint64_t>len(m) != items * <uint64_t>itemsize:
+        raise _decode_error("memoryview bytes do not match its shape")
+    m = m.cast(fmt) if ndim == 1 else m.cast(fmt, shape)
+    return m.toreadonly() if readonly else m
+
+
+cdef int enc_bytearray(Writer *w, object b) except -1:
+    """B <n> <bytes> in the message, or, when big and handles are allowed, X h <k>."""
+    cdef Py_buffer view
+    if not w.allow_handles or len(b) < OOB_MIN:
+        return enc_buffer(w, b'B', b)
+    PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
+    try:
+        w_byte(w, b'X')
+        enc_data(w, view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef object dec_bytearray_oob(Reader *r):
+    cdef Py_buffer view
+    data = dec_data(r)
+    if type(data) is bytearray:
+        return data
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return PyByteArray_FromStringAndSize(<const char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
 # ---- the iterative encoder
 
 # Items of a list or dict as strong references, safe against concurrent mutation (_glue.h)
@@ -918,7 +1127,12 @@ cdef int enc_leaf(Writer *w, object v, type t, object transfer_ports) except -1:
     if idx >= 0:
         return w_ref(w, <uint64_t>idx)
     if t is bytearray:
-        enc_buffer(w, b'B', v)
+        enc_bytearray(w, v)
+    elif t is memoryview:
+        if enc_memoryview(w, v):
+            enc_pickled(w, v)
+    elif is_pyarray(t) and t is _array_type().array:
+        enc_pyarray(w, v)
     elif isinstance(v, _Shared):
         if not w.allow_handles and not w.remote:
             raise DataCloneError(
@@ -1320,6 +1534,12 @@ cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
         v = dec_pickled(r)
     elif tag == b'A':
         v = dec_ndarray(r)
+    elif tag == b'Y':
+        v = dec_pyarray(r)
+    elif tag == b'M':
+        v = dec_memoryview(r)
+    elif tag == b'X':
+        v = dec_bytearray_oob(r)
     elif tag == b'S':
         v = _decode_shared(r)
     else:

@@ -6,6 +6,7 @@ Valid dumps() output of tricky values (the mutations start from these) and hand-
 inputs, each of which once crashed, escaped as a non-DecodeError, or allocated out of
 proportion.  Failing inputs the fuzzer saves (--save) can be copied here as they are.
 """
+import array
 import sys
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def valid():
         "cycle-tuple": t,
         "shared": [shared, shared, (shared,)],
         "deep": [[[[[[[[[[[]]]]]]]]]]],
+        "buffers": [array.array("d", [1.5, -0.0]), array.array("b", [1, -1]),
+                    array.array("w", "hé") if "w" in array.typecodes else array.array("i"),
+                    memoryview(b"abc"),
+                    memoryview(bytearray(range(24))).cast("i", [2, 3]),
+                    memoryview(bytearray(8)).cast("d", []), memoryview(bytearray(range(10)))[::3]],
     }
     try:
         import numpy as np
@@ -96,6 +102,17 @@ def hostile():
         "ucs4-bad-codepoint": b"\x00u\x04\x01\x00\x00" + b"\xff\xff\xff\xff",
         "unhashable-key": b"\x00d\x01l\x00i" + (1).to_bytes(8, "little"),
         "trailing": b"\x00NN",
+        "pyarray-bad-typecode": b"\x00YZo\x00",
+        "pyarray-partial-item": b"\x00Ydo\x03abc",
+        "pyarray-length-huge": b"\x00Ydo" + varint(2**40) + b"\x00",
+        "view-bad-format": b"\x00M\x02<d\x00\x01\x01o\x08" + b"\x00" * 8,
+        "view-struct-format": b"\x00M\x02ii\x00\x01\x01o\x08" + b"\x00" * 8,
+        "view-shape-huge": b"\x00M\x01d\x00\x02" + varint(2**62) + varint(2**62) + b"o\x00",
+        "view-shape-mismatch": b"\x00M\x01d\x00\x01\x02o\x08" + b"\x00" * 8,
+        "view-ndim-huge": b"\x00M\x01B\x00" + varint(2**40) + b"\x01",
+        "view-zero-2d": b"\x00M\x01d\x00\x02\x00\x03o\x00",
+        "view-bad-readonly": b"\x00M\x01B\x02\x01\x00o\x00",
+        "bytearray-block-handle": b"\x00Xh\x00",
     }
 
 

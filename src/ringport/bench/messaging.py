@@ -347,6 +347,8 @@ def benchmarks(p):
         if not ff_ok:
             out.append(System("faster-fifo (processes)",
                               skip="no zero-copy transfer between processes in this API"))
+        elif ff is True and isinstance(args_for("ff"), str):
+            out.append(System("faster-fifo (processes)", skip=args_for("ff")))
         elif ff is True:
             out.append(System("faster-fifo (processes)", ff_system(what, *args_for("ff"))))
         else:
@@ -402,6 +404,22 @@ def benchmarks(p):
              "multiprocessing.Queue (which pickles later, in a feeder thread) copy each array "
              "themselves; send_bytes: the array's bytes, received as bytes and viewed by "
              "numpy.frombuffer"))
+
+    # the same copies without numpy: array.array('d') and a memoryview of one, on every system
+    # that can send them (equal work: the same 1 MiB float64 array, n times)
+    for kind, label in (("array", "array.array('d')"), ("memoryview", "memoryview of one")):
+        def plain_args(name, kind=kind):
+            if (name == "ff" or name.startswith("multiprocessing")) and kind == "memoryview":
+                return "pickle cannot send a memoryview"
+            if name in ("queue.Queue (threads)", "multiprocessing.Queue (processes)"):
+                return (n, "array_copy", {"kind": kind, "copy_each": True})
+            return (n, "array_copy", {"kind": kind})
+        benches.append(Bench(
+            f"array-copy-{kind}", "1 MiB float64 arrays", f"copied, {label}", "GB/s", "higher",
+            rows("array", plain_args, node=("array_copy", {"n": n}), ff_ok=True,
+                 base=(PIPE,) if kind == "array" else ()),
+            note=f"{label} on every ringport backend (no numpy needed); the senders of queue.Queue "
+                 "and multiprocessing.Queue copy each; Node: the same Float64Array, structured-cloned"))
 
     def xfer_args(name):
         if name.startswith("ringport"):

@@ -27,9 +27,12 @@ def grid_exact(g):
     return sum(isqrt(g * g - x * x - 1) + 1 for x in range(g))
 
 
-def copy_array(numpy=True):
-    """The 1 MiB float64 array the 'copied' case sends again and again (a[i] = i)."""
-    if numpy:
+def copy_array(numpy=True, kind=None):
+    """The 1 MiB float64 array the 'copied' case sends again and again (a[i] = i); kind
+    "array" is an array.array('d'), "memoryview" a memoryview of one, None numpy where it loads."""
+    if kind == "memoryview":
+        return memoryview(copy_array(kind="array"))
+    if numpy and kind is None:
         try:
             import numpy as np
             return np.arange(ARRAY_LEN, dtype=np.float64)
@@ -67,6 +70,13 @@ def wn_side(a, rounds, me, lat=None):
         notify(a, 0)
 
 
+def _copy_of(a):
+    """A copy of a numpy array, array.array or memoryview, of the same type."""
+    if isinstance(a, memoryview):
+        return memoryview(bytearray(a)).cast(a.format)
+    return a.copy() if hasattr(a, "copy") else type(a)(a.typecode, a)
+
+
 def run(op, send, recv, args, send_bytes=None):
     """Do one benchmark's peer work.  args is a dict of plain values (it may have crossed a
     process or interpreter boundary); send_bytes, where the transport has one, sends raw bytes
@@ -84,11 +94,11 @@ def run(op, send, recv, args, send_bytes=None):
         for i in range(n):
             send(pay[i & 1])
     elif op == "array_copy":            # one way: the same array, changed, sent as a copy
-        a = copy_array(args.get("numpy", True))
+        a = copy_array(args.get("numpy", True), args.get("kind"))
         copy_each = args.get("copy_each", False)   # systems that pass references copy here
         for i in range(n):
             a[0] = i
-            send(a.copy() if copy_each else a)
+            send(_copy_of(a) if copy_each else a)
     elif op == "array_bytes":           # one way: the same array's bytes, no pickling
         a = copy_array()
         for i in range(n):
