@@ -277,6 +277,22 @@ def test_a_killed_process_worker_fails_one_task(make_pool, backend):
     assert pool.submit(poolfuncs.square, 8).result(60) == 64
 
 
+def test_a_task_posted_to_a_worker_already_gone_is_not_failed_with_port_closed(make_pool):
+    # a worker whose port closed before the collector saw it end (the stress test hit this
+    # with SIGKILLed process workers): tasks posted to it go the way of its in-flight tasks
+    # (requeued, or failed with WorkerError), never fail with PortClosed
+    pool = make_pool(max_workers=1)
+    assert pool.submit(poolfuncs.square, 3).result(60) == 9
+    pool._slots[0].port.close()
+    futs = [pool.submit(poolfuncs.square, i) for i in range(10)]
+    for i, f in enumerate(futs):
+        try:
+            assert f.result(60) == i * i
+        except WorkerError:
+            pass
+    assert pool.submit(poolfuncs.square, 8).result(60) == 64
+
+
 def test_shutdown_waits_for_queued_tasks(make_pool):
     pool = make_pool(max_workers=1)
     futs = [pool.submit(poolfuncs.sleep_then, 0.01, i) for i in range(10)]

@@ -527,6 +527,11 @@ class WorkerPool(_cf.Executor):
             task.started = True
         try:
             slot.port.post_message(task.msg, task.transfer)
+        except PortClosed:
+            # the worker is gone (a process worker killed, say) and the collector has not seen
+            # it end yet: the task joins its in-flight ones, which _lost fails or requeues then
+            slot.inflight.append(task)
+            return True
         except BaseException as exc:   # what the codec cannot carry fails this task only
             self._release(task.local)
             # (its done callbacks run on the collector thread, not under the pool's lock)
