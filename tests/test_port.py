@@ -634,3 +634,21 @@ def test_receive_many_decode_error_after_others_is_deferred():
         assert b.receive_many(10, timeout=5) == [4]
     finally:
         a.close()
+
+
+def test_post_many_receive_many_across_worker_backends(start_worker):
+    # the worker echoes in batches over its parent port (a shared channel for process workers)
+    src = ("import ringport\np = ringport.parent_port\nn = 0\n"
+           "while n < 3000:\n"
+           "    got = p.receive_many(400)\n"
+           "    n += len(got)\n"
+           "    p.post_many(m['i'] for m in got)\n")
+    w = start_worker(src, eval=True)
+    w.post_message({"i": 0})
+    for start in range(1, 3000, 250):
+        w._port.post_many({"i": i} for i in range(start, min(3000, start + 250)))
+    got = []
+    while len(got) < 3000:
+        got.extend(w._port.receive_many(1000, timeout=20))
+    assert got == list(range(3000))
+    assert w.join(20) == 0
