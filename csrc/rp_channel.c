@@ -785,6 +785,80 @@ int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp
     return send_common(ch, side, body, len, node, xfds, nx, deadline_ns, slice_ns, cancel);
 }
 
+/* A batch: n bodies under one producer lock, published with one cursor store (for a ring in
+ * memory) and one wake-up.  Bounded queues publish what is reserved before waiting for room. */
+int rp_channel_send_batch(rp_channel *ch, int side, const unsigned char *bodies,
+                          const size_t *lens, size_t n, size_t *sent, int64_t deadline_ns,
+                          int64_t slice_ns, rp_cancel *cancel) {
+    rp_queue *q = &ch->q[side & 1];
+    rp_ring *ring = NULL;
+    size_t i = 0, off = 0;
+    int reserved = 0, r;
+    *sent = 0;
+    if (n == 0) return RP_OK;
+    r = lock_producer(q, deadline_ns, slice_ns, cancel);
+    if (r != RP_OK) return r;
+    if (chan_closed(ch)) {
+        rp_lock_release(&q->plock);
+        return RP_ECLOSED;
+    }
+    for (; i < n; off += rp_align8(lens[i]), i++) {
+        size_t len = lens[i];
+        const unsigned char *body = bodies + off;
+        if (ch->max_pending) {
+            int64_t p = atomic_load_explicit(&q->w->pending, memory_order_acquire);
+            if (!(p == 0 || p + (int64_t)len <= ch->max_pending)) {
+                /* no room: publish what is reserved, then wait (unlocked) */
+                if (reserved) rp_ring_commit(ring);
+                reserved = 0;
+                if (i > *sent) {
+                    signal_watchers(q);
+                    signal_consumers(q);
+                    *sent = i;
+                }
+                r = wait_room(ch, q, len, deadline_ns, slice_ns, cancel);
+                if (r != RP_OK) return r; /* the lock was released */
+            }
+        }
+        if (ch->shared) {
+            /* (a shared ring publishes each record: fragments and the flusher assume it) */
+            r = shared_post(ch, q, body, len, NULL);
+            if (r != RP_OK) break;
+        } else {
+            void *slot = NULL;
+            if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0 &&
+                (uint64_t)len <= ch->capacity / 4u &&
+                (ring || (ring = producer_ring(q, ch->capacity)) != NULL))
+                slot = reserved ? rp_ring_reserve_more(ring, (uint32_t)len)
+                                : rp_ring_reserve(ring, (uint32_t)len);
+            if (slot) {
+                memcpy(slot, body, len);
+                reserved = 1;
+            } else {
+                rp_node *node = rp_node_alloc(len);
+                if (!node) {
+                    r = RP_ENOMEM;
+                    break;
+                }
+                memcpy(node->body, body, len);
+                /* what the ring holds goes first: publish it before the overflow list grows */
+                if (reserved) rp_ring_commit(ring);
+                reserved = 0;
+                overflow_push(q, node);
+            }
+        }
+        if (ch->max_pending)
+            atomic_fetch_add_explicit(&q->w->pending, (int64_t)len, memory_order_acq_rel);
+    }
+    if (reserved) rp_ring_commit(ring);
+    int posted = i > *sent;
+    if (posted) signal_watchers(q);
+    rp_lock_release(&q->plock);
+    if (posted) signal_consumers(q);
+    *sent = i;
+    return i == n ? RP_OK : r;
+}
+
 /* ------------------------------------------------------------------ receiving */
 
 static int queue_readable(void *arg) {
@@ -845,13 +919,16 @@ static int take_shared(rp_queue *q, rp_recv *out) {
     return 0;
 }
 
-/* With the consumer lock held: take the oldest message, if any. */
-static int take(rp_queue *q, rp_recv *out) {
+/* With the consumer lock held: take the oldest message, if any.  more: within a batch, after
+ * ring records peeked and not consumed yet (out->room_owed). */
+static int take_from(rp_queue *q, rp_recv *out, int more) {
     uint32_t len;
     if (q->shared) return take_shared(q, out);
     out->remote = 0;
     rp_ring *ring = ring_of(q);
-    void *p = ring ? (void *)rp_ring_peek(ring, &len) : NULL;
+    void *p = ring ? (void *)(more && out->room_owed ? rp_ring_peek_more(ring, &len)
+                                                     : rp_ring_peek(ring, &len))
+                   : NULL;
     if (p) {
         out->msg = (rp_msg *)p;
         out->len = len;
@@ -872,6 +949,12 @@ static int take(rp_queue *q, rp_recv *out) {
     out->len = n->len;
     out->node = n;
     return 1;
+}
+
+static int take(rp_queue *q, rp_recv *out) {
+    out->room_owed = 0;
+    out->done_bytes = 0;
+    return take_from(q, out, 0);
 }
 
 /* Try once: lock the consumer side and take a message.  RP_OK (lock held), RP_EAGAIN, or an
@@ -951,20 +1034,51 @@ int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out) {
                : RP_EAGAIN;
 }
 
-void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
-    rp_queue *q = &ch->q[1 - (side & 1)];
-    /* a shared message's handles are the other process's: never released from here */
+/* Finish r's message: release the handles the caller did not adopt; its room is given back now
+ * (a node) or owed until the batch ends (a ring record). */
+static void recv_done(rp_queue *q, rp_recv *r) {
     if (!q->shared && rp_msg_valid(r->msg, r->len)) rp_msg_release_handles(r->msg);
-    if (r->node) rp_node_free(r->node);
-    else rp_ring_consume(ring_of(q));
-    if (q->shared && !r->node) space_made(q);
-    rp_lock_release(&q->clock);
-    if (ch->max_pending) {
-        atomic_fetch_sub_explicit(&q->w->pending, (int64_t)r->len, memory_order_seq_cst);
-        space_made(q);
+    r->done_bytes += r->len;
+    if (r->node) {
+        rp_node_free(r->node);
+    } else if (q->shared) {
+        rp_ring_consume(ring_of(q)); /* take_shared reads from the published head */
+        r->room_owed = 1;
+    } else {
+        r->room_owed = 1;
     }
     r->msg = NULL;
     r->node = NULL;
+}
+
+/* End a receive or a batch: give the ring room back (one cursor store), unlock, wake producers. */
+static void recv_close(rp_channel *ch, rp_queue *q, rp_recv *r) {
+    if (r->room_owed) {
+        if (!q->shared) rp_ring_consume(ring_of(q));
+        else space_made(q);
+    }
+    rp_lock_release(&q->clock);
+    if (ch->max_pending) {
+        atomic_fetch_sub_explicit(&q->w->pending, (int64_t)r->done_bytes, memory_order_seq_cst);
+        space_made(q);
+    }
+    r->room_owed = 0;
+    r->done_bytes = 0;
+}
+
+void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    /* a shared message's handles are the other process's: never released from here */
+    recv_done(q, r);
+    recv_close(ch, q, r);
+}
+
+int rp_channel_recv_next(rp_channel *ch, int side, rp_recv *r) {
+    rp_queue *q = &ch->q[1 - (side & 1)];
+    recv_done(q, r);
+    if (take_from(q, r, 1)) return 1;
+    recv_close(ch, q, r);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ wait sets (rp_waitset.h) */

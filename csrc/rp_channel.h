@@ -156,6 +156,9 @@ typedef struct rp_recv {
     size_t len;
     rp_node *node; /* the overflow node holding it, or NULL when it is in the ring */
     int remote;    /* it came from another process: its handles' pointers mean nothing here */
+    /* batches (rp_channel_recv_next): ring room and pending bytes given back at the end */
+    int room_owed;
+    size_t done_bytes;
 } rp_recv;
 
 int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
@@ -165,6 +168,18 @@ int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadli
 int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out);
 /* Releases the handles the caller did not adopt (release set to NULL), frees the slot. */
 void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r);
+/* Batches: with the consumer lock held (after begin, try_recv or next returned a message),
+ * finish r's message as recv_end would and take the next one without unlocking or giving ring
+ * room back: 1 (r points at it), or 0 when none is there (then the batch ended as by recv_end:
+ * all the room given back at once, unlocked).  Never waits. */
+int rp_channel_recv_next(rp_channel *ch, int side, rp_recv *r);
+/* Post n bodies (each starting at the next multiple of 8 in `bodies`, lens[i] bytes long) as n
+ * messages under one producer lock, published together with one wake-up.  *sent: how many
+ * were posted, in order (all of them on RP_OK; on an error the ones before it).  Waiting and
+ * return codes as rp_channel_send. */
+int rp_channel_send_batch(rp_channel *ch, int side, const unsigned char *bodies,
+                          const size_t *lens, size_t n, size_t *sent, int64_t deadline_ns,
+                          int64_t slice_ns, rp_cancel *cancel);
 /* Is a message (or the end of the stream) ready for `side` now? */
 int rp_channel_poll(rp_channel *ch, int side);
 

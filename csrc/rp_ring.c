@@ -63,9 +63,10 @@ static inline uint64_t rec_span(uint32_t len) {
     return (sizeof(rp_rec) + (uint64_t)len + RP_REC_ALIGN - 1) & ~(RP_REC_ALIGN - 1);
 }
 
-void *rp_ring_reserve(rp_ring *r, uint32_t len) {
+/* Reserve len payload bytes at cursor t (the published tail, or the end of the records reserved
+ * and not yet committed). */
+static void *reserve_at(rp_ring *r, uint64_t t, uint32_t len) {
     if ((uint64_t)len > rp_ring_max_record(r)) return NULL;
-    uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
     uint64_t off = t & r->mask;
     uint64_t need = rec_span(len);
     uint64_t contig = r->capacity - off;
@@ -88,12 +89,19 @@ void *rp_ring_reserve(rp_ring *r, uint32_t len) {
     return h + 1;
 }
 
+void *rp_ring_reserve(rp_ring *r, uint32_t len) {
+    return reserve_at(r, atomic_load_explicit(&r->tail, memory_order_relaxed), len);
+}
+
+void *rp_ring_reserve_more(rp_ring *r, uint32_t len) { return reserve_at(r, r->reserved_next, len); }
+
 void rp_ring_commit(rp_ring *r) {
     atomic_store_explicit(&r->tail, r->reserved_next, memory_order_release);
 }
 
-const void *rp_ring_peek(rp_ring *r, uint32_t *len) {
-    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+/* The record at cursor h (the published head, or the end of the records peeked and not yet
+ * consumed), or NULL when none is published there. */
+static const void *peek_at(rp_ring *r, uint64_t h, uint32_t *len) {
     if (h == r->tail_cache) {
         r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
         if (h == r->tail_cache) return NULL;
@@ -107,6 +115,12 @@ const void *rp_ring_peek(rp_ring *r, uint32_t *len) {
     r->peeked_next = h + rec_span(rec->len);
     return rec + 1;
 }
+
+const void *rp_ring_peek(rp_ring *r, uint32_t *len) {
+    return peek_at(r, atomic_load_explicit(&r->head, memory_order_relaxed), len);
+}
+
+const void *rp_ring_peek_more(rp_ring *r, uint32_t *len) { return peek_at(r, r->peeked_next, len); }
 
 void rp_ring_consume(rp_ring *r) {
     atomic_store_explicit(&r->head, r->peeked_next, memory_order_release);

@@ -44,11 +44,17 @@ uint64_t rp_ring_max_record(const rp_ring *r);
  * when the ring has no room now.  rp_ring_commit() publishes it (release order). */
 void *rp_ring_reserve(rp_ring *r, uint32_t len);
 void rp_ring_commit(rp_ring *r);
+/* Batches: reserve another record after those reserved and not committed yet; one
+ * rp_ring_commit() then publishes them all (one cursor store for the batch). */
+void *rp_ring_reserve_more(rp_ring *r, uint32_t len);
 
 /* Consumer: the oldest record, or NULL when empty (acquire order).  The payload stays valid and
  * unchanged until rp_ring_consume() gives its room back to the producer. */
 const void *rp_ring_peek(rp_ring *r, uint32_t *len);
 void rp_ring_consume(rp_ring *r);
+/* Batches: the record after the one peeked last, which stays unconsumed (valid) as well; one
+ * rp_ring_consume() then gives the room of every record peeked so far back at once. */
+const void *rp_ring_peek_more(rp_ring *r, uint32_t *len);
 
 /* Racy hints, for waiting loops: is anything published?  how many bytes are in use? */
 int rp_ring_readable(rp_ring *r);

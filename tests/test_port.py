@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -526,3 +527,128 @@ def test_a_port_in_a_message_a_worker_never_read_closes_when_it_ends(start_worke
     w.post_message({"p": b.port2}, transfer=[b.port2])
     assert w.join(30) == 0
     assert closed.wait(10)
+
+
+# ---------------------------------------------------------------- post_many / receive_many
+
+def test_post_many_receive_many_order_and_counts():
+    a, b = ringport.MessageChannel(capacity=4096)
+    try:
+        # enough to overflow the ring: order holds across ring and overflow
+        assert a.post_many({"i": i, "s": "x" * (i % 50)} for i in range(3000)) == 3000
+        got = []
+        while len(got) < 3000:
+            got.extend(m["i"] for m in b.receive_many(700, timeout=5))
+        assert got == list(range(3000))
+        with pytest.raises(ringport.Empty):
+            b.receive_many(10, timeout=0)
+    finally:
+        a.close()
+
+
+def test_post_many_big_and_handles_keep_order():
+    a, b = ringport.MessageChannel()
+    c, d = ringport.MessageChannel()
+    try:
+        vals = [1, b"x" * 300000, 2, c, 3]
+        assert a.post_many(vals, transfer=[c]) == 5
+        got = b.receive_many(10, timeout=5)
+        assert got[0] == 1 and got[1] == b"x" * 300000 and got[2] == 2 and got[4] == 3
+        assert isinstance(got[3], ringport.MessagePort)
+        got[3].post_message("hi")
+        assert d.receive(timeout=5) == "hi"
+        assert c.closed   # moved
+    finally:
+        a.close()
+        d.close()
+
+
+def test_post_many_midway_errors_post_what_came_before():
+    a, b = ringport.MessageChannel()
+    try:
+        def gen():
+            yield 1
+            yield 2
+            raise KeyError("boom")
+        with pytest.raises(KeyError):
+            a.post_many(gen())
+        assert b.receive_many(10, timeout=5) == [1, 2]
+        with pytest.raises(ringport.DataCloneError):
+            a.post_many([3, 4, lambda: 0, 5])
+        assert b.receive_many(10, timeout=5) == [3, 4]
+        assert a.post_many([6]) == 1     # still usable
+        assert b.receive_many(10, timeout=5) == [6]
+        with pytest.raises(ringport.Empty):
+            b.receive(timeout=0)         # nothing after the failing value was posted
+        with pytest.raises(TypeError):
+            a.post_many(5)
+    finally:
+        a.close()
+
+
+def test_post_many_bounded_full_reports_posted():
+    a, b = ringport.MessageChannel(max_pending_bytes=1000)
+    try:
+        with pytest.raises(ringport.Full) as ei:
+            a.post_many([b"x" * 300] * 10, timeout=0)
+        posted = ei.value.posted
+        assert 1 <= posted < 10
+        got = b.receive_many(100, timeout=5)
+        assert len(got) == posted
+        assert a.pending_bytes == 0
+        assert a.post_many([b"y" * 300] * 2, timeout=0) == 2
+    finally:
+        a.close()
+
+
+def test_receive_many_closed_and_args():
+    a, b = ringport.MessageChannel()
+    a.post_many(range(5))
+    a.close()
+    assert b.receive_many(3) == [0, 1, 2]
+    assert b.receive_many(30) == [3, 4]
+    with pytest.raises(ringport.PortClosed):
+        b.receive_many(3)
+    c, d = ringport.MessageChannel()
+    try:
+        with pytest.raises(ValueError):
+            d.receive_many(0)
+        with pytest.raises(TypeError):
+            d.receive_many(1.5)
+        with pytest.raises(ringport.PortClosed):
+            ringport.MessageChannel().port1.post_many  # noqa: B018  (attribute exists)
+            c.close()
+            c.post_many([1])
+    finally:
+        c.close()
+
+
+def test_receive_many_decode_error_after_others_is_deferred():
+    a, b = ringport.MessageChannel()
+    b.allow_pickle = False
+    try:
+        a.post_many([1, 2, Fraction(1, 3), 4])
+        assert b.receive_many(10, timeout=5) == [1, 2]
+        with pytest.raises(ringport.DecodeError):
+            b.receive(timeout=5)
+        assert b.receive_many(10, timeout=5) == [4]
+    finally:
+        a.close()
+
+
+def test_post_many_receive_many_across_worker_backends(start_worker):
+    # the worker echoes in batches over its parent port (a shared channel for process workers)
+    src = ("import ringport\np = ringport.parent_port\nn = 0\n"
+           "while n < 3000:\n"
+           "    got = p.receive_many(400)\n"
+           "    n += len(got)\n"
+           "    p.post_many(m['i'] for m in got)\n")
+    w = start_worker(src, eval=True)
+    w.post_message({"i": 0})
+    for start in range(1, 3000, 250):
+        w._port.post_many({"i": i} for i in range(start, min(3000, start + 250)))
+    got = []
+    while len(got) < 3000:
+        got.extend(w._port.receive_many(1000, timeout=20))
+    assert got == list(range(3000))
+    assert w.join(20) == 0

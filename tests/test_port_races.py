@@ -291,3 +291,31 @@ if __name__ == "__main__":
     name, n = sys.argv[1], int(sys.argv[2])
     SCENARIOS[name](n)
     print(f"{name} ok")
+
+
+def test_post_many_producers_receive_many_consumer_exact_counts_and_order():
+    import ringport as _rp
+    a, b = _rp.MessageChannel(capacity=8192)
+    producers, per, chunk = 4, 5000, 97
+    try:
+        def produce(pid):
+            for start in range(0, per, chunk):
+                a.post_many((pid, i) for i in range(start, min(per, start + chunk)))
+
+        ts = [threading.Thread(target=produce, args=(pid,)) for pid in range(producers)]
+        for t in ts:
+            t.start()
+        last = [-1] * producers
+        total = 0
+        while total < producers * per:
+            for pid, i in b.receive_many(500, timeout=10):
+                assert i == last[pid] + 1
+                last[pid] = i
+                total += 1
+        for t in ts:
+            t.join(30)
+        assert last == [per - 1] * producers
+        with pytest.raises(_rp.Empty):
+            b.receive(timeout=0)
+    finally:
+        a.close()

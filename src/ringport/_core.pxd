@@ -22,6 +22,8 @@ cdef class MessagePort:
     cdef PyObject *scache[64]    # recently decoded short strings (guarded by the consumer lock)
     cdef bint exported           # moved to another process by its channel's memfd: letting go of
                                  # it detaches this process's side instead of closing the channel
+    cdef object batch_error      # a message receive_many() could not decode after it had
+                                 # collected others: raised by the next receive on this object
 
     @staticmethod
     cdef MessagePort _new(rp_channel *ch, int side)
@@ -34,5 +36,8 @@ cdef class MessagePort:
     cdef rp_channel *_claim(self) noexcept
     cdef void _unclaim(self, bint moved) noexcept
     cdef object _receive(self, int64_t deadline, bint *got)
+    cdef object _post_many(self, object iterable, object transfer, object timeout)
+    cdef list _receive_many(self, Py_ssize_t max_count, int64_t deadline)
+    cdef object _pop_batch_error(self)
     cdef object _ev(self)
     cdef object _post(self, object value, object transfer, object timeout)

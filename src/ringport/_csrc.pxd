@@ -117,10 +117,16 @@ cdef extern from "rp_channel.h" nogil:
         size_t len
         rp_node *node
         int remote
+        int room_owed
+        size_t done_bytes
     int rp_channel_recv_begin(rp_channel *ch, int side, rp_recv *out, int64_t deadline_ns,
                               int64_t slice_ns, rp_cancel *cancel)
     int rp_channel_try_recv(rp_channel *ch, int side, rp_recv *out)
     void rp_channel_recv_end(rp_channel *ch, int side, rp_recv *r)
+    int rp_channel_recv_next(rp_channel *ch, int side, rp_recv *r)
+    int rp_channel_send_batch(rp_channel *ch, int side, const unsigned char *bodies,
+                              const size_t *lens, size_t n, size_t *sent, int64_t deadline_ns,
+                              int64_t slice_ns, rp_cancel *cancel)
     int rp_channel_poll(rp_channel *ch, int side)
     void rp_channel_watch(rp_channel *ch, int side, int slot, rp_waitset *ws)
     rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *fd_out,

@@ -285,7 +285,22 @@ def m_share(t, n, length):
     return Sample(dt / n * 1e6, n)
 
 
-MEASURES = {"pingpong": m_pingpong, "msg": m_msg, "bytes": m_bytes, "array": m_array,
+def m_msg_many(t, n):
+    """processData through post_many (peer) and receive_many (here): ringport ports only."""
+    port = t.ch.port1 if isinstance(t, RingportThreads) else t.w._port
+    recv_many = port.receive_many
+    ok = 0
+    t0 = time.perf_counter()
+    t.start("msg_many", {"n": n})
+    while ok < n:
+        for m in recv_many(1024):
+            ok += m["task"] == "processData" and m["payload"] == [1, 2, 3, 4, 5]
+    dt = time.perf_counter() - t0
+    check(ok == n, f"processData via post_many: {ok} good messages of {n}")
+    return Sample(n / dt / 1e6, n)
+
+
+MEASURES = {"pingpong": m_pingpong, "msg": m_msg, "msg_many": m_msg_many, "bytes": m_bytes, "array": m_array,
             "share": m_share}
 
 
@@ -381,6 +396,17 @@ def benchmarks(p):
              base=("multiprocessing.Queue (processes)", "faster-fifo (processes)")),
         note="every system pickles or encodes each dict on the sending side and decodes it "
              "on the receiving side, one get()/receive() per message"))
+    benches.append(Bench(
+        "processData_many", "processData",
+        "one-way {'task': 'processData', 'payload': [1..5]}, batches of 256 / up to 1024",
+        "M msg/s", "higher",
+        [System(name + " via post_many/receive_many",
+                (lambda make=make: measure(make, "msg_many", n)))
+         for name, make in thread_ts] +
+        [System("queue.Queue (threads)", (lambda: measure(QueueThreads, "msg", n))),
+         System("Node.js worker_threads", node_system("msg", {"n": n}))],
+        note="ringport rows batch on both sides; the baselines are the one-message rows' "
+             "systems, in the same run"))
 
     n = p["array"]
 

@@ -88,6 +88,12 @@ def run(op, send, recv, args, send_bytes=None):
     elif op == "msg":                   # one way: the processData dict
         for _ in range(n):
             send(MSG)
+    elif op == "msg_many":              # one way: the processData dict, post_many batches
+        post_many = send.__self__.post_many   # (ringport ports only)
+        chunk = args.get("chunk", 256)
+        batch = [MSG] * chunk
+        for start in range(0, n, chunk):
+            post_many(batch if n - start >= chunk else batch[:n - start])
     elif op == "bytes":                 # one way: byte strings of one size, two patterns
         size = args["size"]
         pay = (bytes(size), b"\x01" * size)
