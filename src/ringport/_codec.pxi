@@ -797,13 +797,13 @@ cdef int enc_view_data(Writer *w, Py_buffer *view) except -1:
     if PyBuffer_IsContiguous(view, b'C'):
         return enc_data(w, view.buf, n)
     if w.allow_handles and n >= OOB_MIN:
-        block = malloc(n)
+        block = rp_warm_alloc(n)
         if block == NULL:
             raise MemoryError()
         try:
             PyBuffer_ToContiguous(block, view, view.len, b'C')
         except BaseException:
-            free(block)
+            rp_warm_free(block)
             raise
         hidx = w_add_handle(w, rp_block_release, block, <uint64_t>n, RP_H_BLOCK)
         return w_tag_varint(w, b'h', hidx)
