@@ -400,10 +400,11 @@ def benchmarks(p):
         "processData_many", "processData",
         "one-way {'task': 'processData', 'payload': [1..5]}, batches of 256 / up to 1024",
         "M msg/s", "higher",
+        # (n bound now: it names the array count further down)
         [System(name + " via post_many/receive_many",
-                (lambda make=make: measure(make, "msg_many", n)))
+                (lambda make=make, n=n: measure(make, "msg_many", n)))
          for name, make in thread_ts] +
-        [System("queue.Queue (threads)", (lambda: measure(QueueThreads, "msg", n))),
+        [System("queue.Queue (threads)", (lambda n=n: measure(QueueThreads, "msg", n))),
          System("Node.js worker_threads", node_system("msg", {"n": n}))],
         note="ringport rows batch on both sides; the baselines are the one-message rows' "
              "systems, in the same run"))
