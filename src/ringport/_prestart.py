@@ -107,7 +107,7 @@ _spares = _Spares()
 
 def take_interpreter():
     """A ready interpreter's id for a subinterpreter worker, or None (make a fresh one)."""
-    return _spares.take() if _spares.want or _spares.ready else None
+    return _spares.take()
 
 
 def prestart(n=1, *, backend="auto"):

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 
-__all__ = ["serve", "spawn"]
+__all__ = ["request", "serve"]
 
 _MAX_REQUEST = 1 << 20          # a request carries os.environ: room for a large one
 _START_TIMEOUT_S = 60.0         # how long a request waits for the forked worker's pid
@@ -192,12 +192,6 @@ def _forget():
 
 
 os.register_at_fork(after_in_child=_forget)
-
-
-def spawn(link_fd, fds):
-    """Start a process worker from this process's zygote (starting a zygote first if there is
-    none, or it died): a ZygoteChild, or OSError if no zygote did it (the caller spawns then)."""
-    return request(link_fd, fds)()
 
 
 def request(link_fd, fds):
@@ -357,12 +351,7 @@ def _hand_over(spare, msg, fds):
 def _spare(sock, wake, mine, zygote_pid, procboot):
     """In a spare: wait for a request from the zygote, then run it as a forked worker."""
     procboot._die_with_parent(zygote_pid)
-    # the zygote's signal settings, but SIGINT stays ignored until it is a worker
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    sock.close()
-    for f in wake:
-        os.close(f)
+    _leave_zygote(sock, wake)   # (SIGINT stays ignored until it is a worker)
     procboot.prepare()
     try:
         msg, fds, _, _ = socket.recv_fds(mine, _MAX_REQUEST, _N_FDS)
@@ -373,6 +362,17 @@ def _spare(sock, wake, mine, zygote_pid, procboot):
     mine.close()
     _, req = pickle.loads(msg)
     _child(None, (), fds, req, zygote_pid, procboot)
+
+
+def _leave_zygote(sock, wake):
+    """In a process forked by the zygote: drop the zygote's signal wake-up and SIGCHLD handler,
+    and close its socket (None: already closed) and wake-up pipe."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if sock is not None:
+        sock.close()
+    for f in wake:
+        os.close(f)
 
 
 def _reap(sock):
@@ -392,13 +392,8 @@ def _reap(sock):
 def _child(sock, wake, fds, req, zygote_pid, procboot):
     """In the forked worker: undo the zygote's own settings, then run as a spawned worker."""
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _leave_zygote(sock, wake)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if sock is not None:
-            sock.close()
-        for f in wake:
-            os.close(f)
         link, memfd, chan, bmemfd, bsock, out, err = fds
         os.dup2(out, 1)
         os.dup2(err, 2)

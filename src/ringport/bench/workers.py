@@ -70,10 +70,16 @@ def child_pss(handle):
     raise Skip(f"cannot read the memory of process {pid}")
 
 
+_compiled = []   # [True] once ensure_bytecode() has run in this process
+
+
 def ensure_bytecode():
     """Compile ringport's modules to __pycache__ first, as an installed package has them: with
     PYTHONDONTWRITEBYTECODE set (some CI and agent machines), every worker that imports ringport
     would otherwise compile it from source, and start-up would measure the compiler."""
+    if _compiled:
+        return
+    _compiled.append(True)
     import compileall
     try:
         compileall.compile_dir(os.path.dirname(ringport.__file__), quiet=2)
@@ -100,7 +106,7 @@ def startup_warm(backend, n):
     """Start-up with ringport.prestart(n): n interpreters made ahead (and waited for), then n
     workers started one after another, each taking one."""
     from ringport import _prestart
-    ensure_bytecode()
+    ensure_bytecode()   # (before the spares import ringport)
     ringport.prestart(n, backend=backend)
     try:
         deadline = time.monotonic() + 120
