@@ -306,7 +306,10 @@ def test_killed_holder_leaves_nothing_in_the_parent(child):
     cycle()
     fds, maps = fd_count(), map_count()
     cycle()
-    assert fd_count() == fds and map_count() == maps
+    # nothing left behind: no more descriptors or mappings than before (as test_process's
+    # _settled checks).  Fewer is no leak: on 3.13t the allocator or an earlier test's helper
+    # thread sometimes let go of one mapping meanwhile (1 full suite in 3, this session)
+    assert fd_count() <= fds and map_count() <= maps
 
 
 def test_import_checks_the_descriptor():
