@@ -177,6 +177,7 @@ struct rp_channel {
     atomic_int closing;  /* closed here; the other process sees it once the flusher is done */
     atomic_int zombie;   /* freed here while the flusher works: it frees the struct */
     atomic_int watching; /* a watcher thread is running */
+    atomic_int unshared; /* one end reaches another machine: shared memory cannot cross */
 };
 
 /* A ring shared with another process: the header at the start of the mapping, then ring 0, then
@@ -326,6 +327,7 @@ rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
     atomic_init(&ch->refs[1], 1);
     atomic_init(&ch->sides_alive, 2);
     atomic_init(&ch->closed_own, 0);
+    atomic_init(&ch->unshared, 0);
     ch->closed = &ch->closed_own;
     ch->capacity = capacity;
     ch->max_pending = max_pending;
@@ -1290,6 +1292,10 @@ rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_
 #endif
 
 int rp_channel_shared(const rp_channel *ch) { return ch->shared; }
+void rp_channel_set_unshared(rp_channel *ch) { atomic_store(&ch->unshared, 1); }
+int rp_channel_unshared(rp_channel *ch) {
+    return atomic_load_explicit(&ch->unshared, memory_order_relaxed);
+}
 int rp_channel_local_side(const rp_channel *ch) { return ch->shared ? ch->local : -1; }
 
 /* ------------------------------------------------------------------ descriptors across processes

@@ -207,6 +207,11 @@ rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *f
 rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_t max_pending,
                                      int side);
 int rp_channel_shared(const rp_channel *ch);
+/* Mark a channel one of whose ends is relayed to another machine (the Ray backend): messages
+ * posted on it may not hold shared memory (SharedArrayBuffer), which cannot cross.  Never
+ * cleared. */
+void rp_channel_set_unshared(rp_channel *ch);
+int rp_channel_unshared(rp_channel *ch);
 /* The side that lives in this process (-1 for a channel in memory). */
 int rp_channel_local_side(const rp_channel *ch);
 

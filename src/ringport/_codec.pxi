@@ -106,6 +106,8 @@ cdef struct Writer:
     int nx
     int xcap
     PyObject *relays       # remote: a list of (local port, shared port) to relay once sent
+    bint unshared          # the channel reaches another machine: no shared memory in it
+    PyObject *port_hook    # dumps(ports=...): port -> int, written as H <int>; else NULL
     bint allow_pickle      # False: a value without a native form is a DataCloneError
     # memo: open addressing, object address -> index
     void **mkeys
@@ -134,6 +136,8 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.nx = 0
     w.xcap = 0
     w.relays = NULL
+    w.unshared = False
+    w.port_hook = NULL
     w.allow_pickle = True
     w.mkeys = mkeys
     w.mvals = mvals
@@ -1134,6 +1138,8 @@ cdef int enc_leaf(Writer *w, object v, type t, object transfer_ports) except -1:
     elif is_pyarray(t) and t is _array_type().array:
         enc_pyarray(w, v)
     elif isinstance(v, _Shared):
+        if w.port_hook != NULL:
+            raise _unshared_error()
         if not w.allow_handles and not w.remote:
             raise DataCloneError(
                 f"{t.__qualname__} shares memory and cannot be serialized to bytes")
@@ -1194,6 +1200,9 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
     cdef Py_ssize_t idx = memo_get(w, <void *>p)
     if idx >= 0:
         return w_ref(w, <uint64_t>idx)   # the same port again: one object on arrival
+    if w.port_hook != NULL:   # dumps(ports=...): the hook takes the port, names it by an int
+        w_tag_varint(w, b'H', _hook_port_id((<object>w.port_hook)(p)))
+        return memo_put(w, <void *>p)
     if transfer_ports is None or obj_key(p) not in transfer_ports:
         raise DataCloneError(
             "a MessagePort in the message must also be listed in transfer=[...]")
@@ -1239,6 +1248,7 @@ cdef struct Reader:
                                 # come through (its handles are a private copy); else NULL
     PyObject *keep              # strong, or NULL: a list of the SharedArrayBuffers adopted so
                                 # far, alive until decoding ends (their handles point at them)
+    PyObject *port_hook         # loads(ports=...): int -> MessagePort for H <int>; else NULL
 
 
 cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handle *handles,
@@ -1252,6 +1262,7 @@ cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handl
     r.allow_pickle = True   # messages within the program; loads() and strict ports set False
     r.keep = NULL
     r.xch = NULL
+    r.port_hook = NULL
 
 
 cdef inline size_t _shash(const unsigned char *p, size_t n) noexcept:
@@ -1524,7 +1535,9 @@ cdef object dec_leaf(Reader *r, unsigned char tag, list memo):
         return PyComplex_FromDoubles(dd[0], dd[1])
     # the rest is memoized
     if tag == b'H':      # a port: memoized, so a port twice in a message arrives as one object
-        if r.xch != NULL:
+        if r.port_hook != NULL:
+            v = _hook_port(r)
+        elif r.xch != NULL:
             v = xport_adopt(r)
         else:
             v = MessagePort._adopt(r_handle(r, RP_H_PORT))
@@ -1780,21 +1793,54 @@ cdef class _Block:
 
 # ---------------------------------------------------------------------------- bytes API
 
-def dumps(obj, *, allow_pickle=True):
+cdef object _unshared_error():
+    return DataCloneError(
+        "a SharedArrayBuffer (or a typed array over one) cannot be shared with a worker on "
+        "another machine (backend='ray'): memory is shared only within one machine.  To send a "
+        "copy of its contents, post memoryview(buffer) (or bytes(buffer)) instead")
+
+
+cdef uint64_t _hook_port_id(object k) except? 0xFFFFFFFFFFFFFFFF:
+    if type(k) is not int or k < 0 or k >= (1 << 62):
+        raise TypeError(f"the ports hook of dumps() must return an int in [0, 2**62), not {k!r}")
+    return <uint64_t>k
+
+
+cdef object _hook_port(Reader *r):
+    """H <k> in bytes read with loads(ports=hook): the port hook(k) returns."""
+    cdef uint64_t k = r_varint(r)
+    try:
+        v = (<object>r.port_hook)(k)
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise _decode_error(f"port {k}: {e}") from e
+    if type(v) is not MessagePort:
+        raise _decode_error(f"the ports hook returned {type(v).__name__}, not a MessagePort")
+    return v
+
+
+def dumps(obj, *, allow_pickle=True, ports=None):
     """Encode obj with ringport's structured-clone codec into bytes.
 
-    The same encoding post_message uses, without ports or shared memory (those live in the
-    process and cannot be written to bytes: DataCloneError).  Values the codec has no native
-    form for are pickled; allow_pickle=False refuses them (DataCloneError) instead, so the bytes
-    can be read by loads() without allow_pickle.
+    The same encoding post_message uses, without shared memory (it lives in the process and
+    cannot be written to bytes: DataCloneError).  Values the codec has no native form for are
+    pickled; allow_pickle=False refuses them (DataCloneError) instead, so the bytes can be read
+    by loads() without allow_pickle.
+
+    ports: None (a MessagePort in obj is a DataCloneError), or a function called with each
+    MessagePort obj holds (once per port) that returns an int naming it in the bytes; loads()
+    gives the int to its own ports function to get a port back.  (The Ray backend carries
+    ports to other machines this way.)
     """
     cdef Dest d
     d.kind = TO_BYTES
     d.allow_pickle = bool(allow_pickle)
+    d.port_hook = <PyObject *>ports if ports is not None else NULL
     return encode_send(obj, None, &d)
 
 
-def loads(data, *, allow_pickle=False):
+def loads(data, *, allow_pickle=False, ports=None):
     """Decode bytes made by dumps().  Bad input raises DecodeError (chained to its cause), never
     crashes; memory and time stay in proportion to len(data).
 
@@ -1804,6 +1850,10 @@ def loads(data, *, allow_pickle=False):
     DecodeError, SystemExit included (KeyboardInterrupt goes through); a pickle whose opcodes
     announce more bytes than it holds, or a memo larger than itself, is refused before
     unpickling, but what the code it names allocates when it runs is not bounded.
+
+    ports: None (bytes that name a port are a DecodeError), or a function called with each
+    int that dumps(ports=...) wrote for a port, which returns the MessagePort to put there
+    (anything else, or an exception it raises, is a DecodeError).
     """
     cdef Py_buffer view
     cdef Reader r
@@ -1811,6 +1861,7 @@ def loads(data, *, allow_pickle=False):
     try:
         r_init(&r, <const unsigned char *>view.buf, <size_t>view.len, NULL, 0, NULL)
         r.allow_pickle = bool(allow_pickle)
+        r.port_hook = <PyObject *>ports if ports is not None else NULL
         return decode_checked(&r)
     finally:
         PyBuffer_Release(&view)

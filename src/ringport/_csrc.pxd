@@ -134,6 +134,8 @@ cdef extern from "rp_channel.h" nogil:
     rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_t max_pending,
                                          int side)
     int rp_channel_shared(const rp_channel *ch)
+    void rp_channel_set_unshared(rp_channel *ch)
+    int rp_channel_unshared(rp_channel *ch)
     int rp_channel_local_side(const rp_channel *ch)
     enum:
         RP_XFD_MAX

@@ -795,6 +795,7 @@ cdef struct Dest:
     int rc              # TO_PORT: what the send returned
     bint allow_pickle   # may values the codec has no native form for be pickled?
     rp_node *node       # TO_NODE: the message
+    PyObject *port_hook # TO_BYTES: dumps(ports=...), or NULL
 
 
 cdef object encode_send(object value, dict ports, Dest *d):
@@ -809,6 +810,8 @@ cdef object encode_send(object value, dict ports, Dest *d):
     # or shared memory in its messages
     w.remote = d.kind == TO_PORT and rp_channel_shared(d.ch)
     w.allow_handles = d.kind != TO_BYTES and not w.remote
+    w.unshared = d.kind == TO_PORT and rp_channel_unshared(d.ch)
+    w.port_hook = d.port_hook if d.kind == TO_BYTES else NULL
     w.allow_pickle = d.allow_pickle
     try:
         encode_value(&w, value, ports)
@@ -960,6 +963,7 @@ cdef int batch_add(Batch *b, object value, dict ports, Py_ssize_t *posted) excep
     w_init(&w, b.buf + b.off, BATCH_BYTES - b.off, mk, mv)
     w.remote = b.remote
     w.allow_handles = not b.remote
+    w.unshared = rp_channel_unshared(b.ch)
     w.allow_pickle = b.allow_pickle
     try:
         encode_value(&w, value, ports)
@@ -1149,6 +1153,20 @@ def _port_peer_gone(MessagePort port not None):
         rp_channel_close(ch)
     finally:
         port._leave()
+
+
+def _port_set_unshared(MessagePort port not None):
+    """Port's channel reaches another machine (the Ray backend relays one of its ends there):
+    from now on posting shared memory on either end raises DataCloneError.  False if the
+    port is closed."""
+    cdef rp_channel *ch = port._try_enter()
+    if ch == NULL:
+        return False
+    try:
+        rp_channel_set_unshared(ch)
+    finally:
+        port._leave()
+    return True
 
 
 # Ports and shared buffers in a message to another process travel as descriptors over the

@@ -280,6 +280,8 @@ cdef uint32_t _w_sab(Writer *w, rp_sab *s) except? 0xFFFFFFFF:
     cdef uint64_t ticket
     cdef rp_xfd *x
     cdef int fd
+    if w.unshared or w.port_hook != NULL:
+        raise _unshared_error()
     for i in range(w.nhandles):
         if (w.handles[i].kind == RP_H_SAB or w.handles[i].kind == RP_H_XSAB) and \
                 w.handles[i].ptr == <void *>s:
