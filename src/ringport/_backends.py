@@ -19,7 +19,12 @@ def _free_threaded():
 FREE_THREADED = _free_threaded()
 
 
-BACKENDS = ("thread", "subinterpreter", "process")
+BACKENDS = ("thread", "subinterpreter", "process", "ray")
+
+
+def _ray_installed():
+    import importlib.util
+    return importlib.util.find_spec("ray") is not None
 
 
 def available_backends():
@@ -42,8 +47,13 @@ def resolve_backend(backend):
     if backend == "auto":
         return available_backends()[0]
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto', 'thread', 'subinterpreter' or 'process', "
-                         f"not {backend!r}")
+        raise ValueError(f"backend must be 'auto', 'thread', 'subinterpreter', 'process' or "
+                         f"'ray', not {backend!r}")
+    if backend == "ray":   # a cluster's, not this interpreter's: never listed nor picked by auto
+        if not _ray_installed():
+            raise ValueError("backend 'ray' is not available here (Ray is not installed: "
+                             "pip install 'ringport[ray]')")
+        return backend
     if backend not in available_backends():
         if backend == "process":
             why = "process workers need Linux (memfd and process-shared futexes)"

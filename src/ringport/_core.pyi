@@ -25,10 +25,12 @@ _WaitResult = Literal["ok", "not-equal", "timed-out"]
 
 # --------------------------------------------------------------------------- codec
 
-def dumps(obj: object, *, allow_pickle: bool = True) -> bytes:
+def dumps(obj: object, *, allow_pickle: bool = True,
+          ports: Callable[[MessagePort], int] | None = None) -> bytes:
     """The structured-clone encoding of obj (bytes)."""
 
-def loads(data: Buffer, *, allow_pickle: bool = False) -> Any:
+def loads(data: Buffer, *, allow_pickle: bool = False,
+          ports: Callable[[int], MessagePort] | None = None) -> Any:
     """The value encoded in data; DecodeError if it is not a valid encoding."""
 
 # --------------------------------------------------------------------------- ports

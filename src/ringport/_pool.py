@@ -293,8 +293,16 @@ class WorkerPool(_cf.Executor):
     def __init__(self, *, max_workers=None, min_workers=None, backend="auto", idle_timeout=None,
                  max_queue=None, max_tasks_per_worker=None, initializer=None, initargs=(),
                  worker_data=None, name=None, filename=None, submit_timeout=None,
-                 allow_pickle=True):
+                 allow_pickle=True, ray_options=None):
         self.backend = backend = resolve_backend(backend)
+        self._ray_options = None
+        if backend == "ray":
+            from ringport._ray import pool_defaults
+            default_workers, self._ray_options = pool_defaults(ray_options)
+            if max_workers is None:
+                max_workers = default_workers
+        elif ray_options is not None:
+            raise ValueError("ray_options is for backend='ray' only")
         if max_workers is None:
             max_workers = _cpu_count()
         if not isinstance(max_workers, int) or max_workers < 1:
@@ -591,6 +599,12 @@ class WorkerPool(_cf.Executor):
                 except RuntimeError:
                     pass
 
+    def _rebuild(self, report):
+        if self.backend == "ray":   # from another machine: unpickled only if trusted
+            from ringport._ray import rebuild_remote_error, remote_pickle_allowed
+            return rebuild_remote_error(report, self._allow_pickle and remote_pickle_allowed())
+        return rebuild_error(report, self._allow_pickle)
+
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self, counted=False):
@@ -601,7 +615,8 @@ class WorkerPool(_cf.Executor):
             from ringport._worker import Worker
             worker = Worker(_serve, worker_data=self._worker_data, backend=self.backend,
                             name=f"{self.name}-worker" if self.name else None,
-                            allow_pickle=self._allow_pickle)
+                            allow_pickle=self._allow_pickle,
+                            **({"ray_options": self._ray_options} if self._ray_options else {}))
             worker.unref()   # the pool's own exit hook waits for its tasks instead
             # a worker that dies fails its task with a WorkerError that says why (_lost):
             # not printed as an uncaught worker error as well
@@ -723,7 +738,7 @@ class WorkerPool(_cf.Executor):
             for msg in msgs:
                 tid, ok, value, t0, run = msg
                 if tid < 0:   # the initializer failed: nothing more runs
-                    self._break(rebuild_error(value, self._allow_pickle), resolved)
+                    self._break(self._rebuild(value), resolved)
                     continue
                 task = slot.inflight.popleft() if slot.inflight else None
                 if task is None or task.tid != tid:   # (cannot happen: messages keep order)
@@ -741,7 +756,7 @@ class WorkerPool(_cf.Executor):
                 ema = self._ema_run
                 self._ema_run = run if ema is None else ema * 0.9 + run * 0.1
                 if not ok:
-                    value = rebuild_error(value, self._allow_pickle)
+                    value = self._rebuild(value)
                 resolved.append((task, ok, value))
             ema = self._ema_run
             if ema is not None:

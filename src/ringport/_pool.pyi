@@ -1,6 +1,6 @@
 import concurrent.futures as _cf
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
 from typing_extensions import ParamSpec, Self
@@ -49,7 +49,7 @@ class WorkerPool(_cf.Executor):
                  initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
                  worker_data: object = None, name: str | None = None,
                  filename: str | os.PathLike[str] | None = None, submit_timeout: float | None = None,
-                 allow_pickle: bool = True) -> None: ...
+                 allow_pickle: bool = True, ray_options: Mapping[str, Any] | None = None) -> None: ...
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _cf.Future[_T]: ...
     def run(self, task: object, *, transfer: Iterable[MessagePort] = (),
             name: str = "default") -> _cf.Future[Any]: ...

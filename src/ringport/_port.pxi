@@ -1158,7 +1158,7 @@ def _port_peer_gone(MessagePort port not None):
 def _port_set_unshared(MessagePort port not None):
     """Port's channel reaches another machine (the Ray backend relays one of its ends there):
     from now on posting shared memory on either end raises DataCloneError.  False if the
-    port is closed."""
+    port object has no channel any more (it moved)."""
     cdef rp_channel *ch = port._try_enter()
     if ch == NULL:
         return False

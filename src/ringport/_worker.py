@@ -16,7 +16,7 @@ from ringport._backends import _interpreters, available_backends, resolve_backen
 from ringport._bootstrap import install_unraisable_hook, run
 from ringport._context import get_environment_data, set_environment_data
 from ringport._core import (MessageChannel, _drop_token, _export, _import, _new_worker_ctl,
-                            _port_new_ref, _process_channel, dumps)
+                            _port_new_ref, _port_set_unshared, _process_channel, dumps)
 from ringport._errors import boot_failure_report, error_report, print_worker_error, rebuild_error
 from ringport._events import Emitter
 
@@ -94,9 +94,15 @@ class Worker:
     """
 
     def __init__(self, target, *, eval=False, worker_data=None, transfer=(), name=None,
-                 backend="auto", argv=None, env=None, allow_pickle=True):
+                 backend="auto", argv=None, env=None, allow_pickle=True, ray_options=None):
         backend = resolve_backend(backend)
-        spec, func = _target_spec(target, eval, backend)
+        if backend == "ray":
+            from ringport._ray import _target_for_ray
+            spec, func = _target_for_ray(target, eval)
+        else:
+            if ray_options is not None:
+                raise ValueError("ray_options is for backend='ray' only")
+            spec, func = _target_spec(target, eval, backend)
         parent = _context.current()
         if argv is None:
             argv = []
@@ -142,6 +148,9 @@ class Worker:
         if backend == "process":
             token = None
             self._port = self._start_process(payload, transfer)
+        elif backend == "ray":
+            token = None
+            self._port = self._start_ray(spec, func, payload, transfer, ray_options)
         else:
             chan = MessageChannel(allow_pickle=allow_pickle)
             payload["parent_port"] = chan.port2
@@ -199,6 +208,21 @@ class Worker:
         self._link = ProcessLink(boot, (memfd, sock, bmemfd, bsock), port)
         return port
 
+    def _start_ray(self, spec, func, payload, transfer, ray_options):
+        """The Ray backend: the parent's port of a channel whose other end the link relays to
+        the actor that hosts the worker (see ringport._ray)."""
+        from ringport._ray import RayLink, remote_pickle_allowed
+        allow = self._allow_pickle and remote_pickle_allowed()
+        chan = MessageChannel(allow_pickle=allow)
+        _port_set_unshared(chan.port1)
+        try:
+            self._link = RayLink(spec, func, payload, transfer, chan.port2, ray_options, allow)
+        except BaseException:
+            chan.port1.close()
+            chan.port2.close()
+            raise
+        return chan.port1
+
     def _host(self, token, func, host_ctl, sys_path):
         if self._link is not None:
             try:
@@ -207,7 +231,13 @@ class Worker:
                 code, report = 1, error_report(exc, "process")
         else:
             code, report = _run_worker(self.backend, token, self._ctl, func, sys_path)
-        error = rebuild_error(report, self._allow_pickle) if report is not None else None
+        if report is None:
+            error = None
+        elif self.backend == "ray":
+            from ringport._ray import rebuild_remote_error
+            error = rebuild_remote_error(report, self._link.allow_pickle)
+        else:
+            error = rebuild_error(report, self._allow_pickle)
         with self._lock:
             self._exit_code = code
             self._error = error

@@ -13,7 +13,7 @@ import traceback
 
 from ringport.bench.common import Skip, VerifyError, auto_backend, machine_info, node_path
 
-FAMILIES = ("messaging", "shared", "workers", "scaling", "pool")
+FAMILIES = ("messaging", "shared", "workers", "scaling", "pool", "ray")
 
 # message counts for a full run; --quick takes a tenth, --count scales them
 FULL = {"pingpong": 20000, "interp": 20, "msg": 200000, "array": 400, "bytes": 50000,
@@ -69,9 +69,9 @@ def params(args):
 
 
 def collect(p, args):
-    from ringport.bench import messaging, pool, scaling, shared, workers
+    from ringport.bench import messaging, pool, ray, scaling, shared, workers
     benches = []
-    for mod in (messaging, shared, workers, scaling, pool):
+    for mod in (messaging, shared, workers, scaling, pool, ray):
         benches.extend(mod.benchmarks(p))
     if args.only:
         keys = [k.strip().lower() for k in args.only.split(",") if k.strip()]

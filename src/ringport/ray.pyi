@@ -1,0 +1,6 @@
+from typing import Any
+
+__all__ = ["init", "pickle_allowed"]
+
+def init(*args: Any, allow_pickle: bool = False, **kwargs: Any) -> Any: ...
+def pickle_allowed() -> bool: ...
