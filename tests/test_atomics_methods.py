@@ -23,7 +23,9 @@ from ringport import (
     atomics,
 )
 
-from conftest import start_threads
+from ringport._core import _export
+
+from conftest import needs_subinterpreters, run_in_subinterpreter, start_threads
 
 INT_TYPES = [(Int8Array, 8, True), (Uint8Array, 8, False), (Int16Array, 16, True),
              (Uint16Array, 16, False), (Int32Array, 32, True), (Uint32Array, 32, False),
@@ -257,3 +259,32 @@ def test_contended_compare_exchange_and_bitwise_methods():
         t.join(60)
     assert a[0] == N
     assert m[0] == 0xFFFFFFFF        # every bit set by or_; an even number of xors of 0xFF
+
+
+@needs_subinterpreters
+def test_contended_methods_with_a_subinterpreter():
+    """The methods of an array decoded in another interpreter (its own types), against this
+    interpreter's, on the same memory; their errors there as here."""
+    a = Int32Array(1)
+    f = Float64Array(1)
+    tok = _export([a, f])
+    sub = run_in_subinterpreter(f"""
+from ringport._core import _import
+a, f = _import({tok})
+add, fadd = a.add, f.add
+for _ in range({N}):
+    add(0, 1)
+    fadd(0, 0.5)
+try:
+    a.add(1, 1)
+except IndexError as e:
+    assert str(e) == "Int32Array.add: index 1 out of range for length 1", e
+else:
+    raise AssertionError("no IndexError")
+""")
+    add, fadd = a.add, f.add
+    for _ in range(N):
+        add(0, 1)
+        fadd(0, 0.5)
+    sub.join(60)
+    assert a[0] == 2 * N and f[0] == float(N)
