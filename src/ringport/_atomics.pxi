@@ -18,6 +18,7 @@ cdef struct _Span:
     Py_ssize_t n        # elements
     Py_ssize_t stride   # bytes between elements
     int code            # RP_T_*
+    PyObject *owner     # the typed array whose method runs (borrowed), NULL for the functions
     bint has_view
     Py_buffer view      # held while has_view
 
@@ -28,19 +29,34 @@ cdef str _s(const char *c):
     return c.decode("ascii")
 
 
+cdef str _op_name(const _Span *s, const char *fn):
+    """The operation as error messages name it: atomics.add, or Int32Array.add for a method."""
+    if s.owner != NULL:
+        return f"{type(<object>s.owner).__name__}.{_s(fn)}"
+    return f"atomics.{_s(fn)}"
+
+
+cdef inline void _typed_span(_TypedArray ta, _Span *s) noexcept:
+    """The span of a typed array.  ta stays borrowed: a local `_TypedArray` variable would take
+    a reference, and on a free-threaded build another thread's reference count change is an
+    atomic operation on a field every thread using the array writes (see the methods)."""
+    s.base = ta.base
+    s.n = ta._len()
+    s.stride = ta.itemsize
+    s.code = ta.code
+    s.owner = NULL
+    s.has_view = False
+
+
 cdef int _get_span(object arr, _Span *s, const char *fn) except -1:
     """Resolve arr (a typed array, or a writable 1-d buffer with a supported format) without
     touching its memory.  Release with _release_span once has_view is set."""
-    cdef _TypedArray ta
     cdef int code, size
     cdef Py_ssize_t st
     s.has_view = False
+    s.owner = NULL
     if rp_is_typed_array(arr):
-        ta = <_TypedArray>arr
-        s.base = ta.base
-        s.n = ta._len()
-        s.stride = ta.itemsize
-        s.code = ta.code
+        _typed_span(<_TypedArray>arr, s)
         return 0
     if isinstance(arr, SharedArrayBuffer):
         raise TypeError(f"atomics.{_s(fn)}: a SharedArrayBuffer has no element type; use a typed "
@@ -85,40 +101,103 @@ cdef inline void _release_span(_Span *s) noexcept:
         PyBuffer_Release(&s.view)
 
 
+cdef extern from "_glue.h":
+    bint rp_compact_int(object o, long long *out) noexcept
+
+
 cdef char *_element(_Span *s, object index, const char *fn) except NULL:
-    cdef Py_ssize_t i
-    cdef int overflow = 0
-    if type(index) is int:
-        # exact ints: C comparisons only (Python int constants live in module state, whose
+    cdef long long i
+    if rp_compact_int(index, &i):
+        # the common case in C comparisons (Python int constants live in module state, whose
         # lookup is a process-wide atomic operation)
-        i = <Py_ssize_t>PyLong_AsLongLongAndOverflow(index, &overflow)
-        if overflow == 0 and 0 <= i < s.n:
+        if 0 <= i < s.n:
             return s.base + i * s.stride
-    elif not PyIndex_Check(index):
-        raise TypeError(f"atomics.{_s(fn)}: index must be an int, not {type(index).__name__}")
+    elif type(index) is not int and not PyIndex_Check(index):
+        raise TypeError(f"{_op_name(s, fn)}: index must be an int, not {type(index).__name__}")
     index = PyNumber_Index(index)
     if index < 0 or index >= s.n:
-        raise IndexError(f"atomics.{_s(fn)}: index {index} out of range for length {s.n}")
+        raise IndexError(f"{_op_name(s, fn)}: index {index} out of range for length {s.n}")
     i = <Py_ssize_t>index
     return s.base + i * s.stride
 
 
+cdef inline bint _small_operand(int code, object value, rp_val *v) noexcept:
+    """value as an integer element, when it is a small exact int in the element type's range
+    (the common case, without a call); else False and _to_val decides, or raises."""
+    cdef long long x
+    cdef int bits
+    if rp_elem_is_float(code) or not rp_compact_int(value, &x):
+        return False
+    bits = 8 * rp_elem_size(code)
+    if rp_elem_is_signed(code):
+        if bits < 64 and (x < -(1LL << (bits - 1)) or x >= (1LL << (bits - 1))):
+            return False
+    elif x < 0 or (bits < 64 and x >= (1LL << bits)):
+        return False
+    v.i = x     # for an unsigned type, x >= 0: the same bits as v.u
+    return True
+
+
+cdef object _rmw_span(_Span *s, const char *fn, int op, object index, object value):
+    cdef rp_val v
+    cdef char *p = _element(s, index, fn)
+    if rp_elem_is_float(s.code) and (op == RP_OP_AND or op == RP_OP_OR or op == RP_OP_XOR):
+        raise TypeError(f"{_op_name(s, fn)} is not defined for {_TYPE_NAMES[s.code]} elements "
+                        f"(bitwise operations need integers)")
+    v.u = 0
+    if op != RP_OP_LOAD and not _small_operand(s.code, value, &v):
+        _to_val(s.code, value, &v)
+    return _from_val(s.code, rp_elem_rmw(s.code, op, p, v))
+
+
+cdef object _cas_span(_Span *s, const char *fn, object index, object expected,
+                      object replacement):
+    cdef rp_val e, d
+    cdef char *p = _element(s, index, fn)
+    if not _small_operand(s.code, expected, &e):
+        _to_val(s.code, expected, &e)
+    if not _small_operand(s.code, replacement, &d):
+        _to_val(s.code, replacement, &d)
+    if s.code == RP_T_F32:
+        # compare the float32 bit pattern that expected rounds to
+        e.d = <double>(<float>e.d)
+    return _from_val(s.code, rp_elem_cas(s.code, p, e, d))
+
+
 cdef object _rmw(const char *fn, int op, object arr, object index, object value):
     cdef _Span s
-    cdef rp_val v
-    cdef char *p
     _get_span(arr, &s, fn)
     try:
-        p = _element(&s, index, fn)
-        if rp_elem_is_float(s.code) and (op == RP_OP_AND or op == RP_OP_OR or op == RP_OP_XOR):
-            raise TypeError(f"atomics.{_s(fn)} is not defined for {_TYPE_NAMES[s.code]} elements "
-                            f"(bitwise operations need integers)")
-        v.u = 0
-        if op != RP_OP_LOAD:
-            _to_val(s.code, value, &v)
-        return _from_val(s.code, rp_elem_rmw(s.code, op, p, v))
+        return _rmw_span(&s, fn, op, index, value)
     finally:
         _release_span(&s)
+
+
+# The methods of the typed arrays (arr.add(i, v) is atomics.add(arr, i, v)).  A method bound
+# once, `add = arr.add`, is called with the array borrowed (self of a METH_FASTCALL method) and
+# the bound method owned by the calling thread: a call writes to no object another thread
+# uses, where atomics.add(arr, ...) takes and drops a reference to arr, and to the function,
+# on every call.
+
+cdef object _rmw_method(_TypedArray ta, const char *fn, int op, object index, object value):
+    cdef _Span s
+    cdef long long i
+    cdef rp_val v
+    v.u = 0
+    if rp_compact_int(index, &i) and 0 <= i < ta._len() and \
+            (op == RP_OP_LOAD or _small_operand(ta.code, value, &v)):
+        # the common case in one function: a small index in range, a small int operand
+        return _from_val(ta.code, rp_elem_rmw(ta.code, op, ta.base + i * ta.itemsize, v))
+    _typed_span(ta, &s)
+    s.owner = <PyObject *>ta
+    return _rmw_span(&s, fn, op, index, value)
+
+
+cdef object _cas_method(_TypedArray ta, object index, object expected, object replacement):
+    cdef _Span s
+    _typed_span(ta, &s)
+    s.owner = <PyObject *>ta
+    return _cas_span(&s, "compare_exchange", index, expected, replacement)
 
 
 def add(arr, index, value, /):
@@ -168,17 +247,9 @@ def compare_exchange(arr, index, expected, replacement, /):
     (the exchange happened iff it equals expected).  Floats compare bit patterns: -0.0 does not
     match 0.0, and a NaN matches a NaN with the same payload."""
     cdef _Span s
-    cdef rp_val e, d
-    cdef char *p
     _get_span(arr, &s, "compare_exchange")
     try:
-        p = _element(&s, index, "compare_exchange")
-        _to_val(s.code, expected, &e)
-        _to_val(s.code, replacement, &d)
-        if s.code == RP_T_F32:
-            # compare the float32 bit pattern that expected rounds to
-            e.d = <double>(<float>e.d)
-        return _from_val(s.code, rp_elem_cas(s.code, p, e, d))
+        return _cas_span(&s, "compare_exchange", index, expected, replacement)
     finally:
         _release_span(&s)
 
@@ -209,7 +280,7 @@ def pause(iterations=1):
 
 cdef int _waitable(_Span *s, const char *fn) except -1:
     if s.code != RP_T_I32 and s.code != RP_T_I64:
-        raise TypeError(f"atomics.{_s(fn)} works on Int32Array and BigInt64Array (int32 or int64 "
+        raise TypeError(f"{_op_name(s, fn)} works on Int32Array and BigInt64Array (int32 or int64 "
                         f"buffers), not {_TYPE_NAMES[s.code]} elements")
     return 0
 

@@ -46,6 +46,27 @@ static inline int rp_is_ndarray(PyObject *o) {
     return strcmp(Py_TYPE(o)->tp_name, "numpy.ndarray") == 0;
 }
 
+/* ------------------------------------------------------------------ small ints
+ *
+ * The value of an exact int that CPython stores in one digit (|o| < 2**30 on 64-bit builds):
+ * the index or operand of nearly every atomic call.  1 and *out set, else 0 (any other object:
+ * the caller takes its general path, which also raises the errors).  Reads the int in place,
+ * no call: the atomics' hot path (_atomics.pxi). */
+static inline int rp_compact_int(PyObject *o, long long *out) {
+    if (!PyLong_CheckExact(o)) return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (!PyUnstable_Long_IsCompact((PyLongObject *)o)) return 0;
+    *out = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+    return 1;
+#else
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow) return 0;   /* an exact int: no other error is possible */
+    *out = v;
+    return 1;
+#endif
+}
+
 /* ------------------------------------------------------------------ container items
  *
  * Items of a list or dict, as strong references, safely on every build: on free-threaded builds

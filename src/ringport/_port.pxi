@@ -32,6 +32,14 @@ cdef int64_t timeout_to_deadline(object timeout) except? -2:
     return rp_deadline_after(<int64_t>(t * 1e9))
 
 
+cdef inline int64_t post_deadline(rp_channel *ch, object timeout) except? -2:
+    """The deadline of a post: only a channel with max_pending_bytes ever waits for room; on
+    any other a post never waits (0), and timeout is not looked at."""
+    if rp_channel_max_pending(ch) != 0:
+        return timeout_to_deadline(timeout)
+    return 0
+
+
 cdef int raise_for(int rc, str what) except -1:
     """The one place that turns C return codes into exceptions."""
     if rc == RP_ECLOSED:
@@ -203,8 +211,7 @@ cdef class MessagePort:
         cdef int64_t deadline = 0
         cdef int rc = RP_ECLOSED
         try:
-            if rp_channel_max_pending(ch) != 0:
-                deadline = timeout_to_deadline(timeout)
+            deadline = post_deadline(ch, timeout)
             if transfer is not None:
                 ports = claim_transfer(ch, transfer)
             rc = send_value(ch, self.side, value, ports, deadline, self.allow_pickle)
@@ -251,9 +258,7 @@ cdef class MessagePort:
             b.side = self.side
             b.remote = rp_channel_shared(ch) != 0
             b.allow_pickle = self.allow_pickle
-            b.deadline = 0
-            if rp_channel_max_pending(ch) != 0:
-                b.deadline = timeout_to_deadline(timeout)
+            b.deadline = post_deadline(ch, timeout)
             it = iter(iterable)
             b.buf = <unsigned char *>malloc(BATCH_BYTES)
             if b.buf == NULL:

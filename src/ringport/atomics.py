@@ -15,6 +15,19 @@ is sequentially consistent.
 
 wait/notify work on Int32Array and BigInt64Array (int32/int64 buffers) and meet across threads,
 workers and interpreters of the process, and C/Cython code using ``ringport/atomics.h``.
+
+The one-element operations are also methods of the typed arrays, with the same names, checks
+and errors: ``arr.add(i, v)`` is ``add(arr, i, v)``, likewise ``load``, ``store``, ``sub``,
+``and_``, ``or_``, ``xor``, ``exchange`` and ``compare_exchange``.  For hot loops, bind the
+method once in the thread that calls it::
+
+    add = arr.add
+    for _ in range(n):
+        add(0, 1)
+
+A call of a bound method passes the array borrowed; on a free-threaded build it then writes no
+reference count that another thread also writes (``add(arr, ...)`` and ``arr.add(...)`` take a
+reference to ``arr`` on every call, an atomic operation when other threads use it too).
 """
 from ringport._core import (
     _waiters,

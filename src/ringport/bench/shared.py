@@ -56,6 +56,21 @@ def counter_py(n):
     return Sample(2 * n / dt / 1e6, 2 * n)
 
 
+def counter_method(n):
+    """The same count through the typed array's method, bound once in each thread: a call
+    passes the array borrowed, so no reference count is shared between the threads."""
+    a = Int32Array(1)
+
+    def work():
+        add = a.add
+        for _ in range(n):
+            add(0, 1)
+
+    dt, _ = run_threads([work, work])
+    check(a[0] == 2 * n, f"Int32Array.add count {a[0]} != {2 * n}")
+    return Sample(2 * n / dt / 1e6, 2 * n)
+
+
 def counter_cimport(n, allowed):
     ext = userext(allowed)
     a = Int32Array(1)
@@ -197,7 +212,8 @@ def benchmarks(p):
     cim = p["cimport"]
     import importlib.util
     pypi = importlib.util.find_spec("atomics") is not None
-    rows = [System("ringport.atomics.add (Python, threads)", lambda: counter_py(n)),
+    rows = [System("ringport arr.add, bound once (Python, threads)", lambda: counter_method(n)),
+            System("ringport.atomics.add (Python, threads)", lambda: counter_py(n)),
             System("ringport cimported nogil add (threads)", lambda: counter_cimport(nf, cim))]
     for b in worker_backends():
         rows.append(System(f"ringport.atomics.add (Python, Worker {b})",
