@@ -24,6 +24,7 @@ producer's ``post_message`` on the other raise ``Full``, and other streams are n
 import socket
 import struct
 import threading
+import time
 from itertools import count
 
 from ringport._core import (DecodeError, Full, MessageChannel, PortClosed, _new_waitset,
@@ -132,10 +133,14 @@ class Link:
             start = self._passes
             if start < 0:
                 return
-        self._ws.signal()
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: self._passes < 0 or (
-                self._passes >= start + 2 and not self._starved), timeout)
+            while not (self._passes < 0 or (self._passes >= start + 2 and not self._starved)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._ws.signal()   # (a pass ends in a wait: each needs its own wake-up)
+                self._cond.wait(min(left, 0.05))
 
     def close(self):
         """Close the connection and every bridged port (their peers read what was delivered,
