@@ -218,9 +218,12 @@ def _finish(resolved):
     while i < n:
         cond = resolved[i][0]._condition
         start = i
+        callbacks = False
         with cond:
-            while i < n and resolved[i][0]._condition is cond:
+            while i < n:
                 fut, ok, value = resolved[i]
+                if fut._condition is not cond:
+                    break
                 i += 1
                 if fut._state in _DONE:
                     continue
@@ -229,16 +232,22 @@ def _finish(resolved):
                 else:
                     fut._exception = value
                 fut._state = "FINISHED"
-                for waiter in fut._rp_waiters or ():
-                    if ok:
-                        waiter.add_result(fut)
-                    else:
-                        waiter.add_exception(fut)
-            cond.notify_all()
-        for j in range(start, i):
-            fut = resolved[j][0]
-            if fut._rp_callbacks:
-                fut._invoke_callbacks()
+                waiters = fut._rp_waiters
+                if waiters:
+                    for waiter in waiters:
+                        if ok:
+                            waiter.add_result(fut)
+                        else:
+                            waiter.add_exception(fut)
+                if fut._rp_callbacks:
+                    callbacks = True
+            if cond._waiters:   # (threading.Condition's own list: notify_all() costs a call)
+                cond.notify_all()
+        if callbacks:
+            for j in range(start, i):
+                fut = resolved[j][0]
+                if fut._rp_callbacks:
+                    fut._invoke_callbacks()
 
 
 _DONE = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
@@ -375,28 +384,35 @@ class WorkerPool(_cf.Executor):
             if not callable(fn):
                 raise TypeError(f"{type(fn).__name__!r} object is not callable")
             with self._lock:
-                entry = self._local_ids.get(id(fn))
-                if entry is None:
-                    key = next(_keys)
-                    _local_fns[key] = fn
-                    entry = self._local_ids[id(fn)] = self._local_keys[key] = [key, 0, id(fn)]
-                entry[1] += 1 + pin
-            return ("l", entry[0])
-        ref = self._refs.get(fn) if _hashable(fn) else None
+                return self._local_ref(fn, 1 + pin)
+        try:
+            ref = self._refs.get(fn)
+        except TypeError:   # (not hashable)
+            ref = None
         if ref is None:
             ref = _function_ref(fn, self.backend)
             if ref[0] == "m" and len(self._refs) < 1024:
                 self._refs[fn] = ref
         return ref
 
-    def _release(self, ref):
-        # (under self._lock)
+    def _local_ref(self, fn, uses=1):
+        # (under self._lock) the thread backend's ref of fn, counting uses more tasks of it
+        entry = self._local_ids.get(id(fn))
+        if entry is None:
+            key = next(_keys)
+            _local_fns[key] = fn
+            entry = self._local_ids[id(fn)] = self._local_keys[key] = [key, 0, id(fn), ("l", key)]
+        entry[1] += uses
+        return entry[3]
+
+    def _release(self, ref, uses=1):
+        # (under self._lock) uses tasks of ref ended
         # (the workers read _local_fns: on a free-threaded build, touching it for every task
         # would make them wait on its lock)
         if ref is not None and ref[0] == "l":
             entry = self._local_keys.get(ref[1])
             if entry is not None:
-                entry[1] -= 1
+                entry[1] -= uses
                 if entry[1] <= 0:
                     del self._local_keys[entry[0]]
                     del self._local_ids[entry[2]]
@@ -406,18 +422,13 @@ class WorkerPool(_cf.Executor):
 
     def submit(self, fn, /, *args, **kwargs):
         """Run fn(*args, **kwargs) in a worker; a concurrent.futures.Future of its result."""
-        self._check_open()
-        ref = self._ref(fn)
-        try:
-            return self._enqueue(ref, (_CALL, 0, ref, args, kwargs or None), ())
-        except BaseException:
-            self._unref(ref)
-            raise
-
-    def _unref(self, ref):
-        if ref is not None and ref[0] == "l":
-            with self._lock:
-                self._release(ref)
+        if self._shutdown or self._broken is not None:
+            self._check_open()
+        if self.backend == "thread":   # (its key is counted under the lock _enqueue takes)
+            if not callable(fn):
+                raise TypeError(f"{type(fn).__name__!r} object is not callable")
+            return self._enqueue(fn, _CALL, None, args, kwargs or None, ())
+        return self._enqueue(None, _CALL, self._ref(fn), args, kwargs or None, ())
 
     def run(self, task, *, transfer=(), name="default"):
         """piscina's style: call the function called name (default ``default``) of the module
@@ -429,7 +440,7 @@ class WorkerPool(_cf.Executor):
         if not isinstance(name, str):
             raise TypeError("name must be a str")
         self._check_open()
-        return self._enqueue(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+        return self._enqueue(None, _RUN, name, task, None, tuple(transfer or ()))
 
     def _check_open(self):
         if self._broken is not None:
@@ -437,9 +448,10 @@ class WorkerPool(_cf.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _enqueue(self, ref, msg, transfer, wait=True):
-        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, transfer,
-                      ref if ref is not None and ref[0] == "l" else None)
+    def _enqueue(self, fn, kind, ref, args, kwargs, transfer, wait=True):
+        """Queue (or post at once) the task (kind, ref, args, kwargs); fn: the thread
+        backend's callable, whose key (ref) is taken here, under the lock this takes anyway."""
+        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, transfer, None)
         start = False
         deadline = None
         try:
@@ -449,11 +461,15 @@ class WorkerPool(_cf.Executor):
                         raise BrokenWorkerPool(self._broken)
                     if self._shutdown:
                         raise RuntimeError("cannot schedule new futures after shutdown")
-                    slot = self._free_slot() if not self._queue else None
-                    if slot is not None and slot.inflight and self._room_for_worker():
-                        slot = None   # a new worker rather than a queue behind a busy one
+                    queue = self._queue
+                    if queue:
+                        slot = None
+                    else:
+                        slot = self._free_slot()
+                        if slot is not None and slot.inflight and self._room_for_worker():
+                            slot = None   # a new worker rather than a queue behind a busy one
                     if slot is not None or self.max_queue is None or \
-                            len(self._queue) < self.max_queue or not wait:
+                            len(queue) < self.max_queue or not wait:
                         break
                     if self._room_for_worker():   # a worker on its way takes queued tasks
                         break
@@ -466,18 +482,20 @@ class WorkerPool(_cf.Executor):
                             raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
                     self._space.wait(timeout if timeout is not None else 0.25)
                 if slot is None and not wait and self.max_queue is not None and \
-                        len(self._queue) >= self.max_queue:
+                        len(queue) >= self.max_queue:
                     raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
+                if fn is not None:
+                    ref = fut.local = self._local_ref(fn)
                 fut.tid = tid = next(self._tids)
-                fut.msg = (msg[0], tid) + msg[2:]
+                fut.msg = (kind, tid, ref, args, kwargs)
                 fut.submitted = _perf()
                 if slot is not None:
                     self._dispatch(slot, fut)
                 else:
-                    self._queue.append(fut)
-                    if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                    queue.append(fut)
+                    if self.max_queue is not None and len(queue) >= self.max_queue:
                         self._drain_pending = True
-                    start = self._room_for_worker()
+                    start = len(self._slots) + self._starting < self.max_workers
                     if start:
                         self._starting += 1
         except BaseException:
@@ -582,7 +600,8 @@ class WorkerPool(_cf.Executor):
 
     def _queue_shrank(self):
         # (under self._lock)
-        self._space.notify_all()
+        if self._space._waiters:
+            self._space.notify_all()
         if self._async_space:
             waiters, self._async_space = self._async_space, []
             for loop, fut in waiters:
@@ -719,39 +738,58 @@ class WorkerPool(_cf.Executor):
         return bool(msgs), closed
 
     def _results(self, slot, msgs, resolved):
+        # (per task only what must be: the counters and the thread backend's key uses are
+        # summed over the batch, attributes read once)
         with self._lock:
-            for msg in msgs:
-                tid, ok, value, t0, run = msg
+            inflight = slot.inflight
+            run_times = self._run_times.append
+            wait_times = self._wait_times.append
+            out = resolved.append
+            ema = self._ema_run
+            done = completed = uses = 0
+            run_total = 0.0
+            local = None
+            for tid, ok, value, t0, run in msgs:
                 if tid < 0:   # the initializer failed: nothing more runs
                     self._break(rebuild_error(value, self._allow_pickle), resolved)
                     continue
-                task = slot.inflight.popleft() if slot.inflight else None
+                task = inflight.popleft() if inflight else None
                 if task is None or task.tid != tid:   # (cannot happen: messages keep order)
                     continue
-                slot.done += 1
+                done += 1
                 task.msg = None   # (what a finished future keeps, the GC walks)
-                if task.local is not None:
-                    self._release(task.local)
+                ref = task.local
+                if ref is not None:
+                    if ref is not local:
+                        if local is not None:
+                            self._release(local, uses)
+                        local, uses = ref, 0
+                    uses += 1
                 if task.aborted:
                     continue
-                self._completed += 1
-                self._run_total += run
-                self._run_times.append(run)
-                self._wait_times.append(max(0.0, t0 - task.submitted))
-                ema = self._ema_run
-                self._ema_run = run if ema is None else ema * 0.9 + run * 0.1
+                completed += 1
+                run_total += run
+                run_times(run)
+                wait = t0 - task.submitted
+                wait_times(wait if wait > 0.0 else 0.0)
+                ema = run if ema is None else ema * 0.9 + run * 0.1
                 if not ok:
                     value = rebuild_error(value, self._allow_pickle)
-                resolved.append((task, ok, value))
-            ema = self._ema_run
+                out((task, ok, value))
+            if local is not None:
+                self._release(local, uses)
+            slot.done += done
+            self._completed += completed
+            self._run_total += run_total
+            self._ema_run = ema
             if ema is not None:
                 self._limit = _LIMIT_TINY if ema < 50e-6 else (
                     _LIMIT_SHORT if ema < 1e-3 else _LIMIT_LONG)
-            if not slot.inflight:
+            if not inflight:
                 slot.idle_since = time.monotonic()
             if not slot.retiring:
                 self._feed(slot)
-            if self._shutdown and not self._queue and not slot.retiring and not slot.inflight:
+            if self._shutdown and not self._queue and not slot.retiring and not inflight:
                 slot.retiring = True
                 self._post_stop(slot)
 
@@ -886,25 +924,22 @@ class WorkerPool(_cf.Executor):
             raise ValueError("buffersize must be None or > 0.")
         deadline = None if timeout is None else time.monotonic() + timeout
         self._check_open()
-        ref = self._ref(fn)
+        ref = self._ref(fn)   # (the thread backend's key stays while map submits)
+        local = fn if ref[0] == "l" else None
         try:
             kind = _CALL if chunksize == 1 else _CHUNK
             items = zip(*iterables) if kind == _CALL else _chunks(zip(*iterables), chunksize)
+            enqueue = self._enqueue
 
             def submit(args):
-                r = ref if ref[0] != "l" else self._ref(fn)   # (one use of the key per task)
-                try:
-                    return self._enqueue(r, (kind, 0, r, args, None), ())
-                except BaseException:
-                    self._unref(r)
-                    raise
+                return enqueue(local, kind, ref, args, None, ())
             if buffersize is None:
                 futures = collections.deque(submit(a) for a in items)
             else:
                 futures = collections.deque(submit(a) for a in itertools.islice(items,
                                                                                  buffersize))
         finally:
-            if ref[0] == "l":
+            if local is not None:
                 with self._lock:
                     self._release(ref)
         return _map_results(futures, items if buffersize is not None else None, submit,
@@ -959,11 +994,13 @@ class WorkerPool(_cf.Executor):
         is awaited, not blocked on)."""
         self._check_open()
         ref = self._ref(fn)
+        local = fn if ref[0] == "l" else None
         try:
-            fut = await self._await(ref, (_CALL, 0, ref, args, kwargs or None), ())
-        except BaseException:
-            self._unref(ref)
-            raise
+            fut = await self._await(local, _CALL, ref, args, kwargs or None, ())
+        finally:
+            if local is not None:
+                with self._lock:
+                    self._release(ref)
         return await fut
 
     async def run_async(self, task, *, transfer=(), name="default"):
@@ -972,17 +1009,17 @@ class WorkerPool(_cf.Executor):
             raise TypeError("run_async() needs a pool made with filename= (a module of "
                             "handlers); use submit_async() for functions")
         self._check_open()
-        fut = await self._await(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+        fut = await self._await(None, _RUN, name, task, None, tuple(transfer or ()))
         return await fut
 
-    async def _await(self, ref, msg, transfer):
+    async def _await(self, fn, kind, ref, args, kwargs, transfer):
         # the asyncio future of a task queued without blocking the loop: a full queue is
         # awaited (woken when it shrinks)
         import asyncio
         loop = asyncio.get_running_loop()
         while True:
             try:
-                fut = self._enqueue(ref, msg, transfer, wait=False)
+                fut = self._enqueue(fn, kind, ref, args, kwargs, transfer, wait=False)
                 break
             except Full:
                 waiter = loop.create_future()
