@@ -684,3 +684,50 @@ def test_a_result_never_waits_behind_the_next_task(make_pool):
         ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
         ringport.atomics.notify(ringport.Int32Array(sab), 0)
     assert [f.result(30) for f in blocked] == [1, 1, 1]
+
+
+def test_a_deep_queue_of_tiny_tasks_goes_out_in_bigger_messages(make_pool):
+    """Tiny tasks behind a deep queue go to a worker up to _LIMIT_DEEP in one message (a fair
+    share of the queue), not _LIMIT_TINY; results stay in order and complete."""
+    from ringport import _pool
+    pool = make_pool(max_workers=1)
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    assert pool._limit == _pool._LIMIT_TINY   # (no-ops measured as tiny)
+    sizes = []
+    real = pool._dispatch_batch
+
+    def record(slot, batch):
+        sizes.append(len(batch))
+        return real(slot, batch)
+
+    pool._dispatch_batch = record
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)   # holds the worker: the rest queue up
+    futs = [pool.submit(poolfuncs.square, i) for i in range(1000)]
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert gate.result(60) == 1
+    assert [f.result(60) for f in futs] == [i * i for i in range(1000)]
+    assert max(sizes) > _pool._LIMIT_TINY
+    assert max(sizes) <= _pool._LIMIT_DEEP
+
+
+def test_a_killed_process_worker_with_a_deep_queue_fails_one_task(make_pool, backend):
+    """A process worker killed while it holds a batch of queued tasks: the task it ran fails,
+    the ones it had not started run on its replacement."""
+    if backend != "process":
+        pytest.skip("only a process worker can be killed on its own")
+    pool = make_pool(max_workers=1)
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    before = [pool.submit(poolfuncs.square, i) for i in range(100)]
+    doomed = pool.submit(poolfuncs.kill_self)
+    after = [pool.submit(poolfuncs.square, i) for i in range(100)]
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert gate.result(60) == 1
+    assert [f.result(60) for f in before] == [i * i for i in range(100)]
+    with pytest.raises(WorkerError, match="ended"):
+        doomed.result(60)
+    assert [f.result(60) for f in after] == [i * i for i in range(100)]

@@ -32,6 +32,9 @@ __all__ = ["BrokenWorkerPool", "WorkerPool"]
 #: Tasks in flight per worker: one for long tasks (an idle worker never waits behind a busy
 #: one), more for short ones, whose round trip would otherwise leave the worker idle.
 _LIMIT_LONG, _LIMIT_SHORT, _LIMIT_TINY = 1, 4, 16
+#: ... and for tiny tasks behind a deep queue, up to this many in one message (a fair share of
+#: the queue each): fewer messages and wake-ups per task, for the collector and the workers.
+_LIMIT_DEEP = 64
 #: Samples kept for the run- and wait-time percentiles.
 STATS_WINDOW = 10_000
 
@@ -122,21 +125,21 @@ class _Future(_cf.Future):
     whether it was started (it stays so when a dead worker's unstarted tasks are queued again).
     """
 
-    __slots__ = ("_condition", "_state", "_result", "_exception", "_rp_pool", "tid", "msg",
-                 "transfer", "submitted", "local", "aborted", "started", "_rp_waiters",
-                 "_rp_callbacks")
+    __slots__ = ("_condition", "_state", "_rp_pool", "tid", "msg", "transfer", "submitted",
+                 "local")
+
+    # what most futures keep as they are: class defaults, not set per future (each store costs,
+    # a free-threaded 3.13 most); set ones live in the instance's dict (concurrent.futures.Future
+    # has one)
+    _result = _exception = _rp_waiters = _rp_callbacks = None
+    aborted = started = False
 
     def __init__(self, condition, pool, transfer, local):
         self._condition = condition
         self._state = "PENDING"
-        self._result = None
-        self._exception = None
-        self._rp_waiters = self._rp_callbacks = None
         self._rp_pool = pool
         self.transfer = transfer
         self.local = local
-        self.aborted = False
-        self.started = False
 
     # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
     # self._condition; most futures never need them, and two fewer objects per task is less
@@ -655,7 +658,10 @@ class WorkerPool(_cf.Executor):
     def _feed(self, slot):
         # (under self._lock) hand slot queued tasks while it has room
         queue = self._queue
-        room = self._limit - len(slot.inflight)
+        limit = self._limit
+        if limit == _LIMIT_TINY and len(queue) > limit:
+            limit = max(limit, min(_LIMIT_DEEP, len(queue) // max(1, len(self._slots))))
+        room = limit - len(slot.inflight)
         if self.max_tasks_per_worker is not None:
             room = min(room, self.max_tasks_per_worker - slot.done - len(slot.inflight))
         if not queue or room <= 0 or slot.retiring:
