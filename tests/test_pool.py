@@ -731,3 +731,34 @@ def test_a_killed_process_worker_with_a_deep_queue_fails_one_task(make_pool, bac
     with pytest.raises(WorkerError, match="ended"):
         doomed.result(60)
     assert [f.result(60) for f in after] == [i * i for i in range(100)]
+
+
+def test_a_killed_process_worker_fails_the_task_it_ran_not_one_it_finished(make_pool, backend):
+    """A process worker posts the results of short tasks of one function together.  Killed
+    while it holds finished results it has not posted, it must not blame one of those tasks
+    for its death, nor have them run again: the killer fails as the task that was running,
+    the finished ones whose results were lost fail saying so, every other task succeeds and
+    every task runs once."""
+    if backend != "process":
+        pytest.skip("only a process worker can be killed on its own")
+    pool = make_pool(max_workers=1)
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    gate, runs = ringport.SharedArrayBuffer(4), ringport.SharedArrayBuffer(4 * 300)
+    held = pool.submit(poolfuncs.wait_sab, gate, 30)
+    futs = [pool.submit(poolfuncs.count_kill_at, runs, i, 150) for i in range(300)]
+    ringport.atomics.store(ringport.Int32Array(gate), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(gate), 0)
+    assert held.result(60) == 1
+    lost = []
+    for i, f in enumerate(futs):
+        if i == 150:
+            with pytest.raises(WorkerError, match="running this task ended"):
+                f.result(60)
+            continue
+        try:
+            assert f.result(60) == i
+        except WorkerError as e:
+            assert "before it sent the result" in str(e)
+            lost.append(i)
+    assert all(i < 150 for i in lost), lost
+    assert list(ringport.Int32Array(runs)) == [1] * 300

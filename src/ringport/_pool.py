@@ -22,7 +22,8 @@ import weakref
 
 from ringport import _context
 from ringport._backends import resolve_backend
-from ringport._core import _new_waitset, _try_receive
+from ringport._core import Int32Array, SharedArrayBuffer, _new_waitset, _try_receive
+from ringport._core import load as _load, store as _store
 from ringport._errors import (DataCloneError, Full, PortClosed, WorkerError, WorkerTerminated,
                               error_report, rebuild_error)
 from ringport._events import Emitter
@@ -39,6 +40,7 @@ _LIMIT_DEEP = 64
 STATS_WINDOW = 10_000
 
 _CALL, _CHUNK, _RUN = 0, 1, 2
+_MARK_MASK = 0x7FFFFFFF
 #: A worker posts the results of tasks that were waiting for it together, up to _BATCH of
 #: them or the ones done within _BATCH_S of the first, and only while they are short (below
 #: _SHORT_S each), succeed and the next task calls the same function: a result never waits
@@ -265,16 +267,25 @@ _CONDITIONS = 8
 class _Slot:
     """One worker of the pool and what it holds."""
 
-    __slots__ = ("worker", "port", "inflight", "done", "idle_since", "retiring", "ended")
+    __slots__ = ("worker", "port", "inflight", "done", "idle_since", "retiring", "ended", "mark")
 
-    def __init__(self, worker):
+    def __init__(self, worker, mark):
         self.worker = worker
+        self.mark = mark   # what the worker started: see running()
         self.port = worker.port
         self.inflight = collections.deque()
         self.done = 0
         self.idle_since = time.monotonic()
         self.retiring = False
         self.ended = False
+
+    def running(self):
+        """Where in inflight the task the worker runs (or ran last) is.  Usually 0; a worker
+        that holds the finished results of short tasks to post them together writes, before it
+        starts the next one, how many tasks it has started (modulo 2**31) into mark: the tasks
+        ahead of that one finished but their results never came if the worker dies now."""
+        ahead = (_load(self.mark, 0) - self.done) & _MARK_MASK
+        return ahead - 1 if 1 <= ahead <= len(self.inflight) else 0
 
 
 class WorkerPool(_cf.Executor):
@@ -628,15 +639,16 @@ class WorkerPool(_cf.Executor):
             # a worker that dies fails its task with a WorkerError that says why (_lost):
             # not printed as an uncaught worker error as well
             worker.on("error", _ignore)
+            mark = SharedArrayBuffer(4)
             worker.port.post_message(
-                {"init": self._init, "filename": self.filename, "backend": self.backend},
-                ())
+                {"init": self._init, "filename": self.filename, "backend": self.backend,
+                 "mark": mark}, ())
         except BaseException:
             with self._lock:
                 self._starting -= 1
                 self._space.notify_all()
             raise
-        slot = _Slot(worker)
+        slot = _Slot(worker, Int32Array(mark))
         worker._end_hooks.append(lambda: self._worker_ended(slot))
         with self._lock:
             self._starting -= 1
@@ -813,13 +825,21 @@ class WorkerPool(_cf.Executor):
             except ValueError:
                 pass
             pending = list(slot.inflight)
+            ran = slot.running() if pending else 0
             slot.inflight.clear()
             if pending:
-                first = pending.pop(0)
+                why = worker._error
+                why = f": {type(why).__name__}: {why}" if why is not None else ""
+                for task in pending[:ran]:   # finished, but their results never came
+                    self._release(task.local)
+                    if not task.aborted:
+                        resolved.append((task, False, WorkerError(
+                            "WorkerExit", f"the {self.backend} worker that ran this task "
+                            f"ended (exit code {code}) before it sent the result{why}", "")))
+                first = pending[ran]
+                del pending[:ran + 1]
                 self._release(first.local)
                 if not first.aborted:
-                    why = worker._error
-                    why = f": {type(why).__name__}: {why}" if why is not None else ""
                     resolved.append((first, False, WorkerError(
                         "WorkerExit", f"the {self.backend} worker running this task ended "
                         f"(exit code {code}) before it finished{why}", "")))
@@ -910,7 +930,7 @@ class WorkerPool(_cf.Executor):
             if owner is None:
                 return False
             task.aborted = True
-            running = owner.inflight[0] is task
+            running = owner.inflight[owner.running()] is task
             if running:   # no task more for a worker on its way out (its port closes)
                 owner.retiring = True
         try:
@@ -1196,6 +1216,8 @@ def _serve():
     post = port.post_message
     cfg = recv()
     backend = cfg["backend"]
+    mark = ringport.Int32Array(cfg["mark"])
+    store = ringport.atomics.store
     perf = time.perf_counter
     cache = {}
 
@@ -1233,6 +1255,7 @@ def _serve():
     done = []          # results not posted yet: posted together while more tasks wait
     first = 0.0
     last = None        # the function of the task before
+    started = 0        # tasks started (mod 2**31): written to mark when results are held
     while True:
         try:
             if done:
@@ -1252,9 +1275,13 @@ def _serve():
         for task in (msg if type(msg) is list else (msg,)):
             kind, tid, ref, args, kwargs = task
             task = None
-            if done and ref != last:
-                _post_results(post, done, backend)
-                done = []
+            started = (started + 1) & _MARK_MASK
+            if done:
+                if ref != last:
+                    _post_results(post, done, backend)
+                    done = []
+                else:   # (if this task kills the worker, the pool knows which one ran)
+                    store(mark, 0, started)
             last = ref
             t0 = perf()
             try:
