@@ -762,3 +762,22 @@ def test_a_killed_process_worker_fails_the_task_it_ran_not_one_it_finished(make_
             lost.append(i)
     assert all(i < 150 for i in lost), lost
     assert list(ringport.Int32Array(runs)) == [1] * 300
+
+
+def test_map_whose_iterable_fails_still_runs_the_items_before(make_pool):
+    """map() submits its tasks in groups under one lock; an iterable that raises part-way
+    through a group still gets the items before the failure run (as Executor.map, which
+    submits item by item), each once, and the error comes out of map()."""
+    import itertools
+    pool = make_pool()
+    runs = ringport.SharedArrayBuffer(4 * 600)
+
+    def indices():
+        yield from range(300)
+        raise KeyError("the iterable failed")
+
+    with pytest.raises(KeyError, match="the iterable failed"):
+        pool.map(poolfuncs.count_kill_at, itertools.repeat(runs), indices(),
+                 itertools.repeat(-1))
+    pool.shutdown(wait=True)
+    assert list(ringport.Int32Array(runs)) == [1] * 300 + [0] * 300

@@ -47,6 +47,8 @@ _MARK_MASK = 0x7FFFFFFF
 #: behind a task that may be long (a function that is fast and then, for other arguments,
 #: slow is the one case where a result waits for one more task).
 _BATCH, _BATCH_S, _SHORT_S = 64, 200e-6, 20e-6
+#: map() submits its tasks this many under one lock.
+_MAP_GROUP = 256
 #: Functions a worker keeps resolved.
 _CACHE = 256
 
@@ -522,6 +524,54 @@ class WorkerPool(_cf.Executor):
                 self._start_failed(exc)
         return fut
 
+    def _enqueue_many(self, fn, kind, ref, argss):
+        """map's tasks (kind, ref, args) for each args in argss, under one lock: as _enqueue
+        for each, in order.  With max_queue (backpressure, task by task), _enqueue each."""
+        if self.max_queue is not None:
+            return [self._enqueue(fn, kind, ref, args, None, ()) for args in argss]
+        cond = self._conditions[_get_ident() % _CONDITIONS]
+        futs = [_Future(cond, self, (), None) for _ in argss]
+        starts = 0
+        try:
+            with self._lock:
+                if self._broken is not None:
+                    raise BrokenWorkerPool(self._broken)
+                if self._shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                if fn is not None:
+                    ref = self._local_ref(fn, len(futs))
+                queue = self._queue
+                tids = self._tids
+                now = _perf()
+                for fut, args in zip(futs, argss):
+                    if fn is not None:
+                        fut.local = ref
+                    fut.tid = tid = next(tids)
+                    fut.msg = (kind, tid, ref, args, None)
+                    fut.submitted = now
+                    slot = None
+                    if not queue:
+                        slot = self._free_slot()
+                        if slot is not None and slot.inflight and self._room_for_worker():
+                            slot = None
+                    if slot is not None:
+                        self._dispatch(slot, fut)
+                    else:
+                        queue.append(fut)
+                        if self._room_for_worker():
+                            self._starting += 1
+                            starts += 1
+        except BaseException:
+            for fut in futs:
+                fut._rp_pool = _NO_POOL
+            raise
+        for _ in range(starts):
+            try:
+                self._start_worker(counted=True)
+            except BaseException as exc:
+                self._start_failed(exc)
+        return futs
+
     def _start_failed(self, exc):
         """No new worker could start: with none left, what is queued would wait forever, so
         the pool is broken and the queued tasks fail with BrokenWorkerPool."""
@@ -959,11 +1009,22 @@ class WorkerPool(_cf.Executor):
 
             def submit(args):
                 return enqueue(local, kind, ref, args, None, ())
-            if buffersize is None:
-                futures = collections.deque(submit(a) for a in items)
-            else:
-                futures = collections.deque(submit(a) for a in itertools.islice(items,
-                                                                                 buffersize))
+            # (the tasks go in under one lock per _MAP_GROUP, not one each)
+            futures = collections.deque()
+            ahead = buffersize
+            while ahead is None or ahead > 0:
+                group = []
+                try:
+                    group.extend(itertools.islice(items, _MAP_GROUP if ahead is None else
+                                                  min(ahead, _MAP_GROUP)))
+                except BaseException:   # (the items before the failing one still run)
+                    self._enqueue_many(local, kind, ref, group)
+                    raise
+                if not group:
+                    break
+                futures.extend(self._enqueue_many(local, kind, ref, group))
+                if ahead is not None:
+                    ahead -= len(group)
         finally:
             if local is not None:
                 with self._lock:
