@@ -129,21 +129,23 @@ class _Future(_cf.Future):
     whether it was started (it stays so when a dead worker's unstarted tasks are queued again).
     """
 
-    __slots__ = ("_condition", "_state", "_rp_pool", "tid", "msg", "transfer", "submitted",
-                 "local")
+    __slots__ = ("_condition", "_state", "_result", "_rp_pool", "tid", "msg", "transfer",
+                 "submitted", "local", "started")
 
-    # what most futures keep as they are: class defaults, not set per future (each store costs,
-    # a free-threaded 3.13 most); set ones live in the instance's dict (concurrent.futures.Future
-    # has one)
-    _result = _exception = _rp_waiters = _rp_callbacks = None
-    aborted = started = False
+    # what most futures never set: class defaults, not stored per future (each store costs,
+    # on a free-threaded 3.13 most).  Set, they go to the instance's dict (concurrent.futures.
+    # Future has one), made then: one more object for the GC, so never for what every task sets.
+    _exception = _rp_waiters = _rp_callbacks = None
+    aborted = False
 
     def __init__(self, condition, pool, transfer, local):
         self._condition = condition
         self._state = "PENDING"
+        self._result = None
         self._rp_pool = pool
         self.transfer = transfer
         self.local = local
+        self.started = False
 
     # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
     # self._condition; most futures never need them, and two fewer objects per task is less
