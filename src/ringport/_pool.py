@@ -124,13 +124,13 @@ class _Future(_cf.Future):
     than the rest of a no-op task's round trip.  Waits loop on their own future's state, so a
     notification meant for another future of the same condition only wakes them early.
 
-    It is also the pool's record of its task: the message, what moves with it, when it was
+    It is also the pool's record of its task: the message's parts, what moves with it, when it was
     submitted, the thread backend's function key to release, whether abort() dropped it and
     whether it was started (it stays so when a dead worker's unstarted tasks are queued again).
     """
 
-    __slots__ = ("_condition", "_state", "_result", "_rp_pool", "tid", "msg", "transfer",
-                 "submitted", "local", "started")
+    __slots__ = ("_condition", "_state", "_result", "_rp_pool", "tid", "kind", "ref", "args",
+                 "kwargs", "transfer", "submitted", "local", "started")
 
     # what most futures never set: class defaults, not stored per future (each store costs,
     # on a free-threaded 3.13 most).  Set, they go to the instance's dict (concurrent.futures.
@@ -138,14 +138,23 @@ class _Future(_cf.Future):
     _exception = _rp_waiters = _rp_callbacks = None
     aborted = False
 
-    def __init__(self, condition, pool, transfer, local):
+    def __init__(self, condition, pool, kind, ref, args, kwargs, transfer):
         self._condition = condition
         self._state = "PENDING"
         self._result = None
         self._rp_pool = pool
+        # the task message's parts: the tuple is made when it is posted (one object fewer per
+        # queued task for the GC to count and walk)
+        self.kind = kind
+        self.ref = ref
+        self.args = args
+        self.kwargs = kwargs
         self.transfer = transfer
-        self.local = local
+        self.local = None
         self.started = False
+
+    def message(self):
+        return (self.kind, self.tid, self.ref, self.args, self.kwargs)
 
     # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
     # self._condition; most futures never need them, and two fewer objects per task is less
@@ -469,7 +478,8 @@ class WorkerPool(_cf.Executor):
     def _enqueue(self, fn, kind, ref, args, kwargs, transfer, wait=True):
         """Queue (or post at once) the task (kind, ref, args, kwargs); fn: the thread
         backend's callable, whose key (ref) is taken here, under the lock this takes anyway."""
-        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, transfer, None)
+        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, kind, ref, args,
+                      kwargs, transfer)
         start = False
         deadline = None
         try:
@@ -503,9 +513,8 @@ class WorkerPool(_cf.Executor):
                         len(queue) >= self.max_queue:
                     raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
                 if fn is not None:
-                    ref = fut.local = self._local_ref(fn)
-                fut.tid = tid = next(self._tids)
-                fut.msg = (kind, tid, ref, args, kwargs)
+                    fut.ref = fut.local = self._local_ref(fn)
+                fut.tid = next(self._tids)
                 fut.submitted = _perf()
                 if slot is not None:
                     self._dispatch(slot, fut)
@@ -532,7 +541,7 @@ class WorkerPool(_cf.Executor):
         if self.max_queue is not None:
             return [self._enqueue(fn, kind, ref, args, None, ()) for args in argss]
         cond = self._conditions[_get_ident() % _CONDITIONS]
-        futs = [_Future(cond, self, (), None) for _ in argss]
+        futs = [_Future(cond, self, kind, ref, args, None, ()) for args in argss]
         starts = 0
         try:
             with self._lock:
@@ -545,11 +554,10 @@ class WorkerPool(_cf.Executor):
                 queue = self._queue
                 tids = self._tids
                 now = _perf()
-                for fut, args in zip(futs, argss):
+                for fut in futs:
                     if fn is not None:
-                        fut.local = ref
-                    fut.tid = tid = next(tids)
-                    fut.msg = (kind, tid, ref, args, None)
+                        fut.ref = fut.local = ref
+                    fut.tid = next(tids)
                     fut.submitted = now
                     slot = None
                     if not queue:
@@ -610,7 +618,7 @@ class WorkerPool(_cf.Executor):
                 return False
             task.started = True
         try:
-            slot.port.post_message(task.msg, task.transfer)
+            slot.port.post_message(task.message(), task.transfer)
         except PortClosed:
             # the worker is gone (a process worker killed, say) and the collector has not seen
             # it end yet: the task joins its in-flight ones, which _lost fails or requeues then
@@ -633,7 +641,7 @@ class WorkerPool(_cf.Executor):
                 self._dispatch(slot, task)
             return
         try:
-            slot.port.post_message([t.msg for t in batch])
+            slot.port.post_message([(t.kind, t.tid, t.ref, t.args, t.kwargs) for t in batch])
         except BaseException:
             for task in batch:
                 self._dispatch(slot, task)
@@ -827,7 +835,7 @@ class WorkerPool(_cf.Executor):
                 if task is None or task.tid != tid:   # (cannot happen: messages keep order)
                     continue
                 done += 1
-                task.msg = None   # (what a finished future keeps, the GC walks)
+                task.args = task.kwargs = None   # (what a finished future keeps, the GC walks)
                 ref = task.local
                 if ref is not None:
                     if ref is not local:
