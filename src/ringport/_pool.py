@@ -4,8 +4,10 @@ The parent side is one lock, a queue of tasks and one collector thread per pool.
 posts a task straight to the least-loaded worker that has room (at most ``_limit`` tasks in
 flight each, more for short tasks), else queues it; the collector sleeps on a C wait set that
 every worker's port signals, takes results in batches, resolves their futures and hands each
-freed worker the next queued task.  A worker runs ``_serve`` (a plain worker target): it takes
-its configuration from the first message, then runs tasks until it gets None.
+freed worker its next queued tasks in one message.  A worker runs ``_serve`` (a plain worker
+target): it takes its configuration from the first message, then runs tasks until it gets None;
+while it holds results to post together, it writes how many tasks it started into a shared
+int (its slot's mark), so the pool knows which task a dead worker was running.
 
 Task messages (parent to worker): (kind, task id, function ref, args, kwargs) with kind 0 a
 call, 1 a chunk of calls (args is a list of argument tuples) and 2 a ``run`` of the handler the
