@@ -781,3 +781,32 @@ def test_map_whose_iterable_fails_still_runs_the_items_before(make_pool):
                  itertools.repeat(-1))
     pool.shutdown(wait=True)
     assert list(ringport.Int32Array(runs)) == [1] * 300 + [0] * 300
+
+
+def test_statistics_read_while_tasks_finish(make_pool):
+    """run_time and wait_time read from another thread while the collector records results
+    (on a free-threaded build, sorting the sample deque as it grew raised 'deque mutated
+    during iteration')."""
+    pool = make_pool()
+    errors, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                assert pool.run_time.count >= 0 and pool.wait_time.count >= 0
+            except Exception as exc:   # (re-raised in the test's thread below)
+                errors.append(exc)
+                return
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(4):
+            futs = [pool.submit(poolfuncs.square, i) for i in range(3000)]
+            assert [f.result(60) for f in futs] == [i * i for i in range(3000)]
+            if errors:
+                break
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, errors[0]

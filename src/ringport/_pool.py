@@ -1172,12 +1172,16 @@ class WorkerPool(_cf.Executor):
     def run_time(self):
         """Percentiles of the tasks' run times in seconds over the last STATS_WINDOW tasks:
         ``pool.run_time.p50`` or ``["p50"]``; also p75, p90, p99, min, max, mean, count."""
-        return _percentiles(self._run_times)
+        with self._lock:   # (the collector appends under it: a free-threaded build would
+            data = list(self._run_times)   # raise "deque mutated during iteration" otherwise)
+        return _percentiles(data)
 
     @property
     def wait_time(self):
         """Percentiles of the time tasks waited from submit to start, in seconds."""
-        return _percentiles(self._wait_times)
+        with self._lock:
+            data = list(self._wait_times)
+        return _percentiles(data)
 
     @property
     def stats(self):
