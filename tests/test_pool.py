@@ -684,3 +684,129 @@ def test_a_result_never_waits_behind_the_next_task(make_pool):
         ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
         ringport.atomics.notify(ringport.Int32Array(sab), 0)
     assert [f.result(30) for f in blocked] == [1, 1, 1]
+
+
+def test_a_deep_queue_of_tiny_tasks_goes_out_in_bigger_messages(make_pool):
+    """Tiny tasks behind a deep queue go to a worker up to _LIMIT_DEEP in one message (a fair
+    share of the queue), not _LIMIT_TINY; results stay in order and complete."""
+    from ringport import _pool
+    pool = make_pool(max_workers=1)
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    assert pool._limit == _pool._LIMIT_TINY   # (no-ops measured as tiny)
+    sizes = []
+    real = pool._dispatch_batch
+
+    def record(slot, batch):
+        sizes.append(len(batch))
+        return real(slot, batch)
+
+    pool._dispatch_batch = record
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)   # holds the worker: the rest queue up
+    futs = [pool.submit(poolfuncs.square, i) for i in range(1000)]
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert gate.result(60) == 1
+    assert [f.result(60) for f in futs] == [i * i for i in range(1000)]
+    assert max(sizes) > _pool._LIMIT_TINY
+    assert max(sizes) <= _pool._LIMIT_DEEP
+
+
+def test_a_killed_process_worker_with_a_deep_queue_fails_one_task(make_pool, backend):
+    """A process worker killed while it holds a batch of queued tasks: the task it ran fails,
+    the ones it had not started run on its replacement."""
+    if backend != "process":
+        pytest.skip("only a process worker can be killed on its own")
+    pool = make_pool(max_workers=1)
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    sab = ringport.SharedArrayBuffer(4)
+    gate = pool.submit(poolfuncs.wait_sab, sab, 30)
+    before = [pool.submit(poolfuncs.square, i) for i in range(100)]
+    doomed = pool.submit(poolfuncs.kill_self)
+    after = [pool.submit(poolfuncs.square, i) for i in range(100)]
+    ringport.atomics.store(ringport.Int32Array(sab), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(sab), 0)
+    assert gate.result(60) == 1
+    assert [f.result(60) for f in before] == [i * i for i in range(100)]
+    with pytest.raises(WorkerError, match="ended"):
+        doomed.result(60)
+    assert [f.result(60) for f in after] == [i * i for i in range(100)]
+
+
+def test_a_killed_process_worker_fails_the_task_it_ran_not_one_it_finished(make_pool, backend):
+    """A process worker posts the results of short tasks of one function together.  Killed
+    while it holds finished results it has not posted, it must not blame one of those tasks
+    for its death, nor have them run again: the killer fails as the task that was running,
+    the finished ones whose results were lost fail saying so, every other task succeeds and
+    every task runs once."""
+    if backend != "process":
+        pytest.skip("only a process worker can be killed on its own")
+    pool = make_pool(max_workers=1)
+    assert list(pool.map(poolfuncs.square, range(200))) == [i * i for i in range(200)]
+    gate, runs = ringport.SharedArrayBuffer(4), ringport.SharedArrayBuffer(4 * 300)
+    held = pool.submit(poolfuncs.wait_sab, gate, 30)
+    futs = [pool.submit(poolfuncs.count_kill_at, runs, i, 150) for i in range(300)]
+    ringport.atomics.store(ringport.Int32Array(gate), 0, 1)
+    ringport.atomics.notify(ringport.Int32Array(gate), 0)
+    assert held.result(60) == 1
+    lost = []
+    for i, f in enumerate(futs):
+        if i == 150:
+            with pytest.raises(WorkerError, match="running this task ended"):
+                f.result(60)
+            continue
+        try:
+            assert f.result(60) == i
+        except WorkerError as e:
+            assert "before it sent the result" in str(e)
+            lost.append(i)
+    assert all(i < 150 for i in lost), lost
+    assert list(ringport.Int32Array(runs)) == [1] * 300
+
+
+def test_map_whose_iterable_fails_still_runs_the_items_before(make_pool):
+    """map() submits its tasks in groups under one lock; an iterable that raises part-way
+    through a group still gets the items before the failure run (as Executor.map, which
+    submits item by item), each once, and the error comes out of map()."""
+    import itertools
+    pool = make_pool()
+    runs = ringport.SharedArrayBuffer(4 * 600)
+
+    def indices():
+        yield from range(300)
+        raise KeyError("the iterable failed")
+
+    with pytest.raises(KeyError, match="the iterable failed"):
+        pool.map(poolfuncs.count_kill_at, itertools.repeat(runs), indices(),
+                 itertools.repeat(-1))
+    pool.shutdown(wait=True)
+    assert list(ringport.Int32Array(runs)) == [1] * 300 + [0] * 300
+
+
+def test_statistics_read_while_tasks_finish(make_pool):
+    """run_time and wait_time read from another thread while the collector records results
+    (on a free-threaded build, sorting the sample deque as it grew raised 'deque mutated
+    during iteration')."""
+    pool = make_pool()
+    errors, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                assert pool.run_time.count >= 0 and pool.wait_time.count >= 0
+            except Exception as exc:   # (re-raised in the test's thread below)
+                errors.append(exc)
+                return
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(4):
+            futs = [pool.submit(poolfuncs.square, i) for i in range(3000)]
+            assert [f.result(60) for f in futs] == [i * i for i in range(3000)]
+            if errors:
+                break
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, errors[0]

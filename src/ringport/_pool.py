@@ -4,8 +4,10 @@ The parent side is one lock, a queue of tasks and one collector thread per pool.
 posts a task straight to the least-loaded worker that has room (at most ``_limit`` tasks in
 flight each, more for short tasks), else queues it; the collector sleeps on a C wait set that
 every worker's port signals, takes results in batches, resolves their futures and hands each
-freed worker the next queued task.  A worker runs ``_serve`` (a plain worker target): it takes
-its configuration from the first message, then runs tasks until it gets None.
+freed worker its next queued tasks in one message.  A worker runs ``_serve`` (a plain worker
+target): it takes its configuration from the first message, then runs tasks until it gets None;
+while it holds results to post together, it writes how many tasks it started into a shared
+int (its slot's mark), so the pool knows which task a dead worker was running.
 
 Task messages (parent to worker): (kind, task id, function ref, args, kwargs) with kind 0 a
 call, 1 a chunk of calls (args is a list of argument tuples) and 2 a ``run`` of the handler the
@@ -22,7 +24,8 @@ import weakref
 
 from ringport import _context
 from ringport._backends import resolve_backend
-from ringport._core import _new_waitset, _try_receive
+from ringport._core import Int32Array, SharedArrayBuffer, _new_waitset, _try_receive
+from ringport._core import load as _load, store as _store
 from ringport._errors import (DataCloneError, Full, PortClosed, WorkerError, WorkerTerminated,
                               error_report, rebuild_error)
 from ringport._events import Emitter
@@ -32,16 +35,22 @@ __all__ = ["BrokenWorkerPool", "WorkerPool"]
 #: Tasks in flight per worker: one for long tasks (an idle worker never waits behind a busy
 #: one), more for short ones, whose round trip would otherwise leave the worker idle.
 _LIMIT_LONG, _LIMIT_SHORT, _LIMIT_TINY = 1, 4, 16
+#: ... and for tiny tasks behind a deep queue, up to this many in one message (a fair share of
+#: the queue each): fewer messages and wake-ups per task, for the collector and the workers.
+_LIMIT_DEEP = 64
 #: Samples kept for the run- and wait-time percentiles.
 STATS_WINDOW = 10_000
 
 _CALL, _CHUNK, _RUN = 0, 1, 2
+_MARK_MASK = 0x7FFFFFFF
 #: A worker posts the results of tasks that were waiting for it together, up to _BATCH of
 #: them or the ones done within _BATCH_S of the first, and only while they are short (below
 #: _SHORT_S each), succeed and the next task calls the same function: a result never waits
 #: behind a task that may be long (a function that is fast and then, for other arguments,
 #: slow is the one case where a result waits for one more task).
 _BATCH, _BATCH_S, _SHORT_S = 64, 200e-6, 20e-6
+#: map() submits its tasks this many under one lock.
+_MAP_GROUP = 256
 #: Functions a worker keeps resolved.
 _CACHE = 256
 
@@ -117,26 +126,37 @@ class _Future(_cf.Future):
     than the rest of a no-op task's round trip.  Waits loop on their own future's state, so a
     notification meant for another future of the same condition only wakes them early.
 
-    It is also the pool's record of its task: the message, what moves with it, when it was
+    It is also the pool's record of its task: the message's parts, what moves with it, when it was
     submitted, the thread backend's function key to release, whether abort() dropped it and
     whether it was started (it stays so when a dead worker's unstarted tasks are queued again).
     """
 
-    __slots__ = ("_condition", "_state", "_result", "_exception", "_rp_pool", "tid", "msg",
-                 "transfer", "submitted", "local", "aborted", "started", "_rp_waiters",
-                 "_rp_callbacks")
+    __slots__ = ("_condition", "_state", "_result", "_rp_pool", "tid", "kind", "ref", "args",
+                 "kwargs", "transfer", "submitted", "local", "started")
 
-    def __init__(self, condition, pool, transfer, local):
+    # what most futures never set: class defaults, not stored per future (each store costs,
+    # on a free-threaded 3.13 most).  Set, they go to the instance's dict (concurrent.futures.
+    # Future has one), made then: one more object for the GC, so never for what every task sets.
+    _exception = _rp_waiters = _rp_callbacks = None
+    aborted = False
+
+    def __init__(self, condition, pool, kind, ref, args, kwargs, transfer):
         self._condition = condition
         self._state = "PENDING"
         self._result = None
-        self._exception = None
-        self._rp_waiters = self._rp_callbacks = None
         self._rp_pool = pool
+        # the task message's parts: the tuple is made when it is posted (one object fewer per
+        # queued task for the GC to count and walk)
+        self.kind = kind
+        self.ref = ref
+        self.args = args
+        self.kwargs = kwargs
         self.transfer = transfer
-        self.local = local
-        self.aborted = False
+        self.local = None
         self.started = False
+
+    def message(self):
+        return (self.kind, self.tid, self.ref, self.args, self.kwargs)
 
     # The stdlib's methods (add_done_callback, wait(), as_completed()) use these lists under
     # self._condition; most futures never need them, and two fewer objects per task is less
@@ -218,9 +238,12 @@ def _finish(resolved):
     while i < n:
         cond = resolved[i][0]._condition
         start = i
+        callbacks = False
         with cond:
-            while i < n and resolved[i][0]._condition is cond:
+            while i < n:
                 fut, ok, value = resolved[i]
+                if fut._condition is not cond:
+                    break
                 i += 1
                 if fut._state in _DONE:
                     continue
@@ -229,16 +252,22 @@ def _finish(resolved):
                 else:
                     fut._exception = value
                 fut._state = "FINISHED"
-                for waiter in fut._rp_waiters or ():
-                    if ok:
-                        waiter.add_result(fut)
-                    else:
-                        waiter.add_exception(fut)
-            cond.notify_all()
-        for j in range(start, i):
-            fut = resolved[j][0]
-            if fut._rp_callbacks:
-                fut._invoke_callbacks()
+                waiters = fut._rp_waiters
+                if waiters:
+                    for waiter in waiters:
+                        if ok:
+                            waiter.add_result(fut)
+                        else:
+                            waiter.add_exception(fut)
+                if fut._rp_callbacks:
+                    callbacks = True
+            if cond._waiters:   # (threading.Condition's own list: notify_all() costs a call)
+                cond.notify_all()
+        if callbacks:
+            for j in range(start, i):
+                fut = resolved[j][0]
+                if fut._rp_callbacks:
+                    fut._invoke_callbacks()
 
 
 _DONE = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
@@ -253,16 +282,25 @@ _CONDITIONS = 8
 class _Slot:
     """One worker of the pool and what it holds."""
 
-    __slots__ = ("worker", "port", "inflight", "done", "idle_since", "retiring", "ended")
+    __slots__ = ("worker", "port", "inflight", "done", "idle_since", "retiring", "ended", "mark")
 
-    def __init__(self, worker):
+    def __init__(self, worker, mark):
         self.worker = worker
+        self.mark = mark   # what the worker started: see running()
         self.port = worker.port
         self.inflight = collections.deque()
         self.done = 0
         self.idle_since = time.monotonic()
         self.retiring = False
         self.ended = False
+
+    def running(self):
+        """Where in inflight the task the worker runs (or ran last) is.  Usually 0; a worker
+        that holds the finished results of short tasks to post them together writes, before it
+        starts the next one, how many tasks it has started (modulo 2**31) into mark: the tasks
+        ahead of that one finished but their results never came if the worker dies now."""
+        ahead = (_load(self.mark, 0) - self.done) & _MARK_MASK
+        return ahead - 1 if 1 <= ahead <= len(self.inflight) else 0
 
 
 class WorkerPool(_cf.Executor):
@@ -383,28 +421,35 @@ class WorkerPool(_cf.Executor):
             if not callable(fn):
                 raise TypeError(f"{type(fn).__name__!r} object is not callable")
             with self._lock:
-                entry = self._local_ids.get(id(fn))
-                if entry is None:
-                    key = next(_keys)
-                    _local_fns[key] = fn
-                    entry = self._local_ids[id(fn)] = self._local_keys[key] = [key, 0, id(fn)]
-                entry[1] += 1 + pin
-            return ("l", entry[0])
-        ref = self._refs.get(fn) if _hashable(fn) else None
+                return self._local_ref(fn, 1 + pin)
+        try:
+            ref = self._refs.get(fn)
+        except TypeError:   # (not hashable)
+            ref = None
         if ref is None:
             ref = _function_ref(fn, self.backend)
             if ref[0] == "m" and len(self._refs) < 1024:
                 self._refs[fn] = ref
         return ref
 
-    def _release(self, ref):
-        # (under self._lock)
+    def _local_ref(self, fn, uses=1):
+        # (under self._lock) the thread backend's ref of fn, counting uses more tasks of it
+        entry = self._local_ids.get(id(fn))
+        if entry is None:
+            key = next(_keys)
+            _local_fns[key] = fn
+            entry = self._local_ids[id(fn)] = self._local_keys[key] = [key, 0, id(fn), ("l", key)]
+        entry[1] += uses
+        return entry[3]
+
+    def _release(self, ref, uses=1):
+        # (under self._lock) uses tasks of ref ended
         # (the workers read _local_fns: on a free-threaded build, touching it for every task
         # would make them wait on its lock)
         if ref is not None and ref[0] == "l":
             entry = self._local_keys.get(ref[1])
             if entry is not None:
-                entry[1] -= 1
+                entry[1] -= uses
                 if entry[1] <= 0:
                     del self._local_keys[entry[0]]
                     del self._local_ids[entry[2]]
@@ -414,18 +459,13 @@ class WorkerPool(_cf.Executor):
 
     def submit(self, fn, /, *args, **kwargs):
         """Run fn(*args, **kwargs) in a worker; a concurrent.futures.Future of its result."""
-        self._check_open()
-        ref = self._ref(fn)
-        try:
-            return self._enqueue(ref, (_CALL, 0, ref, args, kwargs or None), ())
-        except BaseException:
-            self._unref(ref)
-            raise
-
-    def _unref(self, ref):
-        if ref is not None and ref[0] == "l":
-            with self._lock:
-                self._release(ref)
+        if self._shutdown or self._broken is not None:
+            self._check_open()
+        if self.backend == "thread":   # (its key is counted under the lock _enqueue takes)
+            if not callable(fn):
+                raise TypeError(f"{type(fn).__name__!r} object is not callable")
+            return self._enqueue(fn, _CALL, None, args, kwargs or None, ())
+        return self._enqueue(None, _CALL, self._ref(fn), args, kwargs or None, ())
 
     def run(self, task, *, transfer=(), name="default"):
         """piscina's style: call the function called name (default ``default``) of the module
@@ -437,7 +477,7 @@ class WorkerPool(_cf.Executor):
         if not isinstance(name, str):
             raise TypeError("name must be a str")
         self._check_open()
-        return self._enqueue(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+        return self._enqueue(None, _RUN, name, task, None, tuple(transfer or ()))
 
     def _check_open(self):
         if self._broken is not None:
@@ -445,9 +485,11 @@ class WorkerPool(_cf.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _enqueue(self, ref, msg, transfer, wait=True):
-        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, transfer,
-                      ref if ref is not None and ref[0] == "l" else None)
+    def _enqueue(self, fn, kind, ref, args, kwargs, transfer, wait=True):
+        """Queue (or post at once) the task (kind, ref, args, kwargs); fn: the thread
+        backend's callable, whose key (ref) is taken here, under the lock this takes anyway."""
+        fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, kind, ref, args,
+                      kwargs, transfer)
         start = False
         deadline = None
         try:
@@ -457,11 +499,15 @@ class WorkerPool(_cf.Executor):
                         raise BrokenWorkerPool(self._broken)
                     if self._shutdown:
                         raise RuntimeError("cannot schedule new futures after shutdown")
-                    slot = self._free_slot() if not self._queue else None
-                    if slot is not None and slot.inflight and self._room_for_worker():
-                        slot = None   # a new worker rather than a queue behind a busy one
+                    queue = self._queue
+                    if queue:
+                        slot = None
+                    else:
+                        slot = self._free_slot()
+                        if slot is not None and slot.inflight and self._room_for_worker():
+                            slot = None   # a new worker rather than a queue behind a busy one
                     if slot is not None or self.max_queue is None or \
-                            len(self._queue) < self.max_queue or not wait:
+                            len(queue) < self.max_queue or not wait:
                         break
                     if self._room_for_worker():   # a worker on its way takes queued tasks
                         break
@@ -474,18 +520,19 @@ class WorkerPool(_cf.Executor):
                             raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
                     self._space.wait(timeout if timeout is not None else 0.25)
                 if slot is None and not wait and self.max_queue is not None and \
-                        len(self._queue) >= self.max_queue:
+                        len(queue) >= self.max_queue:
                     raise Full(f"the pool's queue is full ({self.max_queue} tasks)")
-                fut.tid = tid = next(self._tids)
-                fut.msg = (msg[0], tid) + msg[2:]
+                if fn is not None:
+                    fut.ref = fut.local = self._local_ref(fn)
+                fut.tid = next(self._tids)
                 fut.submitted = _perf()
                 if slot is not None:
                     self._dispatch(slot, fut)
                 else:
-                    self._queue.append(fut)
-                    if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                    queue.append(fut)
+                    if self.max_queue is not None and len(queue) >= self.max_queue:
                         self._drain_pending = True
-                    start = self._room_for_worker()
+                    start = len(self._slots) + self._starting < self.max_workers
                     if start:
                         self._starting += 1
         except BaseException:
@@ -497,6 +544,53 @@ class WorkerPool(_cf.Executor):
             except BaseException as exc:
                 self._start_failed(exc)
         return fut
+
+    def _enqueue_many(self, fn, kind, ref, argss):
+        """map's tasks (kind, ref, args) for each args in argss, under one lock: as _enqueue
+        for each, in order.  With max_queue (backpressure, task by task), _enqueue each."""
+        if self.max_queue is not None:
+            return [self._enqueue(fn, kind, ref, args, None, ()) for args in argss]
+        cond = self._conditions[_get_ident() % _CONDITIONS]
+        futs = [_Future(cond, self, kind, ref, args, None, ()) for args in argss]
+        starts = 0
+        try:
+            with self._lock:
+                if self._broken is not None:
+                    raise BrokenWorkerPool(self._broken)
+                if self._shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                if fn is not None:
+                    ref = self._local_ref(fn, len(futs))
+                queue = self._queue
+                tids = self._tids
+                now = _perf()
+                for fut in futs:
+                    if fn is not None:
+                        fut.ref = fut.local = ref
+                    fut.tid = next(tids)
+                    fut.submitted = now
+                    slot = None
+                    if not queue:
+                        slot = self._free_slot()
+                        if slot is not None and slot.inflight and self._room_for_worker():
+                            slot = None
+                    if slot is not None:
+                        self._dispatch(slot, fut)
+                    else:
+                        queue.append(fut)
+                        if self._room_for_worker():
+                            self._starting += 1
+                            starts += 1
+        except BaseException:
+            for fut in futs:
+                fut._rp_pool = _NO_POOL
+            raise
+        for _ in range(starts):
+            try:
+                self._start_worker(counted=True)
+            except BaseException as exc:
+                self._start_failed(exc)
+        return futs
 
     def _start_failed(self, exc):
         """No new worker could start: with none left, what is queued would wait forever, so
@@ -534,7 +628,7 @@ class WorkerPool(_cf.Executor):
                 return False
             task.started = True
         try:
-            slot.port.post_message(task.msg, task.transfer)
+            slot.port.post_message(task.message(), task.transfer)
         except PortClosed:
             # the worker is gone (a process worker killed, say) and the collector has not seen
             # it end yet: the task joins its in-flight ones, which _lost fails or requeues then
@@ -557,7 +651,7 @@ class WorkerPool(_cf.Executor):
                 self._dispatch(slot, task)
             return
         try:
-            slot.port.post_message([t.msg for t in batch])
+            slot.port.post_message([(t.kind, t.tid, t.ref, t.args, t.kwargs) for t in batch])
         except BaseException:
             for task in batch:
                 self._dispatch(slot, task)
@@ -590,7 +684,8 @@ class WorkerPool(_cf.Executor):
 
     def _queue_shrank(self):
         # (under self._lock)
-        self._space.notify_all()
+        if self._space._waiters:
+            self._space.notify_all()
         if self._async_space:
             waiters, self._async_space = self._async_space, []
             for loop, fut in waiters:
@@ -621,15 +716,18 @@ class WorkerPool(_cf.Executor):
             # a worker that dies fails its task with a WorkerError that says why (_lost):
             # not printed as an uncaught worker error as well
             worker.on("error", _ignore)
+            mark = SharedArrayBuffer(4)
+            # (a Ray worker is on another machine: no shared mark, so a worker that dies
+            # holding results gets its first unreported task blamed, as before marks)
             worker.port.post_message(
-                {"init": self._init, "filename": self.filename, "backend": self.backend},
-                ())
+                {"init": self._init, "filename": self.filename, "backend": self.backend,
+                 "mark": None if self.backend == "ray" else mark}, ())
         except BaseException:
             with self._lock:
                 self._starting -= 1
                 self._space.notify_all()
             raise
-        slot = _Slot(worker)
+        slot = _Slot(worker, Int32Array(mark))
         worker._end_hooks.append(lambda: self._worker_ended(slot))
         with self._lock:
             self._starting -= 1
@@ -651,7 +749,10 @@ class WorkerPool(_cf.Executor):
     def _feed(self, slot):
         # (under self._lock) hand slot queued tasks while it has room
         queue = self._queue
-        room = self._limit - len(slot.inflight)
+        limit = self._limit
+        if limit == _LIMIT_TINY and len(queue) > limit:
+            limit = max(limit, min(_LIMIT_DEEP, len(queue) // max(1, len(self._slots))))
+        room = limit - len(slot.inflight)
         if self.max_tasks_per_worker is not None:
             room = min(room, self.max_tasks_per_worker - slot.done - len(slot.inflight))
         if not queue or room <= 0 or slot.retiring:
@@ -734,39 +835,58 @@ class WorkerPool(_cf.Executor):
         return bool(msgs), closed
 
     def _results(self, slot, msgs, resolved):
+        # (per task only what must be: the counters and the thread backend's key uses are
+        # summed over the batch, attributes read once)
         with self._lock:
-            for msg in msgs:
-                tid, ok, value, t0, run = msg
+            inflight = slot.inflight
+            run_times = self._run_times.append
+            wait_times = self._wait_times.append
+            out = resolved.append
+            ema = self._ema_run
+            done = completed = uses = 0
+            run_total = 0.0
+            local = None
+            for tid, ok, value, t0, run in msgs:
                 if tid < 0:   # the initializer failed: nothing more runs
                     self._break(self._rebuild(value), resolved)
                     continue
-                task = slot.inflight.popleft() if slot.inflight else None
+                task = inflight.popleft() if inflight else None
                 if task is None or task.tid != tid:   # (cannot happen: messages keep order)
                     continue
-                slot.done += 1
-                task.msg = None   # (what a finished future keeps, the GC walks)
-                if task.local is not None:
-                    self._release(task.local)
+                done += 1
+                task.args = task.kwargs = None   # (what a finished future keeps, the GC walks)
+                ref = task.local
+                if ref is not None:
+                    if ref is not local:
+                        if local is not None:
+                            self._release(local, uses)
+                        local, uses = ref, 0
+                    uses += 1
                 if task.aborted:
                     continue
-                self._completed += 1
-                self._run_total += run
-                self._run_times.append(run)
-                self._wait_times.append(max(0.0, t0 - task.submitted))
-                ema = self._ema_run
-                self._ema_run = run if ema is None else ema * 0.9 + run * 0.1
+                completed += 1
+                run_total += run
+                run_times(run)
+                wait = t0 - task.submitted
+                wait_times(wait if wait > 0.0 else 0.0)
+                ema = run if ema is None else ema * 0.9 + run * 0.1
                 if not ok:
                     value = self._rebuild(value)
-                resolved.append((task, ok, value))
-            ema = self._ema_run
+                out((task, ok, value))
+            if local is not None:
+                self._release(local, uses)
+            slot.done += done
+            self._completed += completed
+            self._run_total += run_total
+            self._ema_run = ema
             if ema is not None:
                 self._limit = _LIMIT_TINY if ema < 50e-6 else (
                     _LIMIT_SHORT if ema < 1e-3 else _LIMIT_LONG)
-            if not slot.inflight:
+            if not inflight:
                 slot.idle_since = time.monotonic()
             if not slot.retiring:
                 self._feed(slot)
-            if self._shutdown and not self._queue and not slot.retiring and not slot.inflight:
+            if self._shutdown and not self._queue and not slot.retiring and not inflight:
                 slot.retiring = True
                 self._post_stop(slot)
 
@@ -784,13 +904,21 @@ class WorkerPool(_cf.Executor):
             except ValueError:
                 pass
             pending = list(slot.inflight)
+            ran = slot.running() if pending else 0
             slot.inflight.clear()
             if pending:
-                first = pending.pop(0)
+                why = worker._error
+                why = f": {type(why).__name__}: {why}" if why is not None else ""
+                for task in pending[:ran]:   # finished, but their results never came
+                    self._release(task.local)
+                    if not task.aborted:
+                        resolved.append((task, False, WorkerError(
+                            "WorkerExit", f"the {self.backend} worker that ran this task "
+                            f"ended (exit code {code}) before it sent the result{why}", "")))
+                first = pending[ran]
+                del pending[:ran + 1]
                 self._release(first.local)
                 if not first.aborted:
-                    why = worker._error
-                    why = f": {type(why).__name__}: {why}" if why is not None else ""
                     resolved.append((first, False, WorkerError(
                         "WorkerExit", f"the {self.backend} worker running this task ended "
                         f"(exit code {code}) before it finished{why}", "")))
@@ -881,7 +1009,7 @@ class WorkerPool(_cf.Executor):
             if owner is None:
                 return False
             task.aborted = True
-            running = owner.inflight[0] is task
+            running = owner.inflight[owner.running()] is task
             if running:   # no task more for a worker on its way out (its port closes)
                 owner.retiring = True
         try:
@@ -901,25 +1029,33 @@ class WorkerPool(_cf.Executor):
             raise ValueError("buffersize must be None or > 0.")
         deadline = None if timeout is None else time.monotonic() + timeout
         self._check_open()
-        ref = self._ref(fn)
+        ref = self._ref(fn)   # (the thread backend's key stays while map submits)
+        local = fn if ref[0] == "l" else None
         try:
             kind = _CALL if chunksize == 1 else _CHUNK
             items = zip(*iterables) if kind == _CALL else _chunks(zip(*iterables), chunksize)
+            enqueue = self._enqueue
 
             def submit(args):
-                r = ref if ref[0] != "l" else self._ref(fn)   # (one use of the key per task)
+                return enqueue(local, kind, ref, args, None, ())
+            # (the tasks go in under one lock per _MAP_GROUP, not one each)
+            futures = collections.deque()
+            ahead = buffersize
+            while ahead is None or ahead > 0:
+                group = []
                 try:
-                    return self._enqueue(r, (kind, 0, r, args, None), ())
-                except BaseException:
-                    self._unref(r)
+                    group.extend(itertools.islice(items, _MAP_GROUP if ahead is None else
+                                                  min(ahead, _MAP_GROUP)))
+                except BaseException:   # (the items before the failing one still run)
+                    self._enqueue_many(local, kind, ref, group)
                     raise
-            if buffersize is None:
-                futures = collections.deque(submit(a) for a in items)
-            else:
-                futures = collections.deque(submit(a) for a in itertools.islice(items,
-                                                                                 buffersize))
+                if not group:
+                    break
+                futures.extend(self._enqueue_many(local, kind, ref, group))
+                if ahead is not None:
+                    ahead -= len(group)
         finally:
-            if ref[0] == "l":
+            if local is not None:
                 with self._lock:
                     self._release(ref)
         return _map_results(futures, items if buffersize is not None else None, submit,
@@ -974,11 +1110,13 @@ class WorkerPool(_cf.Executor):
         is awaited, not blocked on)."""
         self._check_open()
         ref = self._ref(fn)
+        local = fn if ref[0] == "l" else None
         try:
-            fut = await self._await(ref, (_CALL, 0, ref, args, kwargs or None), ())
-        except BaseException:
-            self._unref(ref)
-            raise
+            fut = await self._await(local, _CALL, ref, args, kwargs or None, ())
+        finally:
+            if local is not None:
+                with self._lock:
+                    self._release(ref)
         return await fut
 
     async def run_async(self, task, *, transfer=(), name="default"):
@@ -987,17 +1125,17 @@ class WorkerPool(_cf.Executor):
             raise TypeError("run_async() needs a pool made with filename= (a module of "
                             "handlers); use submit_async() for functions")
         self._check_open()
-        fut = await self._await(None, (_RUN, 0, name, task, None), tuple(transfer or ()))
+        fut = await self._await(None, _RUN, name, task, None, tuple(transfer or ()))
         return await fut
 
-    async def _await(self, ref, msg, transfer):
+    async def _await(self, fn, kind, ref, args, kwargs, transfer):
         # the asyncio future of a task queued without blocking the loop: a full queue is
         # awaited (woken when it shrinks)
         import asyncio
         loop = asyncio.get_running_loop()
         while True:
             try:
-                fut = self._enqueue(ref, msg, transfer, wait=False)
+                fut = self._enqueue(fn, kind, ref, args, kwargs, transfer, wait=False)
                 break
             except Full:
                 waiter = loop.create_future()
@@ -1051,12 +1189,16 @@ class WorkerPool(_cf.Executor):
     def run_time(self):
         """Percentiles of the tasks' run times in seconds over the last STATS_WINDOW tasks:
         ``pool.run_time.p50`` or ``["p50"]``; also p75, p90, p99, min, max, mean, count."""
-        return _percentiles(self._run_times)
+        with self._lock:   # (the collector appends under it: a free-threaded build would
+            data = list(self._run_times)   # raise "deque mutated during iteration" otherwise)
+        return _percentiles(data)
 
     @property
     def wait_time(self):
         """Percentiles of the time tasks waited from submit to start, in seconds."""
-        return _percentiles(self._wait_times)
+        with self._lock:
+            data = list(self._wait_times)
+        return _percentiles(data)
 
     @property
     def stats(self):
@@ -1168,6 +1310,9 @@ def _serve():
     post = port.post_message
     cfg = recv()
     backend = cfg["backend"]
+    mark = ringport.Int32Array(cfg["mark"] if cfg["mark"] is not None
+                               else ringport.SharedArrayBuffer(4))
+    store = ringport.atomics.store
     perf = time.perf_counter
     cache = {}
 
@@ -1205,6 +1350,7 @@ def _serve():
     done = []          # results not posted yet: posted together while more tasks wait
     first = 0.0
     last = None        # the function of the task before
+    started = 0        # tasks started (mod 2**31): written to mark when results are held
     while True:
         try:
             if done:
@@ -1224,9 +1370,13 @@ def _serve():
         for task in (msg if type(msg) is list else (msg,)):
             kind, tid, ref, args, kwargs = task
             task = None
-            if done and ref != last:
-                _post_results(post, done, backend)
-                done = []
+            started = (started + 1) & _MARK_MASK
+            if done:
+                if ref != last:
+                    _post_results(post, done, backend)
+                    done = []
+                else:   # (if this task kills the worker, the pool knows which one ran)
+                    store(mark, 0, started)
             last = ref
             t0 = perf()
             try:
