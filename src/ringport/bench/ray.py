@@ -16,6 +16,8 @@ import time
 from ringport.bench.common import Bench, Sample, Skip, System, check
 
 FAR = {"resources": {"far": 0.01}}
+# the queues' own actors: no CPU asked, so that they are placed at once (on either node)
+QOPTS = {"num_cpus": 0}
 MSG = {"task": "processData", "payload": [1, 2, 3, 4, 5]}
 
 _cluster = None
@@ -161,21 +163,21 @@ def pingpong_queue(n):
     ray = _ray()
     from ray.util.queue import Queue
     a = _actor()
-    qin, qout = Queue(actor_options=FAR), Queue(actor_options=FAR)
+    qin, qout = Queue(actor_options=QOPTS), Queue(actor_options=QOPTS)
     try:
         done = a.echo_queue.remote(qin, qout, n + 20)
         for i in range(20):
             qin.put(i)
-            qout.get()
+            qout.get(timeout=120)
         samples = []
         pc = time.perf_counter
         for i in range(n):
             t0 = pc()
             qin.put(i)
-            v = qout.get()
+            v = qout.get(timeout=60)
             samples.append((pc() - t0) * 1e6)
             check(v == i, f"echo {v!r} for {i}")
-        ray.get(done)
+        ray.get(done, timeout=120)
     finally:
         qin.shutdown()
         qout.shutdown()
@@ -244,7 +246,7 @@ def processdata_queue(n):
     ray = _ray()
     from ray.util.queue import Queue
     a = _actor()
-    q = Queue(actor_options=FAR)
+    q = Queue(actor_options=QOPTS)
     try:
         ray.get(a.drain.remote(q, 0))
         pc = time.perf_counter
@@ -252,7 +254,7 @@ def processdata_queue(n):
         done = a.drain.remote(q, n)
         for _ in range(n):
             q.put(MSG)
-        ok = ray.get(done)
+        ok = ray.get(done, timeout=600)
         dt = pc() - t0
         check(ok == n, f"processData: {ok} of {n} counted")
     finally:
