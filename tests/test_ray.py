@@ -350,3 +350,27 @@ def test_pool_cancel_abort_and_max_queue():
             running.result(60)
         assert [f.result(120) for f in queued[:-1]] == list(range(len(queued) - 1))
         assert pool.submit(abs, -3).result(120) == 3   # a fresh worker took over
+
+
+def test_a_node_that_dies_ends_its_worker_with_error_then_exit(cluster):
+    """(Last in this module: it takes the second node down, then puts a new one in its place.)"""
+    w = ringport.Worker(ECHO, eval=True, backend="ray", ray_options=FAR)
+    assert w.receive(120)[0] == "ready"
+    events = []
+    w.on("error", lambda e: events.append(("error", e)))
+    w.on("exit", lambda c: events.append(("exit", c)))
+    far = [n for n in cluster.list_all_nodes() if n is not cluster.head_node]
+    assert len(far) == 1
+    cluster.remove_node(far[0], allow_graceful=False)
+    try:
+        assert w.join(120) == 1
+        with pytest.raises(PortClosed):
+            w.receive(30)
+        deadline = time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [e[0] for e in events] == ["error", "exit"]
+        assert isinstance(events[0][1], WorkerError)
+    finally:
+        cluster.add_node(num_cpus=1, resources={"far": 1})
+        cluster.wait_for_nodes()

@@ -12,8 +12,8 @@ CLASSES = [ringport.MessageChannel, ringport.BroadcastChannel, ringport.SharedAr
 
 
 @pytest.mark.parametrize("func, sig", [
-    (ringport.dumps, "dumps(obj, *, allow_pickle=True)"),
-    (ringport.loads, "loads(data, *, allow_pickle=False)"),
+    (ringport.dumps, "dumps(obj, *, allow_pickle=True, ports=None)"),
+    (ringport.loads, "loads(data, *, allow_pickle=False, ports=None)"),
     (ringport.receive_message_on_port, "receive_message_on_port(port, /)"),
     (atomics.wait, "wait(arr, index, value, timeout=None)"),
     (atomics.compare_exchange, "compare_exchange(arr, index, expected, replacement, /)"),
