@@ -277,3 +277,15 @@ def test_untrusted_frames_never_crash_and_leave_good_traffic_intact(garbage):
     link.close()
     link.join(10)
 
+
+
+def test_a_link_closed_before_it_started_lets_its_socket_go():
+    a, b = socket.socketpair()
+    ch = MessageChannel()
+    link = Link(a, odd=False, allow_pickle=False)
+    link.bind(0, ch.port2)
+    link.close()
+    assert a.fileno() == -1
+    with pytest.raises(PortClosed):
+        ch.port1.receive(1)
+    b.close()

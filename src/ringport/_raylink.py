@@ -155,6 +155,8 @@ class Link:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if not self._threads:   # never started: no reader to close the descriptor
+            self.sock.close()
         for s in streams:
             self._flush_backlog(s, final=True)
             s.port.close()
