@@ -374,3 +374,14 @@ def test_a_node_that_dies_ends_its_worker_with_error_then_exit(cluster):
     finally:
         cluster.add_node(num_cpus=1, resources={"far": 1})
         cluster.wait_for_nodes()
+
+
+def test_bad_ray_options_raise_at_the_constructor_and_free_what_moved():
+    ch = MessageChannel()
+    with pytest.raises((TypeError, ValueError)):
+        ringport.Worker(ECHO, eval=True, backend="ray", worker_data=ch.port1,
+                        transfer=[ch.port1], ray_options={"no_such_option": 1})
+    with pytest.raises(PortClosed):   # the moved port was let go: its peer reads it as closed
+        ch.port2.receive(10)
+    with pytest.raises(TypeError):
+        ringport.Worker(ECHO, eval=True, backend="ray", ray_options=[("num_cpus", 1)])

@@ -246,17 +246,25 @@ class RayLink:
             self.boot.port1.close()
             self.boot.port2.close()
             raise
-        if not ray.is_initialized():
-            ray.init()
         self.port = port
-        self.listener = _get_listener()
         self.secret = os.urandom(16)
-        self.conn = self.listener.expect(self.secret)
-        opts = {"max_concurrency": 4}
-        opts.update(ray_options or {})
-        self.actor = _host_class().options(**opts).remote()
-        self.ref = self.actor.run.remote(self.listener.addr, self.secret, spec, func,
-                                         self.allow_pickle)
+        self.listener = None
+        try:
+            if not ray.is_initialized():
+                ray.init()
+            self.listener = _get_listener()
+            self.conn = self.listener.expect(self.secret)
+            opts = {"max_concurrency": 4}
+            opts.update(ray_options or {})
+            self.actor = _host_class().options(**opts).remote()
+            self.ref = self.actor.run.remote(self.listener.addr, self.secret, spec, func,
+                                             self.allow_pickle)
+        except BaseException:   # (bad ray_options, no cluster ...): the moved ports go too
+            if self.listener is not None:
+                self.listener.forget(self.secret)
+            self.boot.port1.close()
+            self.boot.port2.close()
+            raise
         self.lock = threading.Lock()
         self.killed = False
         self.link = None
