@@ -23,6 +23,7 @@ except ImportError as exc:
     pytest.skip(f"Ray is not installed here: {exc}", allow_module_level=True)
 
 import ringport.ray  # noqa: E402 - after the skip
+from conftest import wait_until  # noqa: E402
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ringport.__file__)))
@@ -78,9 +79,7 @@ def test_echo_with_worker_data_argv_env_and_environment_data():
         assert w.receive(30) == value
     w.post_message(None)
     assert w.join(60) == 0
-    deadline = time.monotonic() + 10
-    while len(events) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(events) >= 2, 10, "'error' and 'exit' (or 'online' and 'exit')")
     assert events == ["online", ("exit", 0)]
     assert w.pid is None
 
@@ -197,18 +196,14 @@ def test_errors_come_back_by_type_without_unpickling():
     seen = []
     w.on("error", seen.append)
     assert w.join(120) == 1
-    deadline = time.monotonic() + 10
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: seen, 10, "'error'")
     assert type(seen[0]) is KeyError and "missing" in str(seen[0])
     # a type of the user's: not unpickled from another machine unless trusted
     w = ringport.Worker(raise_custom, backend="ray")
     seen = []
     w.on("error", seen.append)
     assert w.join(120) == 1
-    deadline = time.monotonic() + 10
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: seen, 10, "'error'")
     assert isinstance(seen[0], WorkerError) and "Custom" in str(seen[0])
     w = ringport.Worker("import sys; sys.exit(7)", eval=True, backend="ray")
     assert w.join(120) == 7
@@ -279,9 +274,7 @@ def test_terminate_kills_the_actor_and_nothing_hangs():
     assert w.terminate(60) == 1
     with pytest.raises(PortClosed):
         w.receive(30)
-    deadline = time.monotonic() + 10
-    while not exits and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: exits, 10, "'exit'")
     assert exits == [1]
 
 
@@ -309,9 +302,7 @@ while True:
             assert w.receive(60) == expect   # what got out arrives in order, then PortClosed
             expect += 1
     assert w.join(60) == 1
-    deadline = time.monotonic() + 10
-    while len(events) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(events) >= 2, 10, "'error' and 'exit' (or 'online' and 'exit')")
     assert [e[0] for e in events] == ["error", "exit"]
     assert isinstance(events[0][1], WorkerError) and "Ray actor" in str(events[0][1])
 
@@ -336,9 +327,7 @@ def test_pool_cancel_abort_and_max_queue():
     with ringport.WorkerPool(backend="ray", max_workers=1, max_queue=2,
                              submit_timeout=0) as pool:
         running = pool.submit(time.sleep, 1000)
-        deadline = time.monotonic() + 120
-        while not running.running() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(running.running, 120, "the first task running")
         queued = []
         with pytest.raises(ringport.Full):
             for i in range(10):
@@ -366,9 +355,7 @@ def test_a_node_that_dies_ends_its_worker_with_error_then_exit(cluster):
         assert w.join(120) == 1
         with pytest.raises(PortClosed):
             w.receive(30)
-        deadline = time.monotonic() + 10
-        while len(events) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(events) >= 2, 10, "'error' and 'exit' (or 'online' and 'exit')")
         assert [e[0] for e in events] == ["error", "exit"]
         assert isinstance(events[0][1], WorkerError)
     finally:

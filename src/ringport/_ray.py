@@ -180,21 +180,16 @@ def _host_class():
 
 
 def _target_for_ray(target, eval_):
-    """What the actor needs to run target: (spec, function or None)."""
-    if eval_:
-        if not isinstance(target, str):
-            raise TypeError("with eval=True, target must be Python source (a str)")
-        return ("eval", target), None
-    if isinstance(target, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(target))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"worker script not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            return ("file", os.path.basename(path), f.read()), None
-    if callable(target):
-        return ("func",), target
-    raise TypeError(f"target must be a path to a .py file, Python source with eval=True, or a "
-                    f"function, not {type(target).__name__}")
+    """What the actor needs to run target: (spec, function or None).  Checked as for a thread
+    worker (any callable goes: Ray ships it), and a script goes as its source."""
+    from ringport._worker import _target_spec
+    spec, func = _target_spec(target, eval_, "thread")
+    if spec[0] == "file":
+        with open(spec[1], encoding="utf-8") as f:
+            return ("file", os.path.basename(spec[1]), f.read()), None
+    if spec[0] == "call":
+        return ("func",), func
+    return spec, None
 
 
 class _DriverBlobs:
