@@ -563,3 +563,25 @@ def test_big_data_from_a_process_worker_arrives_aligned_writable_and_independent
         assert w.join(60) == 0
     finally:
         w.terminate()
+
+
+def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor():
+    """The process is asked for before the start-up payload is posted (it boots meanwhile): a
+    payload that cannot be cloned still raises DataCloneError from the constructor, and the
+    process already asked for ends, is reaped, and leaves nothing open here."""
+    import threading
+    from ringport import _zygote
+    fds = _fds()
+    maps = _ringport_maps()
+    for _ in range(5):
+        with pytest.raises(ringport.DataCloneError):
+            Worker("import ringport\n", eval=True, backend="process",
+                   worker_data=threading.Lock())
+    z = _zygote._zygote
+    if z is not None:   # (RINGPORT_PROCESS_START=spawn: no zygote)
+        wait_until(lambda: not z.children and not z.replies, 10, "the zygote's workers reaped")
+    _settled(_fds, fds, 0, "descriptors")
+    _settled(lambda: len(_ringport_maps() - maps), 0, 0, "ringport mappings")
+    w = Worker("import ringport\nringport.parent_port.post_message(2)\n", eval=True,
+               backend="process")
+    assert w.receive(timeout=60) == 2 and w.join(60) == 0
