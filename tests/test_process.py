@@ -522,3 +522,66 @@ def test_a_spare_worker_gets_the_env_cwd_and_argv_of_its_start_not_of_its_fork(
                backend="process", env={"RINGPORT_TEST_ZYGOTE": "own"})
     assert w.receive(timeout=60) == {"RINGPORT_TEST_ZYGOTE": "own"}
     assert w.join(60) == 0
+
+
+def test_big_data_from_a_process_worker_arrives_aligned_writable_and_independent():
+    """Big data from another process is decoded in place in the message it came in (no copy
+    into a block of its own) where it is most of the message: still 16-aligned for every dtype,
+    writable, and its own (the sender's later writes, other values of the same message and
+    the receiver's writes to one of them change nothing else); the rest are copied as before."""
+    np = pytest.importorskip("numpy")
+    kinds = ["f8", "c16", "u1", "f4", "g"]
+    sizes = [131072, 131071, 200_000, 3 << 20]
+    src = textwrap.dedent(f"""
+        import numpy as np, ringport
+        port = ringport.parent_port
+        for dt in {kinds!r}:
+            for n in {sizes!r}:
+                a = np.arange(n).astype(dt)
+                port.post_message(a)
+                port.post_message((a, a[:10], b"x" * 70000, bytearray(70000), a.reshape(-1, 1),
+                                   a.tolist()[:3]))
+                a[:] = 0
+    """)
+    w = Worker(src, eval=True, backend="process")
+    try:
+        for dt in kinds:
+            for n in sizes:
+                want = np.arange(n).astype(dt)
+                alone = w.receive(timeout=60)
+                t = w.receive(timeout=60)
+                for x in (alone, t[0], t[4].ravel()):
+                    assert x.flags.aligned and x.flags.writeable, (dt, n)
+                    assert np.array_equal(x, want), (dt, n)
+                assert np.array_equal(t[1], want[:10])
+                assert t[2] == b"x" * 70000 and t[3] == bytearray(70000)
+                assert t[5] == want.tolist()[:3]
+                alone[:] = 1
+                t[0][:] = 2
+                assert np.array_equal(t[4].ravel(), want) and np.array_equal(t[1], want[:10])
+                del alone, t
+        assert w.join(60) == 0
+    finally:
+        w.terminate()
+
+
+def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor():
+    """The process is asked for before the start-up payload is posted (it boots meanwhile): a
+    payload that cannot be cloned still raises DataCloneError from the constructor, and the
+    process already asked for ends, is reaped, and leaves nothing open here."""
+    import threading
+    from ringport import _zygote
+    fds = _fds()
+    maps = _ringport_maps()
+    for _ in range(5):
+        with pytest.raises(ringport.DataCloneError):
+            Worker("import ringport\n", eval=True, backend="process",
+                   worker_data=threading.Lock())
+    z = _zygote._zygote
+    if z is not None:   # (RINGPORT_PROCESS_START=spawn: no zygote)
+        wait_until(lambda: not z.children and not z.replies, 10, "the zygote's workers reaped")
+    _settled(_fds, fds, 0, "descriptors")
+    _settled(lambda: len(_ringport_maps() - maps), 0, 0, "ringport mappings")
+    w = Worker("import ringport\nringport.parent_port.post_message(2)\n", eval=True,
+               backend="process")
+    assert w.receive(timeout=60) == 2 and w.join(60) == 0

@@ -7,6 +7,7 @@ every bridge of that process; a bridge thread delivers what comes in to the loca
 passes it on over the process's other bridges.  Process workers form a tree, so every process gets
 each message once.
 """
+import _thread
 import threading
 
 from ringport._core import PortClosed, _bc_bridges_add, _bc_deliver
@@ -17,11 +18,16 @@ _bridges = []            # the ports of this process's bridges
 _lock = threading.Lock()
 
 
-def add(port):
-    """Make port (one side of a channel shared with another process) a bridge."""
+def add(port, bare=False):
+    """Make port (one side of a channel shared with another process) a bridge.  bare: its pump
+    is a bare thread (in a process worker, which ends by os._exit: no wait for the thread to
+    start on the way to the worker's first message)."""
     with _lock:
         _bridges.append(port)
         _bc_bridges_add(1)
+    if bare:
+        _thread.start_new_thread(_pump, (port,))
+        return
     from ringport._context import in_subinterpreter_worker
     # (isolated subinterpreters refuse daemon threads)
     threading.Thread(target=_pump, args=(port,), name="ringport-broadcast",

@@ -644,10 +644,48 @@ cdef extern from "_glue.h":
     bint rp_is_ndarray(object o) noexcept
 
 
+cdef inline int varint_len(uint64_t v) noexcept:
+    cdef int k = 1
+    while v >= 0x80:
+        v >>= 7
+        k += 1
+    return k
+
+
+cdef int w_varint_padded(Writer *w, uint64_t v, int extra) except -1:
+    """v as a varint extra bytes longer than it needs (continuation bytes of zeros, which
+    r_varint reads as the same value; at most 10 bytes in all)."""
+    if varint_len(v) + extra > 10:
+        extra = 0
+    if w.pos + 10 > w.cap:
+        w_grow(w, 10)
+    while v >= 0x80 or extra > 0:
+        if v < 0x80:
+            extra -= 1
+        w.buf[w.pos] = <unsigned char>(v | 0x80)
+        w.pos += 1
+        v >>= 7
+    w.buf[w.pos] = <unsigned char>v
+    w.pos += 1
+    return 0
+
+
+cdef inline int remote_pad(size_t pos, size_t n) noexcept:
+    """To another process, big data goes 16-aligned in the message where its varint can be
+    padded that far (the receiver may then keep it where it is: r_in_node): the padding for data
+    o <n> whose tag is at pos."""
+    cdef int k = <int>((16 - (pos + 1 + <size_t>varint_len(n)) % 16) % 16)
+    return k if varint_len(n) + k <= 10 else 0
+
+
 cdef int enc_data(Writer *w, const void *buf, size_t n) except -1:
     """Bytes that may travel out of band: o <n> <bytes> inline, or h <k> in a block of their own."""
     cdef void *block
     cdef uint32_t hidx
+    if w.remote and n >= OOB_MIN:
+        w_byte(w, b'o')
+        w_varint_padded(w, <uint64_t>n, remote_pad(w.pos - 1, n))
+        return w_raw(w, buf, n)
     if w.allow_handles and n >= OOB_MIN:
         block = rp_warm_alloc(n)
         if block == NULL:
@@ -676,6 +714,8 @@ cdef int enc_ndarray(Writer *w, object a) except -1:
     """Encode a numpy array of plain dtype; returns 0, or 1 when it must be pickled instead."""
     cdef Py_buffer view
     cdef bytes ds
+    cdef size_t at
+    cdef int pad
     dt = a.dtype
     if dt.hasobject or dt.fields is not None or dt.subdtype is not None:
         return 1
@@ -693,8 +733,17 @@ cdef int enc_ndarray(Writer *w, object a) except -1:
         w_tag_varint(w, b'A', <uint64_t>len(ds))
         w_raw(w, PyBytes_AS_STRING(ds), <size_t>len(ds))
         w_byte(w, order[0])
-        w_varint(w, <uint64_t>a.ndim)
-        for d in a.shape:
+        shape = a.shape
+        pad = 0
+        if w.remote and <size_t>view.len >= OOB_MIN:
+            # where enc_data's padding falls short of 16-alignment, pad the ndim varint too
+            at = w.pos + varint_len(<uint64_t>a.ndim)
+            for d in shape:
+                at += varint_len(<uint64_t>d)
+            pad = <int>((16 - (at + 1 + varint_len(<uint64_t>view.len)) % 16) % 16) - \
+                (10 - varint_len(<uint64_t>view.len))
+        w_varint_padded(w, <uint64_t>a.ndim, pad if pad > 0 else 0)
+        for d in shape:
             w_varint(w, <uint64_t>d)
         enc_data(w, view.buf, <size_t>view.len)
     finally:
@@ -1249,6 +1298,10 @@ cdef struct Reader:
     PyObject *keep              # strong, or NULL: a list of the SharedArrayBuffers adopted so
                                 # far, alive until decoding ends (their handles point at them)
     PyObject *port_hook         # loads(ports=...): int -> MessagePort for H <int>; else NULL
+    rp_recv *xrecv              # a message from another process put together in a node of its
+                                # own (rp_channel.c, take_shared): big data may be decoded in
+                                # place, the node handed to a _Block (r_block); else NULL
+    PyObject *xowner            # strong, or NULL: the _Block that took xrecv's node
 
 
 cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handle *handles,
@@ -1262,6 +1315,8 @@ cdef inline void r_init(Reader *r, const unsigned char *data, size_t n, rp_handl
     r.allow_pickle = True   # messages within the program; loads() and strict ports set False
     r.keep = NULL
     r.xch = NULL
+    r.xrecv = NULL
+    r.xowner = NULL
     r.port_hook = NULL
 
 
@@ -1387,10 +1442,15 @@ cdef object r_block(Reader *r):
     memory that earlier big messages touched, not fresh pages a bytearray would fault in)."""
     cdef Py_ssize_t n = r_len(r, 1)
     cdef void *p
+    cdef _Block b
     if n < OOB_MIN:
         v = PyByteArray_FromStringAndSize(<const char *>r.p, n)
         r.p += n
         return v
+    if r.xrecv != NULL and <size_t>r.p % 16 == 0 and <size_t>n * 2 >= r.xrecv.len:
+        b = r_in_node(r, n)
+        if b is not None:
+            return b
     p = rp_warm_alloc(<size_t>n)
     if p == NULL:
         raise MemoryError()
@@ -1398,6 +1458,34 @@ cdef object r_block(Reader *r):
         memcpy(p, r.p, <size_t>n)
     r.p += n
     return _Block._own(p, n)
+
+
+cdef object r_in_node(Reader *r, Py_ssize_t n):
+    """The n bytes at r.p as a _Block over the message's own node, without a copy (a message
+    from another process that was put together from fragments: nothing else will see that node,
+    and the sender's later writes cannot reach it); None to copy instead.  The node goes to the
+    first such block (the others keep it alive); the receive gets an empty node to free in its
+    place.  Only for data that is most of the message (so that a small array does not keep a
+    big message alive) and 16-aligned (numpy's alignment for every plain dtype), which the
+    encoder arranges (enc_data)."""
+    cdef rp_node *empty
+    cdef _Block owner
+    cdef _Block b
+    if r.xowner == NULL:
+        empty = rp_node_alloc(0)
+        if empty == NULL:
+            return None
+        owner = _Block._own_node(r.xrecv.node)
+        r.xrecv.node = empty
+        r.xowner = <PyObject *>owner
+        Py_INCREF(owner)
+    owner = <_Block>r.xowner
+    b = _Block.__new__(_Block)
+    b.ptr = <void *>r.p
+    b.size = n
+    b.base = owner
+    r.p += n
+    return b
 
 
 cdef rp_handle *r_handle(Reader *r, uint32_t kind) except NULL:
@@ -1734,6 +1822,8 @@ cdef object decode_checked(Reader *r):
     finally:
         Py_XDECREF(r.keep)
         r.keep = NULL
+        Py_XDECREF(r.xowner)
+        r.xowner = NULL
 
 
 # ---------------------------------------------------------------------------- out-of-band blocks
@@ -1745,9 +1835,20 @@ cdef class _Block:
     cdef Py_ssize_t size
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t exports
+    cdef rp_node *node      # not NULL: ptr is in this node, which the block frees (r_in_node)
+    cdef object base        # not None: ptr is in base's memory, which base frees
 
     def __init__(self):
         raise TypeError("ringport._core._Block cannot be created from Python")
+
+    @staticmethod
+    cdef _Block _own_node(rp_node *node):
+        """Take node, a message put together from fragments: its whole body."""
+        cdef _Block b = _Block.__new__(_Block)
+        b.ptr = rp_node_body(node)
+        b.size = <Py_ssize_t>rp_node_len(node)
+        b.node = node
+        return b
 
     @staticmethod
     cdef _Block _own(void *ptr, Py_ssize_t size):
@@ -1788,7 +1889,10 @@ cdef class _Block:
         return self.size
 
     def __dealloc__(self):
-        rp_warm_free(self.ptr)
+        if self.node != NULL:
+            rp_node_free(self.node)
+        elif self.base is None:
+            rp_warm_free(self.ptr)
 
 
 # ---------------------------------------------------------------------------- bytes API

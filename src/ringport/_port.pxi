@@ -629,6 +629,8 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
         # from another process: its handles name descriptors by ticket; work on a private copy
         # of them (the ring is the other process's to write)
         rd.xch = ch
+        if copy == NULL and r.node != NULL:
+            rd.xrecv = r   # put together from fragments: big data may stay in place (r_block)
         if m.nhandles:
             xh = <rp_handle *>malloc(m.nhandles * sizeof(rp_handle))
             if xh == NULL:

@@ -143,6 +143,22 @@ class ProcessLink:
             self.requested = _request_child(self.link[1].fileno(), fds)
             self.asked = True
 
+    def abandon(self):
+        """The Worker could not be made after all: let the process (if asked for) end, and close
+        what it would have had."""
+        for s in self.link:
+            s.close()   # a process already asked for reads the end of its link, and exits
+        self.link = None
+        if self.requested is not None:
+            try:
+                self.requested()   # (its answer; the zygote reaps it)
+            except OSError:
+                pass
+            self.requested = None
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = ()
+
     def run(self, on_online):
         """Start the process and follow it to its end (in the host thread).  Returns (exit code,
         error report or None)."""

@@ -183,29 +183,36 @@ class Worker:
         """The process backend: the parent's port of a channel shared with the new process,
         with the start-up payload as its first message (so worker_data shares buffers and moves
         ports as any message does), and the link that starts the process from the host thread."""
+        from ringport._process import ProcessLink   # (subprocess, socket: only when used)
         port, memfd, sock = _process_channel(PROCESS_CAPACITY)
         payload["allow_pickle"] = self._allow_pickle
-        bridge = None
+        bridge = link = None
         try:
             bridge, bmemfd, bsock = _process_channel(BRIDGE_CAPACITY)
+            boot = dumps({"capacity": PROCESS_CAPACITY, "bridge_capacity": BRIDGE_CAPACITY,
+                          "sys_path": list(sys.path)})
+            # the process is asked for first: it boots while the payload is posted (it waits
+            # for the payload in its port)
+            link = ProcessLink(boot, (memfd, sock, bmemfd, bsock), port)
             # the payload may always be pickled: it goes to the process this one starts (as
             # _export does for the other backends); the port's own setting applies after it
             port.post_message(payload, transfer)
             port.allow_pickle = self._allow_pickle
         except BaseException:
-            port.close()
-            os.close(memfd)
-            os.close(sock)
+            port.close()   # (a process already asked for finds its port closed, and ends)
+            if link is not None:
+                link.abandon()
+            else:
+                os.close(memfd)
+                os.close(sock)
             if bridge is not None:
                 bridge.close()
-                os.close(bmemfd)
-                os.close(bsock)
+                if link is None:
+                    os.close(bmemfd)
+                    os.close(bsock)
             raise
         _bcbridge.add(bridge)
-        boot = dumps({"capacity": PROCESS_CAPACITY, "bridge_capacity": BRIDGE_CAPACITY,
-                      "sys_path": list(sys.path)})
-        from ringport._process import ProcessLink   # (subprocess, socket: only when used)
-        self._link = ProcessLink(boot, (memfd, sock, bmemfd, bsock), port)
+        self._link = link
         return port
 
     def _start_ray(self, spec, func, payload, transfer, ray_options):
