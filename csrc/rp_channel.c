@@ -34,10 +34,58 @@ struct rp_node {
 };
 
 /* Nodes are warm blocks (rp_shm.h): a big message's node (the encoder's buffer, an overflow
- * node, a message put together from fragments) reuses memory that earlier ones touched. */
+ * node, a message put together from fragments) reuses memory that earlier ones touched.
+ *
+ * Mid-sized nodes (a few KiB up to RP_NODE_SPARE_MAX) are malloc'ed, and in a stream the
+ * producer allocates each one while the consumer frees it: glibc then frees into the producer's
+ * arena under that arena's lock, against the producer's own malloc, and the two threads sleep on
+ * that lock (about 60 futex waits per 1000 8 KiB messages, and the swings between runs).  So a
+ * freed mid-sized node goes to a few process-wide spare slots that the next allocation takes
+ * back: one exchange each way, no lock, no malloc in a steady stream.  A slot is taken with an
+ * exchange (whoever gets the pointer owns the block) and filled only when empty (a compare-
+ * exchange from NULL), so there is no ABA.  They hold at most RP_NODE_SPARES (32) blocks of at most
+ * RP_NODE_SPARE_MAX bytes, process-wide; no interpreter objects, so safe across interpreters. */
+#define RP_NODE_SPARES 32
+#define RP_NODE_SPARE_MIN 2048u
+#define RP_NODE_SPARE_MAX 32768u /* below RP_WARM_MIN: always a malloc'ed warm block */
+static _Atomic(rp_node *) rp_node_spare[RP_NODE_SPARES];
+
+static int spare_fits(size_t cap, size_t need) { return cap >= need && cap / 2u <= need; }
+
+/* A spare block of at least need bytes (and not more than twice that), or NULL. */
+static rp_node *spare_take(size_t need) {
+    for (int i = 0; i < RP_NODE_SPARES; i++) {
+        if (!atomic_load_explicit(&rp_node_spare[i], memory_order_relaxed)) continue;
+        rp_node *n = atomic_exchange_explicit(&rp_node_spare[i], NULL, memory_order_acquire);
+        if (!n) continue;
+        if (spare_fits(rp_warm_cap(n), need)) return n;
+        /* a size nobody asks for now: let it go, or it would keep the slot from the sizes of
+         * the stream (a stream frees blocks of one or two sizes) */
+        rp_warm_free(n);
+    }
+    return NULL;
+}
+
+/* Keep n as a spare if it is mid-sized and a slot is free; 1 if kept. */
+static int spare_put(rp_node *n) {
+    size_t cap = rp_warm_cap(n);
+    if (cap < RP_NODE_SPARE_MIN || cap > RP_NODE_SPARE_MAX) return 0;
+    for (int i = 0; i < RP_NODE_SPARES; i++) {
+        rp_node *empty = NULL;
+        if (atomic_load_explicit(&rp_node_spare[i], memory_order_relaxed)) continue;
+        if (atomic_compare_exchange_strong_explicit(&rp_node_spare[i], &empty, n,
+                                                    memory_order_release, memory_order_relaxed))
+            return 1;
+    }
+    return 0;
+}
+
 rp_node *rp_node_alloc(size_t body_len) {
     if (body_len > SIZE_MAX / 2u - sizeof(rp_node)) return NULL;
-    rp_node *n = (rp_node *)rp_warm_alloc(sizeof(rp_node) + body_len);
+    size_t need = sizeof(rp_node) + body_len;
+    rp_node *n = NULL;
+    if (need >= RP_NODE_SPARE_MIN / 2u && need <= RP_NODE_SPARE_MAX) n = spare_take(need);
+    if (!n) n = (rp_node *)rp_warm_alloc(need);
     if (n) {
         n->next = NULL;
         n->len = body_len;
@@ -58,7 +106,10 @@ size_t rp_node_len(const rp_node *n) { return n->len; }
 void rp_node_set_len(rp_node *n, size_t body_len) {
     if (body_len <= n->len) n->len = body_len;
 }
-void rp_node_free(rp_node *n) { rp_warm_free(n); }
+void rp_node_free(rp_node *n) {
+    if (n && spare_put(n)) return;
+    rp_warm_free(n);
+}
 
 void rp_block_release(void *ptr, uint64_t aux) {
     (void)aux;
