@@ -55,3 +55,13 @@ def test_main_env_not_decoded_again(monkeypatch):
     w, got = _start("import ringport\nringport.parent_port.post_message(ringport.env"
                     "['RINGPORT_TEST_STARTUP'])\n", eval=True)
     assert (got, w.join(30)) == ("2", 0)
+
+
+def test_thread_worker_env_is_its_own_copy():
+    # a thread worker's env no longer goes through the token: it must still be a copy
+    env = {"A": "1"}
+    w, got = _start("import ringport\nringport.env['A'] = '2'\nringport.env['B'] = '3'\n"
+                    "ringport.parent_port.post_message(dict(ringport.env))\n", eval=True, env=env)
+    assert (got, w.join(30)) == ({"A": "2", "B": "3"}, 0)
+    assert env == {"A": "1"}
+    assert os.environ.get("B") != "3"

@@ -24,16 +24,18 @@ __all__ = ["TERMINATED_EXIT_CODE", "install_unraisable_hook", "run"]
 TERMINATED_EXIT_CODE = 1
 
 
-def run(token, ctl_id, func):
+def run(token, ctl_id, func, env=None):
     """Run a worker in this thread: its context, its target, its loop.  Returns the exit code
-    (and stores it in the control block)."""
+    (and stores it in the control block).  env: the worker's env dict when the token does not
+    carry it (a thread worker's, handed over as it is)."""
     ctl = _worker_ctl(ctl_id)
     ctl.exit_code = 0   # _import consumes the token even when it fails: the host must not drop it
     payload = _import(token)
     backend = payload["backend"]
     ctx = _context.Context(
         parent_port=payload["parent_port"], worker_data=payload["worker_data"],
-        thread_id=payload["thread_id"], is_main_thread=False, env=payload["env"],
+        thread_id=payload["thread_id"], is_main_thread=False,
+        env=payload["env"] if env is None else env,
         env_data=payload["env_data"], name=payload["name"], loop=Loop(threaded=False), ctl=ctl)
     spec = payload["spec"]
     if spec[0] in ("file", "func"):
