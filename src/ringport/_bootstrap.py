@@ -24,16 +24,18 @@ __all__ = ["TERMINATED_EXIT_CODE", "install_unraisable_hook", "run"]
 TERMINATED_EXIT_CODE = 1
 
 
-def run(token, ctl_id, func):
+def run(token, ctl_id, func, env=None):
     """Run a worker in this thread: its context, its target, its loop.  Returns the exit code
-    (and stores it in the control block)."""
+    (and stores it in the control block).  env: the worker's env dict when the token does not
+    carry it (a thread worker's, handed over as it is)."""
     ctl = _worker_ctl(ctl_id)
     ctl.exit_code = 0   # _import consumes the token even when it fails: the host must not drop it
     payload = _import(token)
     backend = payload["backend"]
     ctx = _context.Context(
         parent_port=payload["parent_port"], worker_data=payload["worker_data"],
-        thread_id=payload["thread_id"], is_main_thread=False, env=payload["env"],
+        thread_id=payload["thread_id"], is_main_thread=False,
+        env=payload["env"] if env is None else env,
         env_data=payload["env_data"], name=payload["name"], loop=Loop(threaded=False), ctl=ctl)
     spec = payload["spec"]
     if spec[0] in ("file", "func"):
@@ -139,7 +141,7 @@ def _run_target(ctx, spec, func, backend):
             filename = spec[1]
         else:
             source, filename = spec[1], "[worker eval]"
-        code = compile(source, filename, "exec")
+        code = _compiled(source, filename)
         if backend != "thread":   # its own interpreter: the script is its __main__
             ns = sys.modules["__main__"].__dict__
         else:
@@ -149,6 +151,28 @@ def _run_target(ctx, spec, func, backend):
             ns["__file__"] = filename
         exec(code, ns)
     ctx.loop.run_inline()
+
+
+#: Code objects of recent targets by (source, filename): compiling even a few lines costs more
+#: than the rest of a thread worker's start (~70 us of ~0.5 ms on 3.13t), and a program tends to
+#: start many workers from the same source.  Code objects are immutable, so workers of one
+#: interpreter share them; each interpreter has its own cache (this module's).
+_code_cache = {}
+_CODE_CACHE_MAX = 32
+
+
+def _compiled(source, filename):
+    key = (source, filename)
+    code = _code_cache.get(key)
+    if code is None:
+        code = compile(source, filename, "exec")
+        if len(_code_cache) >= _CODE_CACHE_MAX:
+            try:
+                del _code_cache[next(iter(_code_cache))]   # the oldest
+            except (KeyError, StopIteration, RuntimeError):   # another thread got there first
+                pass
+        _code_cache[key] = code
+    return code
 
 
 def _end_children(ctx):
