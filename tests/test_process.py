@@ -4,6 +4,7 @@ boundary.  The rest of the worker suite runs on it through the `backend` fixture
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -280,6 +281,31 @@ def test_workers_still_start_once_the_zygote_is_killed(monkeypatch):
     assert "SIGKILL" in str(errors[0])
     for _ in range(3):   # the next workers start (from a new zygote)
         assert _zygote_pid() not in (zygote, os.getpid())
+
+
+def test_a_zygote_lost_after_its_child_read_the_start_up_frame(monkeypatch):
+    """The zygote forked the worker, whose process read the start-up frame, then went before it
+    answered: the spawned process that replaces it gets the frame again (it waited forever for
+    it, and the program could not exit)."""
+    import ringport._process
+    import ringport._zygote
+    from ringport._process import read_frame
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+
+    def request(link_fd, fds):
+        def answer():
+            with socket.socket(fileno=os.dup(link_fd)) as s:
+                read_frame(s)   # (what the lost zygote's child took)
+            raise OSError("the zygote is gone")
+        return answer
+    monkeypatch.setattr(ringport._zygote, "request", request)
+    w = Worker("import os, ringport\nringport.parent_port.post_message(os.getppid())\n",
+               eval=True, backend="process")
+    try:
+        assert w.receive(timeout=30) == os.getpid()   # spawned by this process
+        assert w.join(30) == 0
+    finally:
+        w.terminate()
 
 
 def test_workers_spawn_when_no_zygote_can_be_started(monkeypatch):

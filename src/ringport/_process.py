@@ -135,6 +135,7 @@ class ProcessLink:
         # once it runs: the worker boots meanwhile (the start-up frame waits in the socket; a
         # big one would fill it before anybody reads it, so it goes once the process is there)
         self.link = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.boot = payload
         self.requested = None
         self.asked = False
         if len(payload) <= _EARLY_PAYLOAD:
@@ -167,7 +168,19 @@ class ProcessLink:
         try:
             if not self.asked:
                 requested = _request_child(theirs.fileno(), self.fds)
-            self.proc = _start_child(theirs.fileno(), self.fds, requested)
+            elif requested is not None and self.payload is None:
+                try:
+                    self.proc = requested()
+                except OSError:
+                    # the zygote went before it answered, maybe after a child of its own took
+                    # the start-up frame: a spawned process gets a new link and the frame again
+                    ours.close()
+                    theirs.close()
+                    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                    self.payload = self.boot
+                requested = None
+            if self.proc is None:
+                self.proc = _start_child(theirs.fileno(), self.fds, requested)
         except BaseException:
             ours.close()
             raise
