@@ -653,20 +653,19 @@ cdef inline int varint_len(uint64_t v) noexcept:
 
 
 cdef int w_varint_padded(Writer *w, uint64_t v, int extra) except -1:
-    """v as a varint extra bytes longer than it needs (continuation bytes of zeros, which
-    r_varint reads as the same value; at most 10 bytes in all)."""
+    """v as a varint extra bytes longer than it needs: its last byte gets the continuation bit
+    and zero digits follow, which r_varint reads as the same value (at most 10 bytes in all)."""
     if varint_len(v) + extra > 10:
         extra = 0
-    if w.pos + 10 > w.cap:
-        w_grow(w, 10)
-    while v >= 0x80 or extra > 0:
-        if v < 0x80:
+    w_varint(w, v)   # (which made room for 10 bytes from where it started)
+    if extra > 0:
+        w.buf[w.pos - 1] |= 0x80
+        while extra > 1:
+            w.buf[w.pos] = 0x80
+            w.pos += 1
             extra -= 1
-        w.buf[w.pos] = <unsigned char>(v | 0x80)
+        w.buf[w.pos] = 0
         w.pos += 1
-        v >>= 7
-    w.buf[w.pos] = <unsigned char>v
-    w.pos += 1
     return 0
 
 
