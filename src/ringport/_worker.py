@@ -148,6 +148,7 @@ class Worker:
             "backend": backend,
         }
         host_ctl = _port_new_ref(ctl.port2)  # the host thread posts 'exit' through it
+        host_env = None   # a thread worker's env, when its token does not carry it
         if backend == "process":
             token = None
             self._port = self._start_process(payload, transfer)
@@ -159,15 +160,14 @@ class Worker:
             if backend == "thread":
                 # a thread worker takes its env dict (a fresh copy made above) as it is: encoding
                 # and decoding every variable through the token cost ~15 us of its start
-                payload["env"] = None
-                func = (func, env)
+                payload["env"], host_env = None, env
             payload["parent_port"] = chan.port2
             payload["ctl_port"] = ctl.port2
             token = _export(payload, [chan.port2, ctl.port2, *transfer])
             self._port = chan.port1
         self._ctlport = ctl.port1
         self._thread = threading.Thread(
-            target=self._host, args=(token, func, host_ctl, list(sys.path)),
+            target=self._host, args=(token, func, host_env, host_ctl, list(sys.path)),
             name=f"ringport-worker-{self.thread_id}" + (f" ({name})" if name else ""),
             # isolated subinterpreters refuse daemon threads
             daemon=not _context.in_subinterpreter_worker())
@@ -238,14 +238,14 @@ class Worker:
             raise
         return chan.port1
 
-    def _host(self, token, func, host_ctl, sys_path):
+    def _host(self, token, func, env, host_ctl, sys_path):
         if self._link is not None:
             try:
                 code, report = self._link.run(lambda: host_ctl.post_message(("online",)))
             except BaseException as exc:   # the process could not be started
                 code, report = 1, error_report(exc, "process")
         else:
-            code, report = _run_worker(self.backend, token, self._ctl, func, sys_path)
+            code, report = _run_worker(self.backend, token, self._ctl, func, env, sys_path)
         if report is None:
             error = None
         elif self.backend == "ray":
@@ -534,14 +534,14 @@ def _resolve(fut, code):
 # ---------------------------------------------------------------------------- the host thread
 
 
-def _run_worker(backend, token, ctl, func, sys_path):
+def _run_worker(backend, token, ctl, func, env, sys_path):
     """In the host thread: run the worker to its end; (exit code, error report or None).  A
     worker that fails before its bootstrap could report anything still ends with an error.
-    func: for a thread worker, (its callable target or None, its env dict)."""
+    env: a thread worker's env dict, which its token does not carry (else None)."""
     report = None
     try:
         if backend == "thread":
-            code = run(token, ctl.id, func[0], func[1])
+            code = run(token, ctl.id, func, env)
         else:
             code, report = _run_subinterpreter(token, ctl, sys_path)
     except BaseException as exc:  # the bootstrap failed: ringport's own code, or worker_data
