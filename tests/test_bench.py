@@ -11,7 +11,7 @@ import ringport
 from conftest import SRC_DIR
 
 FAMILIES = {"pingpong", "processData", "1 MiB float64 arrays", "byte strings", "shared counter",
-            "wait/notify", "worker start-up", "worker memory", "scaling", "pool", "ray"}
+            "wait/notify", "worker start-up", "worker memory", "scaling", "pool", "channel", "ray"}
 
 
 def run_bench(tmp_path, *extra):
@@ -43,7 +43,7 @@ def test_quick_run_verifies_everything_and_writes_json(tmp_path):
             assert d["verified"] is True, (bid, name, d)
             assert d["n"] > 0 and d["repeats"] >= 1, (bid, name, d)
             # RSS growth can come out negative (freed pages); everything else is positive
-            assert d["median"] > 0 or bid == "worker-memory", (bid, name, d)
+            assert d["median"] > 0 or bid in ("worker-memory", "channel-memory"), (bid, name, d)
             assert d["unit"] == b["unit"]
             if b["latency"] and d.get("p99") is not None:
                 assert d["p99"] >= d["median"] * 0.999
@@ -137,8 +137,9 @@ PROCESS_ROWS = {
 
 def check_process_rows(res):
     bench = res["benchmarks"]
-    # (the ray family is about another backend: it has no process rows)
-    assert {bench[bid]["family"] for bid in PROCESS_ROWS} == FAMILIES - {"ray"}
+    # (the ray family is about another backend, and a MessageChannel is made the same on every
+    # backend: they have no process rows)
+    assert {bench[bid]["family"] for bid in PROCESS_ROWS} == FAMILIES - {"ray", "channel"}
     for bid, (name, bases) in PROCESS_ROWS.items():
         d = bench[bid]["systems"][name]
         assert d["verified"] and d["median"] > 0 or bid == "worker-memory", (bid, d)
@@ -234,3 +235,24 @@ def test_load_reprints_the_table(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "ping-pong round trip" in p.stdout and "Node" not in p.stdout
+
+
+def test_channel_rows_and_their_targets(tmp_path):
+    """The channel family measures a MessageChannel() made and dropped, and its RSS while unused,
+    beside the same two-way pair in other systems; issue 12's absolute goals (10 us, 16 KiB) are
+    judged from the ringport row of this very run."""
+    p, res = run_bench(tmp_path, "--only", "channel", "--no-node")
+    bench = res["benchmarks"]
+    assert set(bench) == {"channel-new", "channel-memory"}
+    new, mem = bench["channel-new"]["systems"], bench["channel-memory"]["systems"]
+    assert {"ringport MessageChannel()", "queue.Queue pair", "multiprocessing.Pipe()"} <= set(new)
+    assert "multiprocessing.Pipe()" in bench["channel-memory"]["skipped"]
+    assert new["ringport MessageChannel()"]["median"] > 0
+    goals = {t["bench"]: t for t in res["targets"] if t["bench"].startswith("channel")}
+    assert set(goals) == {"channel-new", "channel-memory"}
+    for bid, rows in (("channel-new", new), ("channel-memory", mem)):
+        t = goals[bid]
+        assert t["value"] == rows["ringport MessageChannel()"]["median"]
+        assert t["met"] == (t["value"] <= t["max"]) and t["unit"] in ("us", "KiB")
+        assert f"{t['max']:g} {t['unit']}" in t["goal"]
+    assert "<= 10 us" in p.stdout and "<= 16 KiB" in p.stdout
