@@ -253,6 +253,47 @@ def test_channel_rows_and_their_targets(tmp_path):
     for bid, rows in (("channel-new", new), ("channel-memory", mem)):
         t = goals[bid]
         assert t["value"] == rows["ringport MessageChannel()"]["median"]
-        assert t["met"] == (t["value"] <= t["max"]) and t["unit"] in ("us", "KiB")
+        assert t["met"] == (t["value"] <= t["max"]) and t["unit"] in ("us", "KiB/channel")
         assert f"{t['max']:g} {t['unit']}" in t["goal"]
-    assert "<= 10 us" in p.stdout and "<= 16 KiB" in p.stdout
+    assert "<= 10 us" in p.stdout and "<= 16 KiB/channel" in p.stdout
+
+
+def test_goals_judge_ratios_bounds_and_speedups_from_the_figures_alone():
+    from ringport.bench import goals
+
+    def bench(unit, better, **rows):
+        return {"unit": unit, "better": better, "family": "f", "title": "t",
+                "systems": {k: dict(v) for k, v in rows.items()}}
+    res = {
+        # lower is better: 2.0 us against Pipe's 50 us is 25x
+        "pingpong": bench("us", "lower", **{goals.PROC: {"median": 2.0},
+                                            "multiprocessing.Pipe (processes)": {"median": 50.0}}),
+        # higher is better, and one baseline (faster-fifo) did not run: n/a, not missed
+        "processData": bench("M msg/s", "higher", **{
+            goals.PROC: {"median": 0.3}, "multiprocessing.Queue (processes)": {"median": 0.1},
+            "ringport Worker (thread)": {"median": 0.6}, "Node.js worker_threads": {"median": 0.3},
+            "queue.Queue (threads)": {"median": 0.1}}),
+        "scaling-2": bench("s", "lower", **{goals.PROC: {"median": 1.0, "speedup": 1.85},
+                                           "ringport Worker (thread)": {"median": 1.0,
+                                                                        "speedup": 1.5}}),
+        "worker-startup": bench("ms", "lower", **{"ringport Worker (thread)": {"median": 0.4}}),
+    }
+    got = {(t["bench"], t["system"], t["goal"].split(" (")[0]): t for t in goals.judge(res)}
+    t = got[("pingpong", goals.PROC, ">= 10x multiprocessing.Pipe")]
+    assert t["value"] == 25.0 and t["met"] is True and t["issue"] == 10
+    assert got[("pingpong", goals.PROC, "<= 5 us")]["met"] is True
+    assert got[("processData", goals.PROC, ">= 5x multiprocessing.Queue")]["value"] == \
+        pytest.approx(3.0)
+    assert got[("processData", goals.PROC, ">= 5x multiprocessing.Queue")]["met"] is False
+    assert got[("processData", goals.PROC, ">= 2x faster-fifo")]["met"] is None
+    assert got[("processData", "ringport Worker (thread)", ">= 3x Node.js worker_threads")][
+        "met"] is False   # 2x
+    assert got[("scaling-2", goals.PROC, ">= 1.8x its own 1-worker time")]["met"] is True
+    # rows that did not run (array-copy, subinterpreters here) have no goal at all
+    assert not any(k[0] == "array-copy" or k[1] == goals.SUB for k in got)
+    # the thread worker's start-up and scaling goals hold on the free-threaded build only
+    assert not any(k[0] == "worker-startup" for k in got)
+    ft = goals.judge(res, {"free_threaded": True, "gil_enabled": False})
+    thread = {t["bench"]: t for t in ft if t["system"] == "ringport Worker (thread)"}
+    assert thread["worker-startup"]["met"] is True and thread["worker-startup"]["unit"] == "ms"
+    assert thread["scaling-2"]["met"] is False and thread["scaling-2"]["value"] == 1.5

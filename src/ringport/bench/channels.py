@@ -10,9 +10,6 @@ import ringport
 
 from ringport.bench.common import Bench, Sample, Skip, System, rss_bytes, run_node
 
-GOAL_US = 10.0      # issue 12: MessageChannel() in at most 10 us ...
-GOAL_KIB = 16.0     # ... and under 16 KiB of RSS until used
-
 
 def _ringport():
     return ringport.MessageChannel()
@@ -79,16 +76,3 @@ def benchmarks(p):
                                 "at once" if what == "new" else "")))
     return benches
 
-
-def targets(res, p):
-    """Issue 12's goals for a fresh MessageChannel(), as absolute figures."""
-    out = []
-    for bid, goal, unit in (("channel-new", GOAL_US, "us"), ("channel-memory", GOAL_KIB, "KiB")):
-        b = res.get(bid)
-        d = b["systems"].get("ringport MessageChannel()") if b else None
-        v = d["median"] if d else None
-        out.append({"bench": bid, "system": "ringport MessageChannel()",
-                    "goal": f"<= {goal:g} {unit} ({'per channel made' if bid == 'channel-new' else 'per unused channel'})",
-                    "value": v, "max": goal, "unit": unit,
-                    "met": None if v is None else v <= goal})
-    return out
