@@ -65,12 +65,13 @@ def judge(benchmarks, python=None):
     for issue, bid, name, kind, arg, bound in _goals_for(python):
         b = benchmarks.get(bid)
         d = b["systems"].get(name) if b else None
-        if d is None or not d.get("median"):
+        if d is None or d.get("median") is None:
             continue
         t = {"issue": issue, "bench": bid, "system": name}
         if kind == "vs":
             o = b["systems"].get(arg)
-            t["value"] = _better(b, d["median"], o["median"]) if o and o.get("median") else None
+            t["value"] = _better(b, d["median"], o["median"]) \
+                if o and o.get("median") and d["median"] else None
             t["goal"] = f">= {bound:g}x {arg} ({bid})"
             t["min"] = bound
         elif kind == "speedup":
