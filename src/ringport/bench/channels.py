@@ -25,15 +25,6 @@ def _pipe():
     return multiprocessing.Pipe()
 
 
-def _close(c):
-    if isinstance(c, ringport.MessageChannel):
-        c.port1.close()
-        c.port2.close()
-    elif isinstance(c, tuple) and hasattr(c[0], "close"):
-        c[0].close()
-        c[1].close()
-
-
 def create(make, n):
     """Microseconds per channel made and dropped (each dropped before the next is made)."""
     make()
@@ -57,9 +48,8 @@ def memory(kind, n):
 def _memory_here(make, n):
     before = rss_bytes()
     keep = [make() for _ in range(n)]
-    grown = rss_bytes() - before
-    for c in keep:
-        _close(c)
+    grown = rss_bytes() - before   # (with all n alive)
+    del keep
     return grown / n / 1024
 
 
@@ -70,26 +60,22 @@ def node(case, n):
 
 def benchmarks(p):
     n = p["channels"]
-    benches = []
-    for what, unit, title in (("new", "us", "created and dropped"),
-                              ("memory", "KiB/channel", "RSS per live, unused channel")):
-        if what == "new":
-            mine, queues = (lambda: create(_ringport, n)), (lambda: create(_queues, n))
-        else:
-            mine, queues = (lambda: memory("ringport", n)), (lambda: memory("queues", n))
-        rows = [System("ringport MessageChannel()", mine),
-                System("queue.Queue pair", queues),
-                System("multiprocessing.Pipe()", lambda: create(_pipe, n))
-                if what == "new" else
-                System("multiprocessing.Pipe()", skip="its buffers are kernel memory, not in the "
-                       "process's RSS"),
-                System("Node.js new MessageChannel()", lambda what=what: node(what, n))]
-        benches.append(Bench(f"channel-{what}", "channel", title, unit, "lower", rows,
-                             note=f"{n} channels; a two-way pair of endpoints in every row"
-                             + ("; Node's are freed by its garbage collector later, ringport's "
-                                "at once" if what == "new" else "")))
-    return benches
-
+    note = f"{n} channels; a two-way pair of endpoints in every row"
+    new = Bench("channel-new", "channel", "created and dropped", "us", "lower", [
+        System("ringport MessageChannel()", lambda: create(_ringport, n)),
+        System("queue.Queue pair", lambda: create(_queues, n)),
+        System("multiprocessing.Pipe()", lambda: create(_pipe, n)),
+        System("Node.js new MessageChannel()", lambda: node("new", n)),
+    ], note=note + "; Node's are freed by its garbage collector later, ringport's at once")
+    memory_ = Bench("channel-memory", "channel", "RSS per live, unused channel", "KiB/channel",
+                    "lower", [
+                        System("ringport MessageChannel()", lambda: memory("ringport", n)),
+                        System("queue.Queue pair", lambda: memory("queues", n)),
+                        System("multiprocessing.Pipe()", skip="its buffers are kernel memory, "
+                               "not in the process's RSS"),
+                        System("Node.js new MessageChannel()", lambda: node("memory", n)),
+                    ], note=note)
+    return [new, memory_]
 
 
 def main(argv):
