@@ -94,7 +94,7 @@ def _boot(sock, memfd, chan_sock, bmemfd, bsock):
     from ringport._relay import _ports_in
     port = _process_port(memfd, chan_sock, boot["capacity"])
     from ringport import _bcbridge
-    _bcbridge.add(_process_port(bmemfd, bsock, boot["bridge_capacity"]), bare=True)
+    _bcbridge.add(_process_port(bmemfd, bsock, boot["bridge_capacity"]))
     # the first message is the start-up payload, from the parent that started this process
     # (trusted as much as the program itself: its worker_data may hold pickled values)
     payload = port.receive()
