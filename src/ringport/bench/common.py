@@ -32,6 +32,45 @@ def check(cond, what):
         raise VerifyError(what)
 
 
+_compiled = []   # [True] once ensure_bytecode() has run in this process
+_FROM_BYTECODE = "RINGPORT_BENCH_FROM_BYTECODE"   # set in the run that re-executed itself
+
+
+def ensure_bytecode():
+    """Compile ringport's modules (the benchmarks' own included) to __pycache__, as an installed
+    package has them: with PYTHONDONTWRITEBYTECODE set (some CI and agent machines), every
+    process would otherwise compile them from source (start-up would time the compiler), and
+    on free-threaded 3.13 the constants of code compiled from source are not immortal, so that
+    threads running the same function contend on their reference counts (a 1 ms pure-Python
+    task in two threads ran at 0.4x one thread, against 1.9x from bytecode)."""
+    if _compiled:
+        return
+    _compiled.append(True)
+    import compileall
+    try:
+        compileall.compile_dir(os.path.dirname(ringport.__file__), quiet=2)
+    except OSError:   # a read-only install: it came with its bytecode
+        pass
+
+
+def run_from_bytecode(argv):
+    """For `python -m ringport.bench`: if ringport's modules in this process were compiled
+    from source (no bytecode was there to read), compile them and run again from the start in
+    a fresh interpreter (execv), so that every row measures the package as installed."""
+    mods = [m for name, m in list(sys.modules.items())
+            if (name == "ringport" or name.startswith("ringport.")) and
+            getattr(m, "__cached__", None)]
+    stale = [m for m in mods if not os.path.exists(m.__cached__)]
+    ensure_bytecode()
+    if (not stale or os.environ.get(_FROM_BYTECODE) or
+            not all(os.path.exists(m.__cached__) for m in stale)):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "ringport.bench", *argv],
+              dict(os.environ, **{_FROM_BYTECODE: "1"}))
+
+
 @dataclass
 class Sample:
     """One measurement of one system on one benchmark."""

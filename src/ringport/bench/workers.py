@@ -9,8 +9,8 @@ import time
 import ringport
 
 from ringport.bench import peers
-from ringport.bench.common import (Bench, Sample, Skip, System, check, have_worker, mp_context,
-                                   rss_bytes, run_node, worker_backends)
+from ringport.bench.common import (Bench, Sample, Skip, System, check, ensure_bytecode, have_worker,
+                                   mp_context, rss_bytes, run_node, worker_backends)
 from ringport.bench.messaging import WORKER_SRC
 
 READY_SRC = "import ringport\nringport.parent_port.post_message('ready')\n" + WORKER_SRC
@@ -68,23 +68,6 @@ def child_pss(handle):
     except OSError:
         pass
     raise Skip(f"cannot read the memory of process {pid}")
-
-
-_compiled = []   # [True] once ensure_bytecode() has run in this process
-
-
-def ensure_bytecode():
-    """Compile ringport's modules to __pycache__ first, as an installed package has them: with
-    PYTHONDONTWRITEBYTECODE set (some CI and agent machines), every worker that imports ringport
-    would otherwise compile it from source, and start-up would measure the compiler."""
-    if _compiled:
-        return
-    _compiled.append(True)
-    import compileall
-    try:
-        compileall.compile_dir(os.path.dirname(ringport.__file__), quiet=2)
-    except OSError:   # a read-only install: it came with its bytecode
-        pass
 
 
 def startup(start, n):
