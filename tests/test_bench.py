@@ -300,3 +300,33 @@ def test_goals_judge_ratios_bounds_and_speedups_from_the_figures_alone():
               and t["bench"] != "processData"}
     assert thread["worker-startup"]["met"] is True and thread["worker-startup"]["unit"] == "ms"
     assert thread["scaling-2"]["met"] is False and thread["scaling-2"]["value"] == 1.5
+
+
+def test_bench_runs_its_modules_from_bytecode(tmp_path):
+    """With no bytecode to read (PYTHONDONTWRITEBYTECODE and an empty cache), the runner
+    compiles the package and runs again from bytecode, once: on free-threaded 3.13, code
+    compiled from source has mortal constants that threads contend on."""
+    cache = tmp_path / "pycache"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(cache))
+    env["PYTHONPATH"] = SRC_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("RINGPORT_BENCH_FROM_BYTECODE", None)
+    probe = ("import os, sys, ringport.bench.common as c; "
+             "print('FROM', os.environ.get(c._FROM_BYTECODE), "
+             "os.path.exists(sys.modules['ringport'].__cached__))")
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "ringport.bench", "--quick", "--tiny",
+                        "--no-cimport", "--no-node", "--only", "channel-new",
+                        "--system", "queue", "--json", str(out)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert json.loads(out.read_text())["python"]["from_bytecode"] is True
+    tag = sys.implementation.cache_tag
+    compiled = [f for _, _, fs in os.walk(cache) for f in fs if tag in f]
+    assert any(f.startswith("_pool.") for f in compiled), compiled[:10]
+    assert any(f.startswith("poolfuncs.") for f in compiled), compiled[:10]
+    # the run that re-executed itself knows it (and so never does it twice); a fresh process
+    # now finds the bytecode
+    env2 = dict(env, RINGPORT_BENCH_FROM_BYTECODE="1")
+    q = subprocess.run([sys.executable, "-c", probe], env=env2, capture_output=True,
+                       text=True, timeout=60)
+    assert q.stdout.split() == ["FROM", "1", "True"], q.stdout + q.stderr

@@ -33,6 +33,9 @@ def check(cond, what):
 
 
 _compiled = []   # [True] once ensure_bytecode() has run in this process
+#: whether ringport's modules in this process were read from bytecode (None: not looked at, as
+#: when the runner is called from Python rather than by python -m ringport.bench)
+LOADED_FROM_BYTECODE = None
 _FROM_BYTECODE = "RINGPORT_BENCH_FROM_BYTECODE"   # set in the run that re-executed itself
 
 
@@ -60,7 +63,9 @@ def run_from_bytecode(argv):
     mods = [m for name, m in list(sys.modules.items())
             if (name == "ringport" or name.startswith("ringport.")) and
             getattr(m, "__cached__", None)]
+    global LOADED_FROM_BYTECODE
     stale = [m for m in mods if not os.path.exists(m.__cached__)]
+    LOADED_FROM_BYTECODE = not stale
     ensure_bytecode()
     if (not stale or os.environ.get(_FROM_BYTECODE) or
             not all(os.path.exists(m.__cached__) for m in stale)):
@@ -143,6 +148,7 @@ def machine_info():
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "python": {"version": platform.python_version(), "implementation":
                    platform.python_implementation(), "free_threaded": FREE_THREADED,
+                   "from_bytecode": LOADED_FROM_BYTECODE,
                    "gil_enabled": gil, "executable": sys.executable},
         "versions": {"ringport": ringport.__version__, "numpy": _version("numpy"),
                      "node": node_v, "faster-fifo": _version("faster-fifo"),
