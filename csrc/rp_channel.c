@@ -559,6 +559,27 @@ static void overflow_push(rp_queue *q, rp_node *n) {
 
 /* ------------------------------------------------------------------ shared queues: posting */
 
+/* A message body in up to three pieces, sent as one (rp_channel_send_sg). */
+typedef struct rp_sg {
+    const unsigned char *p[3];
+    size_t n[3];
+} rp_sg;
+
+/* len bytes of the body from offset off into dst, across the pieces. */
+static void sg_copy(unsigned char *dst, const rp_sg *sg, size_t off, size_t len) {
+    for (int i = 0; i < 3 && len; i++) {
+        if (off >= sg->n[i]) {
+            off -= sg->n[i];
+            continue;
+        }
+        size_t k = sg->n[i] - off < len ? sg->n[i] - off : len;
+        memcpy(dst, sg->p[i] + off, k);
+        dst += k;
+        len -= k;
+        off = 0;
+    }
+}
+
 static void *flusher_main(void *arg);
 static int peer_gone(rp_channel *ch);
 
@@ -610,7 +631,7 @@ static int shared_flush(rp_channel *ch, rp_queue *q) {
 
 /* With the producer lock held and the overflow list empty: write a big body into the ring in
  * fragments, waiting for room as above.  Returns the bytes written (len: all of it). */
-static size_t shared_write(rp_channel *ch, rp_queue *q, const unsigned char *body, size_t len) {
+static size_t shared_write(rp_channel *ch, rp_queue *q, const rp_sg *body, size_t len) {
     rp_ring *ring = ring_of(q);
     size_t room = frag_room(ch->capacity), sent = 0;
     int64_t give_up = 0;
@@ -638,7 +659,7 @@ static size_t shared_write(rp_channel *ch, rp_queue *q, const unsigned char *bod
         rp_frag f = {sent ? RP_FRAG_MORE : chunk == len ? RP_FRAG_WHOLE : RP_FRAG_FIRST, 0,
                      (uint64_t)len};
         memcpy(slot, &f, sizeof f);
-        memcpy(slot + sizeof f, body + sent, chunk);
+        sg_copy(slot + sizeof f, body, sent, chunk);
         rp_ring_commit(ring);
         sent += chunk;
         signal_consumers(q);
@@ -649,17 +670,20 @@ static size_t shared_write(rp_channel *ch, rp_queue *q, const unsigned char *bod
 /* With the producer lock held: a shared queue's message goes into the ring now if it fits whole
  * and nothing waits before it, else into the overflow list, which a flusher thread writes out
  * as the consumer makes room (posting never waits for the other process). */
-static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len, rp_node *node) {
+static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len, rp_node *node,
+                       const rp_sg *pieces) {
     rp_ring *ring = ring_of(q);
     size_t sent = 0;
-    const unsigned char *src = node ? (const unsigned char *)node->body : (const unsigned char *)body;
+    rp_sg one = {{node ? (const unsigned char *)node->body : (const unsigned char *)body, NULL, NULL},
+                 {len, 0, 0}};
+    const rp_sg *src = pieces ? pieces : &one;
     if (atomic_load_explicit(&q->ocount, memory_order_acquire) == 0) {
         if (len <= frag_room(ch->capacity)) {
             unsigned char *slot = (unsigned char *)rp_ring_reserve(ring, (uint32_t)(len + sizeof(rp_frag)));
             if (slot) {
                 rp_frag f = {RP_FRAG_WHOLE, 0, (uint64_t)len};
                 memcpy(slot, &f, sizeof f);
-                memcpy(slot + sizeof f, src, len);
+                sg_copy(slot + sizeof f, src, 0, len);
                 rp_ring_commit(ring);
                 if (node) rp_node_free(node);
                 return RP_OK;
@@ -674,9 +698,11 @@ static int shared_post(rp_channel *ch, rp_queue *q, const void *body, size_t len
         }
     }
     if (!node) {
+        /* what the ring could not take now waits whole in the overflow list (osent: how much of
+         * it went already); the pieces are the caller's, so they are copied */
         node = rp_node_alloc(len);
         if (!node) return RP_ENOMEM;
-        memcpy(node->body, body, len);
+        sg_copy(node->body, src, 0, len);
     }
     overflow_push(q, node);
     if (sent) q->osent = sent; /* (it is the list's head: the list was empty) */
@@ -759,15 +785,16 @@ int rp_channel_flush_all(int64_t deadline_ns) {
 static int send_xfds(rp_channel *ch, const rp_xfd *x, int nx);
 
 static int send_common(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
-                       const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
-                       rp_cancel *cancel) {
+                       const rp_sg *pieces, const rp_xfd *xfds, int nx, int64_t deadline_ns,
+                       int64_t slice_ns, rp_cancel *cancel) {
     rp_queue *q = &ch->q[side & 1];
     if (nx && !ch->shared) return RP_EINVAL;
     if (len > UINT32_MAX && !node) {
         node = rp_node_alloc(len);
         if (!node) return RP_ENOMEM;
         memcpy(node->body, body, len);
-        int r = send_common(ch, side, NULL, len, node, xfds, nx, deadline_ns, slice_ns, cancel);
+        int r = send_common(ch, side, NULL, len, node, NULL, xfds, nx, deadline_ns, slice_ns,
+                            cancel);
         if (r != RP_OK) rp_node_free(node);
         return r;
     }
@@ -785,7 +812,7 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
         /* the descriptors go first, under the producer lock: they reach the other process in
          * the order of the messages, before the message that names them */
         r = nx ? send_xfds(ch, xfds, nx) : RP_OK;
-        if (r == RP_OK) r = shared_post(ch, q, body, len, node);
+        if (r == RP_OK) r = shared_post(ch, q, body, len, node, pieces);
         if (r == RP_OK && ch->max_pending)
             atomic_fetch_add_explicit(&q->w->pending, (int64_t)len, memory_order_acq_rel);
         rp_lock_release(&q->plock);
@@ -823,19 +850,42 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
 
 int rp_channel_send(rp_channel *ch, int side, const void *body, size_t len, int64_t deadline_ns,
                     int64_t slice_ns, rp_cancel *cancel) {
-    return send_common(ch, side, body, len, NULL, NULL, 0, deadline_ns, slice_ns, cancel);
+    return send_common(ch, side, body, len, NULL, NULL, NULL, 0, deadline_ns, slice_ns, cancel);
 }
 
 int rp_channel_send_node(rp_channel *ch, int side, rp_node *node, int64_t deadline_ns,
                          int64_t slice_ns, rp_cancel *cancel) {
-    return send_common(ch, side, NULL, node->len, node, NULL, 0, deadline_ns, slice_ns, cancel);
+    return send_common(ch, side, NULL, node->len, node, NULL, NULL, 0, deadline_ns, slice_ns,
+                       cancel);
 }
 
 int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
                       const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
                       rp_cancel *cancel) {
     if (node) len = node->len;
-    return send_common(ch, side, body, len, node, xfds, nx, deadline_ns, slice_ns, cancel);
+    return send_common(ch, side, body, len, node, NULL, xfds, nx, deadline_ns, slice_ns, cancel);
+}
+
+int rp_channel_send_sg(rp_channel *ch, int side, const void *head, size_t head_len,
+                       const void *data, size_t data_len, const void *tail, size_t tail_len,
+                       const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                       rp_cancel *cancel) {
+    rp_sg sg = {{(const unsigned char *)head, (const unsigned char *)data,
+                 (const unsigned char *)tail}, {head_len, data_len, tail_len}};
+    if (data_len > SIZE_MAX - head_len || tail_len > SIZE_MAX - head_len - data_len)
+        return RP_EINVAL;
+    size_t len = head_len + data_len + tail_len;
+    if (!ch->shared || len > UINT32_MAX) {
+        /* only a shared queue writes pieces: elsewhere the body is put together first */
+        rp_node *node = rp_node_alloc(len);
+        if (!node) return RP_ENOMEM;
+        sg_copy(node->body, &sg, 0, len);
+        int r = send_common(ch, side, NULL, len, node, NULL, xfds, nx, deadline_ns, slice_ns,
+                            cancel);
+        if (r != RP_OK) rp_node_free(node);
+        return r;
+    }
+    return send_common(ch, side, NULL, len, NULL, &sg, xfds, nx, deadline_ns, slice_ns, cancel);
 }
 
 /* A batch: n bodies under one producer lock, published with one cursor store (for a ring in
@@ -875,7 +925,7 @@ int rp_channel_send_batch(rp_channel *ch, int side, const unsigned char *bodies,
         }
         if (ch->shared) {
             /* (a shared ring publishes each record: fragments and the flusher assume it) */
-            r = shared_post(ch, q, body, len, NULL);
+            r = shared_post(ch, q, body, len, NULL, NULL);
             if (r != RP_OK) break;
         } else {
             void *slot = NULL;

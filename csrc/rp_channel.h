@@ -233,6 +233,13 @@ uint64_t rp_channel_new_ticket(void);
 int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
                       const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
                       rp_cancel *cancel);
+/* rp_channel_send_x of one body given in three pieces (head, data, tail), which stay the
+ * caller's: a shared queue copies them into its ring without putting them together first (one
+ * copy of a big array fewer); elsewhere they are put together into a node. */
+int rp_channel_send_sg(rp_channel *ch, int side, const void *head, size_t head_len,
+                       const void *data, size_t data_len, const void *tail, size_t tail_len,
+                       const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                       rp_cancel *cancel);
 /* Receiver: the descriptors (now the caller's) and meta of ticket; RP_ENOENT if they are not
  * there. */
 int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out);

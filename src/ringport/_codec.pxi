@@ -117,6 +117,14 @@ cdef struct Writer:
     Py_ssize_t next_index
     bint memo_heap
     bint has_refs          # an R or D was written: the decoder must keep a memo
+    # remote (a message to another process, sent by _send): one big numpy array's bytes are
+    # not copied into buf but sent from the array itself (rp_channel_send_sg), as the piece
+    # between buf[:sg_at] and buf[sg_at:pos]; sg_view holds the array's buffer until then
+    bint sg_ok
+    const void *sg_ptr
+    size_t sg_at
+    size_t sg_len
+    Py_buffer sg_view
 
 
 cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
@@ -147,6 +155,10 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.has_refs = False
     # the memo table is cleared on first use: most messages never memoize anything
     w.mcap = 0
+    w.sg_ok = False
+    w.sg_ptr = NULL
+    w.sg_at = 0
+    w.sg_len = 0
 
 
 cdef inline void w_flags(Writer *w) noexcept:
@@ -182,6 +194,10 @@ cdef void w_release(Writer *w) noexcept:
         free(w.mkeys)
         free(w.mvals)
         w.memo_heap = False
+    if w.sg_ptr != NULL:
+        w.sg_ptr = NULL
+        w.sg_len = 0
+        PyBuffer_Release(&w.sg_view)
 
 
 cdef int w_grow(Writer *w, size_t need) except -1:
@@ -715,6 +731,7 @@ cdef int enc_ndarray(Writer *w, object a) except -1:
     cdef bytes ds
     cdef size_t at
     cdef int pad
+    cdef bint taken = False
     dt = a.dtype
     if dt.hasobject or dt.fields is not None or dt.subdtype is not None:
         return 1
@@ -744,9 +761,21 @@ cdef int enc_ndarray(Writer *w, object a) except -1:
         w_varint_padded(w, <uint64_t>a.ndim, pad if pad > 0 else 0)
         for d in shape:
             w_varint(w, <uint64_t>d)
-        enc_data(w, view.buf, <size_t>view.len)
+        if w.sg_ok and w.sg_ptr == NULL and <size_t>view.len >= OOB_MIN and view.len % 16 == 0:
+            # to another process: the bytes go from the array itself when the message is sent
+            # (a multiple of 16, so that what follows keeps its alignment in the message)
+            w_byte(w, b'o')
+            w_varint_padded(w, <uint64_t>view.len, remote_pad(w.pos - 1, <size_t>view.len))
+            w.sg_at = w.pos
+            w.sg_len = <size_t>view.len
+            w.sg_view = view
+            w.sg_ptr = view.buf   # (from here w_release releases the view)
+            taken = True
+        else:
+            enc_data(w, view.buf, <size_t>view.len)
     finally:
-        PyBuffer_Release(&view)
+        if not taken:
+            PyBuffer_Release(&view)
     return 0
 
 
@@ -1265,9 +1294,10 @@ cdef int enc_port(Writer *w, MessagePort p, object transfer_ports) except -1:
 
 
 cdef int w_finish(Writer *w) except -1:
-    """Append the handle table and fill in the header: the body is buf[0:pos]."""
-    cdef uint64_t data_len = w.pos - sizeof(rp_msg)
-    cdef size_t total = rp_msg_size(data_len, w.nhandles)
+    """Append the handle table and fill in the header: the body is buf[0:pos] (with sg_len
+    bytes from sg_ptr at sg_at, a multiple of 16: alignments in buf are those of the body)."""
+    cdef uint64_t data_len = w.pos + w.sg_len - sizeof(rp_msg)
+    cdef size_t total = rp_msg_size(data_len, w.nhandles) - w.sg_len
     cdef rp_msg *m
     w_flags(w)
     w_need(w, total - w.pos)

@@ -149,6 +149,10 @@ cdef extern from "rp_channel.h" nogil:
     int rp_channel_send_x(rp_channel *ch, int side, const void *body, size_t len, rp_node *node,
                           const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
                           rp_cancel *cancel)
+    int rp_channel_send_sg(rp_channel *ch, int side, const void *head, size_t head_len,
+                           const void *data, size_t data_len, const void *tail, size_t tail_len,
+                           const rp_xfd *xfds, int nx, int64_t deadline_ns, int64_t slice_ns,
+                           rp_cancel *cancel)
     int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out)
     int rp_channel_export(rp_channel *ch, int *memfd, int *sock)
     void rp_channel_detach(rp_channel *ch, int side)

@@ -817,6 +817,7 @@ cdef object encode_send(object value, dict ports, Dest *d):
     # or shared memory in its messages
     w.remote = d.kind == TO_PORT and rp_channel_shared(d.ch)
     w.allow_handles = d.kind != TO_BYTES and not w.remote
+    w.sg_ok = w.remote
     w.unshared = d.kind == TO_PORT and rp_channel_unshared(d.ch)
     w.port_hook = d.port_hook if d.kind == TO_BYTES else NULL
     w.allow_pickle = d.allow_pickle
@@ -842,9 +843,11 @@ cdef object encode_send(object value, dict ports, Dest *d):
         else:
             d.rc = send_writer(d.ch, d.side, &w, d.deadline)
         if d.rc == RP_OK:
-            # the message owns the handles now, and the node if it was queued whole
+            # the message owns the handles now, and the node if it was queued whole (sent in
+            # pieces, it was copied: the node stays the writer's to free)
             w.nhandles = 0
-            w.node = NULL
+            if w.sg_ptr == NULL:
+                w.node = NULL
             if w.remote:
                 xsent(&w)
         return None
@@ -875,7 +878,7 @@ cdef int send_writer(rp_channel *ch, int side, Writer *w, int64_t deadline) exce
         # (other producers): wait for it without the GIL, coming back for signals.  A big body
         # goes without the GIL at once: copying it takes a while, and to another process it may
         # wait a moment for the consumer to make room (rp_channel.c, shared_write)
-        if w.pos >= OOB_MIN:
+        if w.pos + w.sg_len >= OOB_MIN:
             with nogil:
                 rc = _send(ch, side, w, 0, NULL)
         else:
@@ -896,6 +899,9 @@ cdef int send_writer(rp_channel *ch, int side, Writer *w, int64_t deadline) exce
 
 cdef int _send(rp_channel *ch, int side, Writer *w, int64_t deadline,
                rp_cancel *cancel) noexcept nogil:
+    if w.sg_ptr != NULL:
+        return rp_channel_send_sg(ch, side, w.buf, w.sg_at, w.sg_ptr, w.sg_len, w.buf + w.sg_at,
+                                  w.pos - w.sg_at, w.xfds, w.nx, deadline, SLICE_NS, cancel)
     if w.nx:
         if w.node != NULL:
             rp_node_set_len(w.node, w.pos)

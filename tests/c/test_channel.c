@@ -123,6 +123,36 @@ static void test_unread_handles_released(void) {
     CHECK(released == 11);
 }
 
+/* rp_channel_send_sg on a channel in memory: the pieces are put together into one body, whole
+ * in the ring or (too big for a record) in the overflow list, the caller's pieces untouched. */
+static void test_send_in_pieces(void) {
+    rp_channel *ch = rp_channel_new(4096, 0);
+    for (size_t len = 24; len <= 20000; len += 19976) {
+        size_t total = rp_msg_size(len, 0);
+        unsigned char *buf = calloc(1, total);
+        CHECK(buf);
+        rp_msg *m = (rp_msg *)buf;
+        m->data_len = len;
+        for (size_t i = 0; i < len; i++) rp_msg_data(m)[i] = (unsigned char)(i * 7 + 1);
+        size_t hn = 16, dn = total - 24;
+        CHECK(rp_channel_send_sg(ch, 0, buf, hn, buf + hn, dn, buf + hn + dn, total - hn - dn, NULL,
+                                 0, RP_FOREVER, 0, NULL) == RP_OK);
+        /* descriptors only cross to another process */
+        rp_xfd x;
+        memset(&x, 0, sizeof x);
+        CHECK(rp_channel_send_sg(ch, 0, buf, hn, buf + hn, dn, buf + hn + dn, total - hn - dn, &x,
+                                 1, RP_FOREVER, 0, NULL) == RP_EINVAL);
+        rp_recv r;
+        CHECK(rp_channel_recv_begin(ch, 1, &r, rp_deadline_after(RP_NS_PER_SEC), 0, NULL) == RP_OK);
+        CHECK(r.len == total && memcmp(r.msg, buf, total) == 0);
+        rp_channel_recv_end(ch, 1, &r);
+        CHECK(rp_channel_try_recv(ch, 1, &r) != RP_OK);
+        free(buf);
+    }
+    rp_channel_decref(ch, 0);
+    rp_channel_decref(ch, 1);
+}
+
 /* A port that closes itself drops what it had not read (rp_channel_discard), releasing the
  * handles; what it posted stays for the other side. */
 static void test_discard_releases_unread_handles(void) {
@@ -315,6 +345,7 @@ int main(void) {
     test_bounded();
     test_discard_releases_unread_handles();
     test_unread_handles_released();
+    test_send_in_pieces();
     test_mpmc(256);     /* nearly everything through the overflow list */
     test_mpmc(4096);    /* ring and overflow mixed */
     test_mpmc(1 << 20); /* ring only */
