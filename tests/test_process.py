@@ -14,7 +14,7 @@ import pytest
 
 import ringport
 from ringport._backends import FREE_THREADED
-from ringport import Float64Array, Int32Array, SharedArrayBuffer, Worker, atomics
+from ringport import Float64Array, Int32Array, SharedArrayBuffer, Uint8Array, Worker, atomics
 from conftest import wait_until
 
 pytestmark = pytest.mark.skipif("process" not in ringport.available_backends(),
@@ -308,6 +308,75 @@ def test_a_zygote_lost_after_its_child_read_the_start_up_frame(monkeypatch):
         w.terminate()
 
 
+def test_a_zygote_lost_after_its_child_came_online_ends_that_worker(monkeypatch):
+    """The zygote's child took the start-up frame and came online (the worker's code may have
+    run), then the zygote went before it answered, taking the child with it: the worker ended,
+    killed, and is not started a second time (found with a real zygote killed right after the
+    worker's first message: the worker ran again in a spawned process, and join hung)."""
+    import ringport._process
+    import ringport._zygote
+    from ringport._process import ONLINE, read_frame, write_frame
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    spawned = []
+    start_child = ringport._process._start_child
+    monkeypatch.setattr(ringport._process, "_start_child",
+                        lambda *a, **k: spawned.append(a) or start_child(*a, **k))
+
+    def request(link_fd, fds):
+        def answer():
+            with socket.socket(fileno=os.dup(link_fd)) as s:
+                read_frame(s)            # what the lost zygote's child took,
+                write_frame(s, ONLINE)   # and its first word
+            raise OSError("the zygote is gone")
+        return answer
+    monkeypatch.setattr(ringport._zygote, "request", request)
+    w = Worker("import ringport\nringport.parent_port.post_message('ran')\n", eval=True,
+               backend="process")
+    errors = []
+    w.on("error", errors.append)
+    try:
+        assert w.join(30) == 128 + signal.SIGKILL
+        wait_until(lambda: errors, 10, "'error'")
+        assert "SIGKILL" in str(errors[0])
+        with pytest.raises(ringport.PortClosed):
+            w.receive(timeout=5)
+        assert spawned == []
+    finally:
+        w.terminate()
+
+
+def test_pid_is_known_once_the_zygote_answered_before_the_host_thread_took_it(monkeypatch):
+    """Worker.pid comes from the zygote's answer as soon as it is there: a worker can post
+    messages before its host thread has run (found as a TypeError from os.kill(w.pid, ...)
+    after 1000 messages, on a busy machine)."""
+    import threading
+    import ringport._zygote
+    monkeypatch.delenv("RINGPORT_PROCESS_START", raising=False)
+    real_request = ringport._zygote.request
+    gate = threading.Event()
+
+    def request(link_fd, fds):
+        real = real_request(link_fd, fds)
+
+        def answer():
+            gate.wait(30)   # the host thread, held back
+            return real()
+        answer.peek = real.peek
+        return answer
+    monkeypatch.setattr(ringport._zygote, "request", request)
+    w = Worker("import os, ringport\nringport.parent_port.post_message(os.getpid())\n"
+               "ringport.parent_port.receive()\n", eval=True, backend="process")
+    try:
+        pid = w.receive(timeout=30)
+        assert w.pid == pid
+        gate.set()
+        w.post_message(None)
+        assert w.join(30) == 0 and w.pid == pid
+    finally:
+        gate.set()
+        w.terminate()
+
+
 def test_workers_spawn_when_no_zygote_can_be_started(monkeypatch):
     import ringport._process
     import ringport._zygote
@@ -491,18 +560,23 @@ def test_big_arrays_from_a_process_worker_reuse_warm_memory_on_both_sides():
     assert theirs < 1500, f"sender: {theirs} page faults for 40 MiB"
 
 
+# a worker that reads nothing until the parent opens its gate (worker_data: an Int32Array)
+_AFTER_GATE = textwrap.dedent("""
+    import hashlib, ringport
+    from ringport import atomics
+    gate = ringport.worker_data
+    while atomics.load(gate, 0) == 0:
+        atomics.wait(gate, 0, 0, 5)
+    port = ringport.parent_port
+""")
+
+
 def test_big_posts_to_a_process_worker_that_is_not_reading_do_not_wait_for_it():
     """A post bigger than the ring's free room waits only a moment for a consumer that takes
     nothing, then queues the rest (a message split between the ring and the overflow list),
     and everything arrives intact once the worker reads."""
     gate = Int32Array(SharedArrayBuffer(8))
-    src = textwrap.dedent("""
-        import hashlib, ringport
-        from ringport import atomics
-        gate = ringport.worker_data
-        while atomics.load(gate, 0) == 0:
-            atomics.wait(gate, 0, 0, 5)
-        port = ringport.parent_port
+    src = _AFTER_GATE + textwrap.dedent("""
         port.post_message([hashlib.sha256(port.receive()).hexdigest() for _ in range(8)])
     """)
     import hashlib
@@ -611,3 +685,46 @@ def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor
     w = Worker("import ringport\nringport.parent_port.post_message(2)\n", eval=True,
                backend="process")
     assert w.receive(timeout=60) == 2 and w.join(60) == 0
+
+
+def test_big_arrays_posted_to_a_process_worker_are_copied_before_post_message_returns():
+    """A big numpy array posted to another process goes from the array itself into the shared
+    ring (no copy into the message first): what arrives is the array as it was when
+    post_message returned, also where the ring was full and the rest waited in the overflow
+    list, with what follows it in the message (more data, shared memory) intact."""
+    np = pytest.importorskip("numpy")
+    gate = Int32Array(SharedArrayBuffer(8))
+    src = _AFTER_GATE + textwrap.dedent("""
+        out = []
+        for _ in range(6):
+            a, odd, sab, tail = port.receive()
+            u8 = ringport.Uint8Array(sab)
+            out.append((hashlib.sha256(a.tobytes()).hexdigest(), a.dtype.str, a.shape,
+                        hashlib.sha256(odd.tobytes()).hexdigest(), bytes(u8), tail))
+            u8[0] = 255   # shared, not copied: the parent sees it
+        port.post_message(out)
+    """)
+    import hashlib
+    a = np.arange(3 << 17, dtype=np.float64).reshape(-1, 4)   # 3 MiB: more than a ring record
+    odd = np.arange(70001, dtype=np.uint8)                       # not a multiple of 16
+    sabs = [SharedArrayBuffer(4) for _ in range(6)]
+    want = []
+    w = Worker(src, eval=True, backend="process", worker_data=gate)
+    try:
+        for i in range(6):
+            a[0, 0] = i
+            Uint8Array(sabs[i])[1] = i
+            want.append((hashlib.sha256(a.tobytes()).hexdigest(), a.dtype.str, a.shape,
+                         hashlib.sha256(odd.tobytes()).hexdigest(), bytes([0, i, 0, 0]),
+                         {"i": i}))
+            w.post_message((a, odd, sabs[i], {"i": i}))
+            a[:] = -1   # after the post: must not reach the worker
+            odd[:3] = 9
+            odd[:3] = np.arange(3)
+        atomics.store(gate, 0, 1)
+        atomics.notify(gate, 0)
+        assert w.receive(timeout=60) == want
+        assert w.join(60) == 0
+        assert all(Uint8Array(s)[0] == 255 for s in sabs)
+    finally:
+        w.terminate()

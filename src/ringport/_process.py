@@ -116,6 +116,44 @@ def _describe_status(returncode):
     return f"the worker process exited with status {returncode} without reporting its end"
 
 
+_LOST_WAIT_S = 10.0   # how long a lost zygote's child may take to die (it is being killed)
+
+
+def _came_online(sock):
+    """Whether the process at the other end of the link (a lost zygote's child, if there was
+    one) wrote anything on it (its first frame is ONLINE, before the worker's code runs).
+    Only that process holds the other end now, and it is being killed: its end closes soon,
+    and what it wrote stays readable.  Waiting longer than _LOST_WAIT_S counts as online (no
+    second start of a worker that may be running)."""
+    sock.settimeout(_LOST_WAIT_S)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except ConnectionResetError:   # its end closed with the start-up frame unread
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(None)
+
+
+class _LostChild:
+    """The process of a worker that died with its zygote before the zygote gave its pid: the
+    part of subprocess.Popen that ProcessLink uses, ended by SIGKILL (the zygote's death
+    signal)."""
+
+    pid = None
+    returncode = -signal.SIGKILL
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self):
+        return self.returncode
+
+    def kill(self):
+        pass
+
+
 class ProcessLink:
     """One process worker: made (and its process asked for) in the Worker's constructor, then
     run() in its host thread."""
@@ -137,12 +175,23 @@ class ProcessLink:
         self.link = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.boot = payload
         self.requested = None
+        self.pending = None             # the zygote's answer, for pid() before run() has it
         self.asked = False
         if len(payload) <= _EARLY_PAYLOAD:
             write_frame(self.link[0], PAYLOAD, payload)
             self.payload = None
-            self.requested = _request_child(self.link[1].fileno(), fds)
+            self.requested = self.pending = _request_child(self.link[1].fileno(), fds)
             self.asked = True
+
+    def child(self):
+        """The worker's process object, as soon as it is known (the zygote answered: waits a
+        moment for that), even before run() took the answer; None if there is none."""
+        proc = self.proc
+        if proc is None:
+            peek = getattr(self.pending, "peek", None)
+            if peek is not None:
+                proc = peek()
+        return proc
 
     def abandon(self):
         """The Worker could not be made after all: let the process (if asked for) end, and close
@@ -167,17 +216,23 @@ class ProcessLink:
         requested, self.requested = self.requested, None
         try:
             if not self.asked:
-                requested = _request_child(theirs.fileno(), self.fds)
+                requested = self.pending = _request_child(theirs.fileno(), self.fds)
             elif requested is not None and self.payload is None:
                 try:
                     self.proc = requested()
                 except OSError:
-                    # the zygote went before it answered, maybe after a child of its own took
-                    # the start-up frame: a spawned process gets a new link and the frame again
-                    ours.close()
+                    # the zygote went before it answered.  A child of its own that took the
+                    # start-up frame dies with it (PR_SET_PDEATHSIG); if it came online first,
+                    # the worker's code may have run, and this is the worker's end (not a start
+                    # to make again: it would run twice).  Else a spawned process gets a new
+                    # link and the frame again.
                     theirs.close()
-                    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                    self.payload = self.boot
+                    if _came_online(ours):
+                        self.proc = _LostChild()
+                    else:
+                        ours.close()
+                        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                        self.payload = self.boot
                 requested = None
             if self.proc is None:
                 self.proc = _start_child(theirs.fileno(), self.fds, requested)

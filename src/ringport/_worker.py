@@ -419,10 +419,12 @@ class Worker:
 
     @property
     def pid(self):
-        """The process id of a process worker (None before it started and for the other
-        backends, which run in this process)."""
+        """The process id of a process worker (None if it could not start, and for the
+        other backends, which run in this process).  A worker forked by the zygote (the
+        default) has it once the constructor returned (this waits a moment for the zygote to
+        name it); a spawned one once its host thread started it."""
         link = self._link
-        proc = link.proc if link is not None else None
+        proc = link.child() if link is not None and hasattr(link, "child") else None
         return proc.pid if proc is not None else None
 
     def is_alive(self):

@@ -43,6 +43,7 @@ __all__ = ["request", "serve"]
 
 _MAX_REQUEST = 1 << 20          # a request carries os.environ: room for a large one
 _START_TIMEOUT_S = 60.0         # how long a request waits for the forked worker's pid
+_PEEK_TIMEOUT_S = 5.0           # how long Worker.pid waits for it
 _MAX_FAILURES = 3               # zygotes in a row that started no worker: then spawn only
 _N_FDS = 7
 _SPARE_DELAY_MS = 5             # one core: idle time after a start before the next spare is forked
@@ -171,13 +172,13 @@ class _Zygote:
             socket.send_fds(self.sock, [request], fds)
         return rid
 
-    def answer(self, rid):
-        """The ZygoteChild the request rid started, or OSError."""
+    def answer(self, rid, holder):
+        """The ZygoteChild the request rid started (also left in holder.child), or OSError."""
         with self.cond:
             if not self.cond.wait_for(lambda: rid in self.replies or self.dead,
                                       _START_TIMEOUT_S):
                 raise OSError("the zygote did not answer")
-            child = self.replies.pop(rid, None)
+            child = holder.child = self.replies.pop(rid, None)
         if child is None:
             raise OSError("the zygote could not start the worker")
         return child
@@ -234,12 +235,24 @@ def request(link_fd, fds):
     def answer():
         global _failures
         try:
-            child = z.answer(rid)
+            child = z.answer(rid, answer)
         except OSError:
             _failed()
             raise
         _failures = 0
         return child
+
+    def peek(timeout=_PEEK_TIMEOUT_S):
+        """The ZygoteChild, without taking the answer (a Worker's pid while its host thread has
+        not taken it yet); waits up to timeout for the zygote to answer, which it does right
+        after it hands the request over (the worker may post before that reaches us).  None
+        if it did not answer or failed."""
+        with z.cond:
+            z.cond.wait_for(lambda: answer.child is not None or rid in z.replies or z.dead,
+                            timeout)
+            return answer.child or z.replies.get(rid)
+    answer.child = None
+    answer.peek = peek
     return answer
 
 
