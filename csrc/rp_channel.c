@@ -789,10 +789,15 @@ static int send_common(rp_channel *ch, int side, const void *body, size_t len, r
                        int64_t slice_ns, rp_cancel *cancel) {
     rp_queue *q = &ch->q[side & 1];
     if (nx && !ch->shared) return RP_EINVAL;
-    if (len > UINT32_MAX && !node) {
+    if ((len > UINT32_MAX || (pieces && !ch->shared)) && !node) {
+        /* too long for a record's length, or pieces where only a shared queue writes them as
+         * they are: the body is put together in a node first */
         node = rp_node_alloc(len);
         if (!node) return RP_ENOMEM;
-        memcpy(node->body, body, len);
+        if (pieces)
+            sg_copy(node->body, pieces, 0, len);
+        else
+            memcpy(node->body, body, len);
         int r = send_common(ch, side, NULL, len, node, NULL, xfds, nx, deadline_ns, slice_ns,
                             cancel);
         if (r != RP_OK) rp_node_free(node);
@@ -874,18 +879,8 @@ int rp_channel_send_sg(rp_channel *ch, int side, const void *head, size_t head_l
                  (const unsigned char *)tail}, {head_len, data_len, tail_len}};
     if (data_len > SIZE_MAX - head_len || tail_len > SIZE_MAX - head_len - data_len)
         return RP_EINVAL;
-    size_t len = head_len + data_len + tail_len;
-    if (!ch->shared || len > UINT32_MAX) {
-        /* only a shared queue writes pieces: elsewhere the body is put together first */
-        rp_node *node = rp_node_alloc(len);
-        if (!node) return RP_ENOMEM;
-        sg_copy(node->body, &sg, 0, len);
-        int r = send_common(ch, side, NULL, len, node, NULL, xfds, nx, deadline_ns, slice_ns,
-                            cancel);
-        if (r != RP_OK) rp_node_free(node);
-        return r;
-    }
-    return send_common(ch, side, NULL, len, NULL, &sg, xfds, nx, deadline_ns, slice_ns, cancel);
+    return send_common(ch, side, NULL, head_len + data_len + tail_len, NULL, &sg, xfds, nx,
+                       deadline_ns, slice_ns, cancel);
 }
 
 /* A batch: n bodies under one producer lock, published with one cursor store (for a ring in

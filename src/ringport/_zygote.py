@@ -291,8 +291,7 @@ def serve():
         delay = 0 if len(os.sched_getaffinity(0)) > 1 else _SPARE_DELAY_MS
     except (AttributeError, OSError):
         delay = _SPARE_DELAY_MS
-    spare = _fork_spare(sock, (wake_r, wake_w), me, _procboot)
-    wait = delay if spare is not None else _SPARE_RETRY_MS
+    spare, wait = None, 0   # the first spare at once
     while True:
         events = poller.poll(None if spare is not None else wait)
         if not events and spare is None:

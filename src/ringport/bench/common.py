@@ -60,10 +60,10 @@ def run_from_bytecode(argv):
     """For `python -m ringport.bench`: if ringport's modules in this process were compiled
     from source (no bytecode was there to read), compile them and run again from the start in
     a fresh interpreter (execv), so that every row measures the package as installed."""
+    global LOADED_FROM_BYTECODE
     mods = [m for name, m in list(sys.modules.items())
             if (name == "ringport" or name.startswith("ringport.")) and
             getattr(m, "__cached__", None)]
-    global LOADED_FROM_BYTECODE
     stale = [m for m in mods if not os.path.exists(m.__cached__)]
     LOADED_FROM_BYTECODE = not stale
     ensure_bytecode()
