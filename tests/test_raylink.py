@@ -289,3 +289,77 @@ def test_a_link_closed_before_it_started_lets_its_socket_go():
     with pytest.raises(PortClosed):
         ch.port1.receive(1)
     b.close()
+
+
+def test_a_link_that_closes_first_still_delivers_everything_it_sent():
+    """The side that ends (a Ray worker: drain, the exit frame, close) while the peer has not
+    read yet, and the peer's credit still arriving: the close must not reset the connection
+    (a socket closed with unread bytes sends RST, and the kernel drops what it had not sent
+    yet: the peer read PortClosed short of the end, as test_ray's 100k messages did in CI)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)   # keep it in the sender
+    slow.connect(server.getsockname())
+    fast, _ = server.accept()
+    server.close()
+    ending = Link(fast, odd=True, allow_pickle=False)
+    out = MessageChannel()
+    ending.bind(0, out.port2)
+    ending.start()
+    n, size = 300, 10 << 10          # 3 MiB: under the window, so no credit is needed
+    for i in range(n):
+        out.port1.post_message((i, bytes([i % 251]) * size))
+    out.port1.close()
+    ending.drain()
+    ending.send_control(b"X", b"end")
+    ending.close()
+    # what the peer owes the ending side (credit) arrives after it closed
+    slow.sendall(struct.pack("<IIB", 8, 0, ord("A")) + struct.pack("<Q", 1 << 20))
+    time.sleep(0.2)
+    controls = []
+    peer = Link(slow, odd=False, allow_pickle=False,
+                on_control=lambda k, d: controls.append((k, bytes(d))))
+    got = MessageChannel()
+    peer.bind(0, got.port2)
+    peer.start()
+    for i in range(n):
+        assert got.port1.receive(10) == (i, bytes([i % 251]) * size)
+    with pytest.raises(PortClosed):
+        got.port1.receive(10)
+    peer.join(10)                       # (the end of the connection: the control frame came)
+    ending.join(10)
+    assert controls == [(b"X", b"end")]
+    assert not any(t.is_alive() for t in ending._threads + peer._threads)
+
+
+def test_a_full_local_port_does_not_make_a_slow_peer_look_gone():
+    """While a bounded port here is full (its messages wait in a backlog), the reader polls.
+    It used to do that with a timeout on the socket, which held for the writer's sendall too:
+    a peer that did not read for 2 ms closed the link."""
+    a, b = socket.socketpair()
+    link = Link(a, odd=False, allow_pickle=False)
+    full, big = MessageChannel(max_pending_bytes=1024), MessageChannel()
+    link.bind(0, full.port2)
+    link.bind(2, big.port2)
+    link.start()
+    for i in range(4):                  # more than the bounded port takes: a backlog
+        data = dumps((i, b"q" * 600))
+        b.sendall(struct.pack("<IIB", len(data), 0, ord("M")) + data)
+    deadline = time.monotonic() + 10
+    while not link._has_backlog():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    n, size = 300, 10 << 10             # far more than the socket holds: sendall waits
+    for i in range(n):
+        big.port1.post_message((i, bytes([i % 251]) * size))
+    time.sleep(0.5)                     # the peer reads nothing meanwhile
+    peer = Link(b, odd=True, allow_pickle=False)
+    got = MessageChannel()
+    peer.bind(2, got.port2)
+    peer.start()
+    for i in range(n):
+        assert got.port1.receive(10) == (i, bytes([i % 251]) * size)
+    assert [full.port1.receive(10)[0] for _ in range(4)] == [0, 1, 2, 3]
+    link.close()
+    peer.join(10)
+    link.join(10)

@@ -21,6 +21,7 @@ posted.  A receiver whose local port is bounded (``max_pending_bytes``) and full
 what arrived and acknowledges it only once posted, so a full consumer on one machine makes the
 producer's ``post_message`` on the other raise ``Full``, and other streams are not held up.
 """
+import select
 import socket
 import struct
 import threading
@@ -41,6 +42,8 @@ MIN_WINDOW = 64 << 10
 BLOB_MIN = 1 << 20
 _MAX_FRAME = 1 << 31
 _BATCH_BYTES = 256 << 10
+#: After a close, how long the reader waits for the peer's end of the connection.
+LINGER_S = 30.0
 _PARENT, _BROADCAST = 0, 1    # the streams every link has
 _DONE, _STARVED, _MORE = 0, 1, 2
 
@@ -80,6 +83,7 @@ class Link:
         self._peer_parity = 0 if odd else 1
         self._streams = {}
         self._lock = threading.Lock()        # _streams
+        self._posting = threading.Lock()     # the backlogs (the reader's, and close's last try)
         self._send_lock = threading.Lock()   # whole frames on the socket
         self._ws = _new_waitset()
         self._closed = False
@@ -112,11 +116,13 @@ class Link:
         self._ws.signal()
 
     def start(self):
-        for target, name in ((self._read_loop, "ringport-ray-in"),
-                             (self._write_loop, "ringport-ray-out")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            self._threads.append(t)
-            t.start()
+        # the writer first: the reader, which may end at once (a peer gone, a malformed frame),
+        # joins it on the way out
+        self._threads = [threading.Thread(target=target, name=name, daemon=True)
+                         for target, name in ((self._read_loop, "ringport-ray-in"),
+                                              (self._write_loop, "ringport-ray-out"))]
+        self._threads[1].start()
+        self._threads[0].start()
 
     def send_control(self, kind, data=b""):
         self._send(_HEADER.pack(len(data), 0, kind[0]) + data)
@@ -144,7 +150,10 @@ class Link:
 
     def close(self):
         """Close the connection and every bridged port (their peers read what was delivered,
-        then PortClosed)."""
+        then PortClosed).  What was written goes out whole: the connection is shut for writing
+        only, and the reader reads (and drops) what still comes until the peer closes too, or
+        LINGER_S passes.  A socket closed with bytes unread would reset the connection, and the
+        kernel would drop what it had not sent yet."""
         with self._lock:
             if self._closed:
                 return
@@ -152,7 +161,7 @@ class Link:
             streams = list(self._streams.values())
             self._streams.clear()
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_WR if self._threads else socket.SHUT_RDWR)
         except OSError:
             pass
         if not self._threads:   # never started: no reader to close the descriptor
@@ -266,18 +275,31 @@ class Link:
     # ------------------------------------------------------------------ incoming
 
     def _read_loop(self):
+        # The socket stays blocking: a timeout on it would hold for the writer's sendall too
+        # (a peer slow to read would then look gone).  The reader waits in poll instead.
         buf = bytearray()
         sock = self.sock
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        linger_end = None
         try:
             while True:
-                # (a backlog, or a stream still to be bound: come back to post it soon)
+                if self._closed:   # closed here: wait for the peer's end, dropping what comes
+                    if linger_end is None:
+                        linger_end = time.monotonic() + LINGER_S
+                        buf.clear()
+                    left = linger_end - time.monotonic()
+                    if left <= 0:
+                        return
+                    if poller.poll(min(left, 1.0) * 1000) and not sock.recv(1 << 16):
+                        return
+                    continue
+                # (a backlog, or a stream still to be bound: come back to post it soon; else
+                # wake now and then to see whether this side closed)
                 pending = bool(self._early) or self._has_backlog()
-                sock.settimeout(0.002 if pending else None)
-                try:
+                chunk = None
+                if poller.poll(2 if pending else 1000):
                     chunk = sock.recv(1 << 20)
-                except socket.timeout:
-                    chunk = None
-                if chunk is not None:
                     if not chunk:
                         return
                     buf += chunk
@@ -350,8 +372,9 @@ class Link:
             for p in made:
                 p.close()
             return
-        if s.backlog or not self._post(s, value, made, size):
-            s.backlog.append((value, made, size))
+        with self._posting:
+            if s.backlog or not self._post(s, value, made, size):
+                s.backlog.append((value, made, size))
 
     def decode(self, data):
         """(value, ports) of codec bytes from the peer whose ports are new streams (a control
@@ -420,6 +443,10 @@ class Link:
         self._send_acks()
 
     def _flush_backlog(self, s, final=False):
+        with self._posting:
+            self._flush_backlog_locked(s, final)
+
+    def _flush_backlog_locked(self, s, final):
         while s.backlog:
             value, ports, size = s.backlog[0]
             if not self._post(s, value, ports, size):
