@@ -363,3 +363,35 @@ def test_a_full_local_port_does_not_make_a_slow_peer_look_gone():
     link.close()
     peer.join(10)
     link.join(10)
+
+
+def test_drain_waits_for_a_slow_peer_while_it_makes_progress():
+    """An ending worker drains its link before it closes it: a peer that reads slowly but
+    steadily gets everything, although that takes longer than drain's timeout in all."""
+    a, b = socket.socketpair()
+    ending, peer = Link(a, odd=True, allow_pickle=False), Link(b, odd=False, allow_pickle=False)
+    out, got = MessageChannel(), MessageChannel(max_pending_bytes=1 << 20)
+    ending.bind(0, out.port2)
+    peer.bind(0, got.port2)
+    ending.start()
+    peer.start()
+    n, size = 40, 256 << 10           # 10 MiB: more than the window, so credit must come
+    for i in range(n):
+        out.port1.post_message((i, bytes([i]) * size))
+    seen = []
+
+    def consume():
+        for _ in range(n):
+            seen.append(got.port1.receive(30)[0])
+            time.sleep(0.03)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    start = time.monotonic()
+    ending.drain(timeout=0.3)
+    assert time.monotonic() - start > 0.3   # (it did wait past its timeout)
+    ending.close()
+    t.join(60)
+    assert seen == list(range(n))
+    peer.join(10)
+    ending.join(10)

@@ -88,6 +88,8 @@ class Link:
         self._ws = _new_waitset()
         self._closed = False
         self._passes = 0
+        self._eof = False                    # the peer's end came: no more acknowledgements
+        self._credits = 0                    # credit frames taken (drain sees progress by it)
         self._starved = False                # the last pass left messages for want of credit
         self._cond = threading.Condition()
         self.dropped = 0                     # messages that could not cross (DataCloneError)
@@ -132,17 +134,23 @@ class Link:
             self.sock.sendall(data)
 
     def drain(self, timeout=30.0):
-        """Wait (at most timeout seconds) until the writer made a whole pass after this call
-        that left nothing behind for want of credit: what the bridged ports held then is on the
-        wire."""
+        """Wait until the writer made a whole pass after this call that left nothing behind
+        for want of credit: what the bridged ports held then is on the wire.  Gives up after
+        timeout seconds in which no credit came (a peer that stopped reading), not after
+        timeout seconds in all: a slow peer still gets everything."""
         with self._cond:
             start = self._passes
             if start < 0:
                 return
+        credits = self._credits
         deadline = time.monotonic() + timeout
         with self._cond:
             while not (self._passes < 0 or (self._passes >= start + 2 and not self._starved)):
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if self._credits != credits:
+                    credits = self._credits
+                    deadline = now + timeout
+                left = deadline - now
                 if left <= 0:
                     return
                 self._ws.signal()   # (a pass ends in a wait: each needs its own wake-up)
@@ -301,6 +309,7 @@ class Link:
                 if poller.poll(2 if pending else 1000):
                     chunk = sock.recv(1 << 20)
                     if not chunk:
+                        self._post_backlogs()
                         return
                     buf += chunk
                     pos = self._frames(buf)
@@ -417,7 +426,7 @@ class Link:
 
     def _send_acks(self):
         """Acknowledge what was posted here since the last time, one frame per stream."""
-        if not self._owing:
+        if not self._owing or self._eof:   # (nobody reads them after the peer's end)
             return
         out = bytearray()
         for s in self._owing:
@@ -430,6 +439,14 @@ class Link:
         with self._acks_lock:
             self._acks += out
         self._ws.signal()
+
+    def _post_backlogs(self):
+        """The peer ended: what waits here for room in a bounded port is still posted as its
+        reader makes room (the ports close after it), unless this side closes first."""
+        self._eof = True
+        while not self._closed and self._has_backlog():
+            self._retry_backlogs()
+            time.sleep(0.002)
 
     def _has_backlog(self):
         with self._lock:
@@ -464,6 +481,7 @@ class Link:
             s = self._streams.get(sid)
         if s is not None:
             s.acked += n
+            self._credits += 1
             self._ws.signal()
 
     def _peer_closed(self, sid):
