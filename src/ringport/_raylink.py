@@ -444,9 +444,11 @@ class Link:
         """The peer ended: what waits here for room in a bounded port is still posted as its
         reader makes room (the ports close after it), unless this side closes first."""
         self._eof = True
+        pause = 0.001
         while not self._closed and self._has_backlog():
             self._retry_backlogs()
-            time.sleep(0.002)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)   # (a reader that takes its time costs few wake-ups)
 
     def _has_backlog(self):
         with self._lock:
