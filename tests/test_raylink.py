@@ -395,3 +395,57 @@ def test_drain_waits_for_a_slow_peer_while_it_makes_progress():
     assert seen == list(range(n))
     peer.join(10)
     ending.join(10)
+
+
+def test_drain_gives_up_on_a_peer_that_sends_empty_credit():
+    """Credit for no bytes is not progress: a peer that reads nothing it is owed (here it only
+    sends credit frames of 0 bytes) cannot keep an ending worker's drain waiting."""
+    a, b = socket.socketpair()
+    link = Link(a, odd=True, allow_pickle=False)
+    out = MessageChannel()
+    link.bind(0, out.port2)
+    link.start()
+    for i in range(24):               # 6 MiB: more than the window
+        out.port1.post_message(bytes(256 << 10))
+    stop = threading.Event()
+
+    def peer():
+        b.settimeout(0.01)
+        while not stop.is_set():
+            try:
+                b.recv(1 << 20)       # (read, so the writer is starved, not blocked)
+            except socket.timeout:
+                pass
+            except OSError:
+                return
+            try:
+                b.sendall(struct.pack("<IIB", 8, 0, ord("A")) + struct.pack("<Q", 0))
+            except OSError:
+                return
+
+    t = threading.Thread(target=peer)
+    t.start()
+    try:
+        start = time.monotonic()
+        link.drain(timeout=0.3)
+        assert time.monotonic() - start < 3
+    finally:
+        stop.set()
+        t.join(10)
+        link.close()
+        b.close()
+        link.join(10)
+
+
+def test_a_hard_close_does_not_wait_for_the_peer():
+    """close(hard=True), for a peer given up on (its node gone, TCP silent): the reader ends at
+    once instead of lingering for the peer's end of the connection."""
+    a, b = socket.socketpair()
+    link = Link(a, odd=True, allow_pickle=False)
+    link.bind(0, MessageChannel().port2)
+    link.start()
+    link.close(hard=True)
+    link.join(5)
+    assert not any(t.is_alive() for t in link._threads)
+    assert a.fileno() == -1
+    b.close()

@@ -29,7 +29,7 @@ import threading
 from ringport import _bcbridge
 from ringport._core import (MessageChannel, _port_set_unshared, _try_receive, dumps, loads)
 from ringport._errors import WorkerError, boot_failure_report, error_report, rebuild_error
-from ringport._raylink import Link
+from ringport._raylink import LINGER_S, Link
 
 __all__ = ["ALLOW_PICKLE_ENV", "RayLink", "available", "remote_pickle_allowed"]
 
@@ -325,8 +325,11 @@ class RayLink:
                     ray = _ray_up()
                     if ray is None or ray.wait([self.ref], timeout=0)[0]:
                         ended_at = clock
-                elif clock - ended_at >= _GRACE_S:   # its node may be gone: TCP may not say
-                    link.close()
+                # its node may be gone (TCP may not say): close, at once; but a worker that
+                # sent its exit code ended well, and what it posted may still wait here for
+                # room in a full bounded port, so that gets longer
+                elif clock - ended_at >= (_GRACE_S if code is None else LINGER_S):
+                    link.close(hard=True)
                 continue
             if kind is None:
                 break

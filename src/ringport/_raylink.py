@@ -44,6 +44,8 @@ _MAX_FRAME = 1 << 31
 _BATCH_BYTES = 256 << 10
 #: After a close, how long the reader waits for the peer's end of the connection.
 LINGER_S = 30.0
+#: drain(timeout) waits at most this many times timeout in all, however credit comes.
+DRAIN_CAP = 10
 _PARENT, _BROADCAST = 0, 1    # the streams every link has
 _DONE, _STARVED, _MORE = 0, 1, 2
 
@@ -137,31 +139,34 @@ class Link:
         """Wait until the writer made a whole pass after this call that left nothing behind
         for want of credit: what the bridged ports held then is on the wire.  Gives up after
         timeout seconds in which no credit came (a peer that stopped reading), not after
-        timeout seconds in all: a slow peer still gets everything."""
+        timeout seconds in all: a slow peer still gets everything (within DRAIN_CAP times
+        timeout in all)."""
         with self._cond:
             start = self._passes
             if start < 0:
                 return
         credits = self._credits
         deadline = time.monotonic() + timeout
+        cap = deadline + (DRAIN_CAP - 1) * timeout
         with self._cond:
             while not (self._passes < 0 or (self._passes >= start + 2 and not self._starved)):
                 now = time.monotonic()
                 if self._credits != credits:
                     credits = self._credits
-                    deadline = now + timeout
+                    deadline = min(now + timeout, cap)
                 left = deadline - now
                 if left <= 0:
                     return
                 self._ws.signal()   # (a pass ends in a wait: each needs its own wake-up)
                 self._cond.wait(min(left, 0.05))
 
-    def close(self):
+    def close(self, hard=False):
         """Close the connection and every bridged port (their peers read what was delivered,
         then PortClosed).  What was written goes out whole: the connection is shut for writing
         only, and the reader reads (and drops) what still comes until the peer closes too, or
         LINGER_S passes.  A socket closed with bytes unread would reset the connection, and the
-        kernel would drop what it had not sent yet."""
+        kernel would drop what it had not sent yet.  hard: shut both ways at once (a peer given
+        up on: nothing more is owed to it, and the reader ends now)."""
         with self._lock:
             if self._closed:
                 return
@@ -169,7 +174,8 @@ class Link:
             streams = list(self._streams.values())
             self._streams.clear()
         try:
-            self.sock.shutdown(socket.SHUT_WR if self._threads else socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_WR if self._threads and not hard
+                               else socket.SHUT_RDWR)
         except OSError:
             pass
         if not self._threads:   # never started: no reader to close the descriptor
@@ -288,9 +294,9 @@ class Link:
         buf = bytearray()
         sock = self.sock
         poller = select.poll()
-        poller.register(sock, select.POLLIN)
         linger_end = None
         try:
+            poller.register(sock, select.POLLIN)
             while True:
                 if self._closed:   # closed here: wait for the peer's end, dropping what comes
                     if linger_end is None:
@@ -421,6 +427,8 @@ class Link:
         return True
 
     def _owe(self, s, size):
+        if self._closed:   # (nobody acknowledges any more; close's last flush runs in another
+            return         # thread than the reader, which alone may touch _owing)
         s.owed += size
         self._owing.add(s)
 
@@ -483,7 +491,8 @@ class Link:
             s = self._streams.get(sid)
         if s is not None:
             s.acked += n
-            self._credits += 1
+            if n:
+                self._credits += 1
             self._ws.signal()
 
     def _peer_closed(self, sid):
