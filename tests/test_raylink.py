@@ -291,6 +291,14 @@ def test_a_link_closed_before_it_started_lets_its_socket_go():
     b.close()
 
 
+def _started(sock, odd, chan, on_control=None):
+    """A started link over sock whose stream 0 is bridged to chan (its port2)."""
+    link = Link(sock, odd=odd, allow_pickle=False, on_control=on_control)
+    link.bind(0, chan.port2)
+    link.start()
+    return link
+
+
 def test_a_link_that_closes_first_still_delivers_everything_it_sent():
     """The side that ends (a Ray worker: drain, the exit frame, close) while the peer has not
     read yet, and the peer's credit still arriving: the close must not reset the connection
@@ -302,10 +310,8 @@ def test_a_link_that_closes_first_still_delivers_everything_it_sent():
     slow.connect(server.getsockname())
     fast, _ = server.accept()
     server.close()
-    ending = Link(fast, odd=True, allow_pickle=False)
     out = MessageChannel()
-    ending.bind(0, out.port2)
-    ending.start()
+    ending = _started(fast, True, out)
     n, size = 300, 10 << 10          # 3 MiB: under the window, so no credit is needed
     for i in range(n):
         out.port1.post_message((i, bytes([i % 251]) * size))
@@ -317,11 +323,8 @@ def test_a_link_that_closes_first_still_delivers_everything_it_sent():
     slow.sendall(struct.pack("<IIB", 8, 0, ord("A")) + struct.pack("<Q", 1 << 20))
     time.sleep(0.2)
     controls = []
-    peer = Link(slow, odd=False, allow_pickle=False,
-                on_control=lambda k, d: controls.append((k, bytes(d))))
     got = MessageChannel()
-    peer.bind(0, got.port2)
-    peer.start()
+    peer = _started(slow, False, got, on_control=lambda k, d: controls.append((k, bytes(d))))
     for i in range(n):
         assert got.port1.receive(10) == (i, bytes([i % 251]) * size)
     with pytest.raises(PortClosed):
@@ -369,12 +372,8 @@ def test_drain_waits_for_a_slow_peer_while_it_makes_progress():
     """An ending worker drains its link before it closes it: a peer that reads slowly but
     steadily gets everything, although that takes longer than drain's timeout in all."""
     a, b = socket.socketpair()
-    ending, peer = Link(a, odd=True, allow_pickle=False), Link(b, odd=False, allow_pickle=False)
     out, got = MessageChannel(), MessageChannel(max_pending_bytes=1 << 20)
-    ending.bind(0, out.port2)
-    peer.bind(0, got.port2)
-    ending.start()
-    peer.start()
+    ending, peer = _started(a, True, out), _started(b, False, got)
     n, size = 40, 256 << 10           # 10 MiB: more than the window, so credit must come
     for i in range(n):
         out.port1.post_message((i, bytes([i]) * size))
@@ -401,10 +400,8 @@ def test_drain_gives_up_on_a_peer_that_sends_empty_credit():
     """Credit for no bytes is not progress: a peer that reads nothing it is owed (here it only
     sends credit frames of 0 bytes) cannot keep an ending worker's drain waiting."""
     a, b = socket.socketpair()
-    link = Link(a, odd=True, allow_pickle=False)
     out = MessageChannel()
-    link.bind(0, out.port2)
-    link.start()
+    link = _started(a, True, out)
     for i in range(24):               # 6 MiB: more than the window
         out.port1.post_message(bytes(256 << 10))
     stop = threading.Event()
@@ -441,9 +438,7 @@ def test_a_hard_close_does_not_wait_for_the_peer():
     """close(hard=True), for a peer given up on (its node gone, TCP silent): the reader ends at
     once instead of lingering for the peer's end of the connection."""
     a, b = socket.socketpair()
-    link = Link(a, odd=True, allow_pickle=False)
-    link.bind(0, MessageChannel().port2)
-    link.start()
+    link = _started(a, True, MessageChannel())
     link.close(hard=True)
     link.join(5)
     assert not any(t.is_alive() for t in link._threads)

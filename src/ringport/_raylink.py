@@ -471,20 +471,17 @@ class Link:
 
     def _flush_backlog(self, s, final=False):
         with self._posting:
-            self._flush_backlog_locked(s, final)
-
-    def _flush_backlog_locked(self, s, final):
-        while s.backlog:
-            value, ports, size = s.backlog[0]
-            if not self._post(s, value, ports, size):
-                if final:      # the link is gone: what could not be posted is lost with it
-                    for p in ports:
-                        p.close()
-                    s.backlog.clear()
-                return
-            s.backlog.pop(0)
-        if s.closing and not final:
-            self._forget(s)
+            while s.backlog:
+                value, ports, size = s.backlog[0]
+                if not self._post(s, value, ports, size):
+                    if final:      # the link is gone: what could not be posted is lost with it
+                        for p in ports:
+                            p.close()
+                        s.backlog.clear()
+                    return
+                s.backlog.pop(0)
+            if s.closing and not final:
+                self._forget(s)
 
     def _credit(self, sid, n):
         with self._lock:
