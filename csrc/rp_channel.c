@@ -219,8 +219,10 @@ struct rp_channel {
     /* shared with another process (see rp_channel_new_shared): only side `local` lives here */
     int shared, local, sock, memfd;
     rp_lock fdlock; /* receivers taking descriptors from sock */
+    rp_lock alock;  /* producers here allocating in the arena (rp_channel_arena_alloc) */
     void *map;
     size_t map_len;
+    rp_xmap *xmap;  /* the mapping (map), which views of arena records keep alive */
     atomic_int *spinners; /* shared: the header's count of spinners in both processes */
     atomic_int stop;     /* the channel is being freed: helper threads leave */
     atomic_int threads;  /* helper threads running (flusher, watcher) */
@@ -245,7 +247,30 @@ typedef struct rp_xhdr {
     alignas(64) atomic_int closed;
     alignas(64) atomic_int spinners; /* threads of both processes spinning on this channel */
     rp_qwords words[2]; /* words[s]: the queue posted by side s */
+    /* the arena of each direction (see rp_channel_arena_alloc): where its producer allocates
+     * next and its oldest record not reclaimed yet, both written by that producer only */
+    alignas(64) _Atomic uint64_t arena_head[2];
+    _Atomic uint64_t arena_tail[2];
 } rp_xhdr;
+
+/* A shared channel's mapping in this process: the channel holds one reference, and each view
+ * of an arena record another, so a received array outlives the channel it came by. */
+struct rp_xmap {
+    _Atomic long refs;
+    void *map;
+    size_t len;
+    unsigned char *arena[2]; /* arena[s]: the direction posted by side s */
+    _Atomic uint64_t touched[2]; /* arena[s]'s bytes this process has mapped in (arena_touch) */
+};
+
+/* An arena record: this header, then its data (64-aligned, so 16 as numpy wants).  size: the
+ * record's bytes with the header, written by the producer; state: 1 in use, 0 free (the
+ * consumer frees it; the producer frees padding and what it could not send). */
+typedef struct rp_arec {
+    _Atomic uint32_t state;
+    uint32_t reserved;
+    uint64_t size;
+} rp_arec;
 
 enum { RP_FRAG_WHOLE = 1, RP_FRAG_FIRST = 2, RP_FRAG_MORE = 3 };
 typedef struct rp_frag {
@@ -385,6 +410,8 @@ rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
     ch->sock = -1;
     ch->memfd = -1;
     rp_lock_init(&ch->fdlock);
+    rp_lock_init(&ch->alock);
+    ch->xmap = NULL;
     if (queue_init(&ch->q[0], capacity) != RP_OK || queue_init(&ch->q[1], capacity) != RP_OK) {
         queue_free(&ch->q[0], capacity, 1);
         queue_free(&ch->q[1], capacity, 1);
@@ -474,7 +501,8 @@ static void channel_free_now(rp_channel *ch) {
     queue_free(&ch->q[0], ch->capacity, !ch->shared || ch->local == 1);
     queue_free(&ch->q[1], ch->capacity, !ch->shared || ch->local == 0);
 #if !defined(_WIN32)
-    if (ch->map) munmap(ch->map, ch->map_len);
+    if (ch->xmap) rp_xmap_decref(ch->xmap);
+    else if (ch->map) munmap(ch->map, ch->map_len);
     if (ch->sock >= 0) close(ch->sock);
     if (ch->memfd >= 0) close(ch->memfd);
 #endif
@@ -1286,14 +1314,27 @@ static void shared_stop_threads(rp_channel *ch) {
 static size_t page_round(size_t n) { return (n + 4095u) & ~(size_t)4095u; }
 
 static size_t shared_map_len(uint64_t capacity) {
-    return RP_XHDR_SIZE + 2 * page_round(rp_ring_size(capacity));
+    return RP_XHDR_SIZE + 2 * page_round(rp_ring_size(capacity)) + 2 * (size_t)RP_ARENA_SIZE;
 }
 
 static rp_channel *shared_channel(void *map, size_t len, uint64_t capacity, int64_t max_pending,
                                   int local) {
     rp_xhdr *h = (rp_xhdr *)map;
+    rp_xmap *xm = (rp_xmap *)malloc(sizeof *xm);
+    if (!xm) return NULL;
     rp_channel *ch = rp_channel_new(capacity, max_pending);
-    if (!ch) return NULL;
+    if (!ch) {
+        free(xm);
+        return NULL;
+    }
+    atomic_init(&xm->refs, 1);
+    atomic_init(&xm->touched[0], 0);
+    atomic_init(&xm->touched[1], 0);
+    xm->map = map;
+    xm->len = len;
+    for (int s = 0; s < 2; s++)
+        xm->arena[s] = (unsigned char *)map + len - (size_t)(2 - s) * (size_t)RP_ARENA_SIZE;
+    ch->xmap = xm;
     ch->shared = 1;
     ch->local = local & 1;
     ch->map = map;
@@ -1318,9 +1359,12 @@ rp_channel *rp_channel_new_shared(uint64_t capacity, int64_t max_pending, int *f
     size_t len = shared_map_len(capacity);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return NULL;
-    int fd = memfd_create("ringport-channel", MFD_CLOEXEC);
+    /* sealed at its size: the other process cannot shrink the file under this one's mapping
+     * (which would make reading it a SIGBUS) */
+    int fd = memfd_create("ringport-channel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     void *map = MAP_FAILED;
-    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0 &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
         map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
         if (fd >= 0) close(fd);
@@ -1360,6 +1404,8 @@ rp_channel *rp_channel_attach_shared(int fd, int sock, uint64_t capacity, int64_
     if (rp_ring_size(capacity) == 0 || max_pending < 0) return NULL;
     size_t len = shared_map_len(capacity);
     if (fstat(fd, &st) != 0 || st.st_size < 0 || (size_t)st.st_size != len) return NULL;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) return NULL;
     void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) return NULL;
     rp_xhdr *h = (rp_xhdr *)map;
@@ -1393,6 +1439,109 @@ int rp_channel_unshared(rp_channel *ch) {
     return atomic_load_explicit(&ch->unshared, memory_order_relaxed);
 }
 int rp_channel_local_side(const rp_channel *ch) { return ch->shared ? ch->local : -1; }
+
+/* ------------------------------------------------------------------ arenas (see rp_channel.h) */
+
+rp_xmap *rp_channel_arena_xmap(rp_channel *ch) { return ch->xmap; }
+
+void rp_xmap_incref(rp_xmap *m) { atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed); }
+
+void rp_xmap_decref(rp_xmap *m) {
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
+#if !defined(_WIN32)
+    munmap(m->map, m->len);
+#endif
+    free(m);
+}
+
+/* Does [off, off + n) lie in an arena, with off the data of a record (after its header)? */
+static int arena_span_ok(uint64_t off, uint64_t n) {
+    return off >= RP_ARENA_HDR && off % 64u == 0 && off < RP_ARENA_SIZE &&
+           n <= RP_ARENA_SIZE - off;
+}
+
+/* Map in arena pages up to end ahead of use, a MiB at a time, with one system call rather
+ * than a page fault per page (the first pass over an arena's pages costs about as much as the
+ * copies themselves on a VM, fault by fault).  What another thread is mapping in, or a kernel
+ * without MADV_POPULATE_WRITE, leaves the pages to fault in as usual. */
+static void arena_touch(rp_xmap *m, int side, uint64_t end) {
+    uint64_t from = atomic_load_explicit(&m->touched[side], memory_order_relaxed);
+    if (end <= from) return;
+    uint64_t to = (end + (UINT64_C(1) << 20) - 1u) & ~((UINT64_C(1) << 20) - 1u);
+    if (to > RP_ARENA_SIZE) to = RP_ARENA_SIZE;
+    if (!atomic_compare_exchange_strong_explicit(&m->touched[side], &from, to,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return;
+#if defined(MADV_POPULATE_WRITE)
+    from &= ~(uint64_t)4095u;
+    (void)madvise(m->arena[side] + from, (size_t)(to - from), MADV_POPULATE_WRITE);
+#endif
+}
+
+void *rp_xmap_view(rp_xmap *m, int side, uint64_t off, uint64_t n) {
+    side &= 1;
+    if (!arena_span_ok(off, n)) return NULL;
+    arena_touch(m, side, off + n);
+    return m->arena[side] + off;
+}
+
+void rp_xmap_free(rp_xmap *m, int side, uint64_t off) {
+    if (!arena_span_ok(off, 0)) return;
+    rp_arec *r = (rp_arec *)(void *)(m->arena[side & 1] + off - RP_ARENA_HDR);
+    /* the consumer's reads of the data come before the producer's next writes there */
+    atomic_store_explicit(&r->state, 0u, memory_order_release);
+}
+
+int64_t rp_channel_arena_alloc(rp_channel *ch, int side, uint64_t n, void **data) {
+    side &= 1;
+    if (!ch->xmap || side != ch->local || ch->max_pending || n == 0 ||
+        n > RP_ARENA_SIZE / 2 || chan_closed(ch))
+        return -1;
+    const uint64_t A = RP_ARENA_SIZE;
+    uint64_t total = (RP_ARENA_HDR + n + 63u) & ~(uint64_t)63u;
+    rp_xhdr *h = (rp_xhdr *)ch->map;
+    unsigned char *base = ch->xmap->arena[side];
+    int64_t out = -1;
+    rp_lock_acquire(&ch->alock, RP_FOREVER, 0, NULL);
+    uint64_t head = atomic_load_explicit(&h->arena_head[side], memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&h->arena_tail[side], memory_order_relaxed);
+    /* (the other process can write these words and the records' headers: whatever is out of
+     * shape leaves the arena unused, and big data takes the fragment path) */
+    if (head % 64u || tail % 64u || head < tail || head - tail > A) goto done;
+    /* reclaim the oldest records that are free again */
+    while (tail != head) {
+        uint64_t o = tail % A;
+        rp_arec *r = (rp_arec *)(void *)(base + o);
+        if (atomic_load_explicit(&r->state, memory_order_acquire) != 0u) break;
+        uint64_t sz = r->size;
+        if (sz < RP_ARENA_HDR || sz % 64u || sz > A - o || sz > head - tail) goto done;
+        tail += sz;
+    }
+    if (tail == head) head = tail = 0; /* empty: start over where memory is warm */
+    uint64_t o = head % A;
+    if (o + total > A) { /* no room before the end: pad to it, go on at the start */
+        uint64_t pad = A - o;
+        if (head - tail + pad + total > A) goto done;
+        rp_arec *p = (rp_arec *)(void *)(base + o);
+        p->size = pad;
+        atomic_store_explicit(&p->state, 0u, memory_order_relaxed);
+        head += pad;
+        o = 0;
+    }
+    if (head - tail + total > A) goto done;
+    arena_touch(ch->xmap, side, o + total);
+    rp_arec *r = (rp_arec *)(void *)(base + o);
+    r->size = total;
+    atomic_store_explicit(&r->state, 1u, memory_order_relaxed);
+    head += total;
+    *data = base + o + RP_ARENA_HDR;
+    out = (int64_t)(o + RP_ARENA_HDR);
+done:
+    atomic_store_explicit(&h->arena_head[side], head, memory_order_relaxed);
+    atomic_store_explicit(&h->arena_tail[side], tail, memory_order_relaxed);
+    rp_lock_release(&ch->alock);
+    return out;
+}
 
 /* ------------------------------------------------------------------ descriptors across processes
  *

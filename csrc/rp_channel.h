@@ -47,7 +47,9 @@ typedef struct rp_handle {
 
 enum { RP_H_BLOCK = 1, RP_H_PORT = 2, RP_H_SAB = 3,
        /* in a message to another process (aux: the ticket of its descriptors) */
-       RP_H_XSAB = 4, RP_H_XPORT = 5 };
+       RP_H_XSAB = 4, RP_H_XPORT = 5,
+       /* aux: the offset of a record in the arena of the direction it came by */
+       RP_H_XARENA = 6 };
 
 /* flags of rp_msg */
 enum {
@@ -243,6 +245,34 @@ int rp_channel_send_sg(rp_channel *ch, int side, const void *head, size_t head_l
 /* Receiver: the descriptors (now the caller's) and meta of ticket; RP_ENOENT if they are not
  * there. */
 int rp_channel_take_fds(rp_channel *ch, uint64_t ticket, rp_xfd *out);
+/* Big data copied once (arenas).  Each direction of a shared channel has an arena of
+ * RP_ARENA_SIZE bytes at the end of the channel's mapping, which both processes map from the
+ * start (its pages are committed only as data reaches them).  A producer copies a big array's
+ * bytes into a record there and the message names the record (a handle of kind RP_H_XARENA);
+ * the receiver views the bytes in place, and frees the record when that view dies (one copy in
+ * all, where the ring's fragments take two).  Records are freed in any order; the producer
+ * reclaims the oldest freed ones, so one view kept for long makes later posts take the
+ * fragment path until it dies.  Only on an unbounded channel (a bounded one counts every byte
+ * in the ring).  Both sides check every offset and size they read from the shared memory.
+ *
+ * rp_channel_arena_alloc: posting from `side` (this process's): a record for n bytes; its
+ * data's offset in the arena (and *data), or -1 (not shared, bounded, closed, too big, no
+ * room).  The caller fills it and sends the offset, or gives it back with rp_xmap_free.
+ * rp_channel_arena_xmap: the mapping of a shared channel (NULL for one in memory), which
+ * outlives the channel while references to it are held (rp_xmap_incref/decref).
+ * rp_xmap_view: receiving what `side` posted: the data of the record at offset off, n bytes,
+ * or NULL when that does not lie in the arena.  rp_xmap_free: the record at offset off (its
+ * data's) is free again; an offset that names no record is ignored. */
+#define RP_ARENA_SIZE (UINT64_C(16) << 20)
+#define RP_ARENA_HDR 64u
+typedef struct rp_xmap rp_xmap;
+int64_t rp_channel_arena_alloc(rp_channel *ch, int side, uint64_t n, void **data);
+rp_xmap *rp_channel_arena_xmap(rp_channel *ch);
+void *rp_xmap_view(rp_xmap *m, int side, uint64_t off, uint64_t n);
+void rp_xmap_incref(rp_xmap *m);
+void rp_xmap_decref(rp_xmap *m);
+void rp_xmap_free(rp_xmap *m, int side, uint64_t off);
+
 /* Transferring a side to a third process: new descriptors of the mapping and of this side's
  * socket (the caller's); then rp_channel_detach drops this process's reference without closing
  * the channel (the side lives on over there). */

@@ -125,6 +125,9 @@ cdef struct Writer:
     size_t sg_at
     size_t sg_len
     Py_buffer sg_view
+    # remote, posted on an unbounded channel: big arrays may go through its arena (enc_arena)
+    rp_channel *xch
+    int xside
 
 
 cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
@@ -159,6 +162,8 @@ cdef inline void w_init(Writer *w, unsigned char *stackbuf, size_t stackcap,
     w.sg_ptr = NULL
     w.sg_at = 0
     w.sg_len = 0
+    w.xch = NULL
+    w.xside = 0
 
 
 cdef inline void w_flags(Writer *w) noexcept:
@@ -170,6 +175,8 @@ cdef void w_release(Writer *w) noexcept:
     cdef uint32_t i
     cdef rp_release_fn f
     cdef int j
+    if w.xch != NULL:   # not sent: the arena records it took are free again
+        arena_leftovers(w.xch, w.handles, w.nhandles, w.xside)
     for i in range(w.nhandles):
         f = w.handles[i].release
         w.handles[i].release = NULL
@@ -722,7 +729,110 @@ cdef object dec_data(Reader *r):
         return r_bytearray(r)
     if how == b'h':
         return _Block._adopt(r_handle(r, RP_H_BLOCK))
+    if how == b'a':
+        return r_arena(r)
     raise _decode_error("bad data tag")
+
+
+# ---- arenas (rp_channel.h): a big array to another process over an unbounded channel is
+# copied once, into the arena of the channel's direction, and viewed there by the receiver
+
+cdef enum:
+    ARENA_TAKEN = 0xA7E   # rp_handle.reserved (the reader's copy) once a view owns the record
+
+
+cdef bint enc_arena(Writer *w, const void *buf, size_t n) except -1:
+    """n bytes copied into the arena, the message naming the record: a <k> <n>; False when
+    the arena has no room (or the channel is bounded): the caller sends them otherwise."""
+    cdef void *dst = NULL
+    cdef int64_t off = rp_channel_arena_alloc(w.xch, w.xside, <uint64_t>n, &dst)
+    cdef uint32_t k
+    if off < 0:
+        return False
+    try:
+        k = w_add_handle(w, NULL, NULL, <uint64_t>off, RP_H_XARENA)
+    except BaseException:
+        rp_xmap_free(rp_channel_arena_xmap(w.xch), w.xside, <uint64_t>off)
+        raise
+    # (from here w_release frees the record if the message is not sent)
+    with nogil:
+        memcpy(dst, buf, n)
+    w_byte(w, b'a')
+    w_varint(w, k)
+    w_varint(w, <uint64_t>n)
+    return True
+
+
+cdef void arena_leftovers(rp_channel *ch, rp_handle *hs, uint32_t nh, int side=-1) noexcept:
+    """Free the arena records of handles hs[:nh] that no view took: side -1, a message
+    received on ch (records of the other side's arena), else one posted from side."""
+    cdef rp_xmap *xm = rp_channel_arena_xmap(ch)
+    cdef uint32_t i
+    if xm == NULL:
+        return
+    if side < 0:
+        side = 1 - rp_channel_local_side(ch)
+    for i in range(nh):
+        if hs[i].kind == RP_H_XARENA and hs[i].reserved != ARENA_TAKEN:
+            rp_xmap_free(xm, side, hs[i].aux)
+
+
+cdef class _ArenaRecord:
+    """An arena record a received array views: freed, and the mapping let go, when it dies."""
+    cdef rp_xmap *xm
+    cdef int side
+    cdef uint64_t off
+
+    def __init__(self):
+        raise TypeError("ringport._core._ArenaRecord cannot be created from Python")
+
+    def __dealloc__(self):
+        if self.xm != NULL:
+            rp_xmap_free(self.xm, self.side, self.off)
+            rp_xmap_decref(self.xm)
+            self.xm = NULL
+
+
+cdef object r_arena(Reader *r):
+    """dec_data's a <k> <n>: the n bytes of an arena record, in place (a _Block whose base
+    frees the record)."""
+    cdef uint64_t k = r_varint(r)
+    cdef uint64_t n = r_varint(r)
+    cdef rp_handle *h
+    cdef rp_xmap *xm
+    cdef void *p
+    cdef int side
+    cdef _ArenaRecord rec
+    cdef _Block b
+    if r.xch == NULL or k >= r.nhandles or n > <uint64_t>PY_SSIZE_T_MAX:
+        raise _decode_error("bad arena reference")
+    h = &r.handles[k]
+    if h.kind != RP_H_XARENA or h.reserved == ARENA_TAKEN:
+        raise _decode_error("handle of the wrong kind, or used twice")
+    xm = rp_channel_arena_xmap(r.xch)
+    side = 1 - rp_channel_local_side(r.xch)
+    p = NULL if xm == NULL else rp_xmap_view(xm, side, h.aux, n)
+    if p == NULL:
+        raise _decode_error("an arena reference outside the arena")
+    rec = _ArenaRecord.__new__(_ArenaRecord)
+    rp_xmap_incref(xm)
+    rec.xm = xm
+    rec.side = side
+    rec.off = h.aux
+    h.reserved = ARENA_TAKEN
+    b = _Block.__new__(_Block)
+    b.ptr = p
+    b.size = <Py_ssize_t>n
+    b.base = rec
+    return b
+
+
+def _in_arena(obj):
+    """Private (tests): does obj (a numpy array, a memoryview) view an arena record, that is,
+    did it arrive from another process copied once?"""
+    while obj is not None and not isinstance(obj, _Block):
+        obj = getattr(obj, "obj" if type(obj) is memoryview else "base", None)
+    return obj is not None and isinstance((<_Block>obj).base, _ArenaRecord)
 
 
 cdef int enc_ndarray(Writer *w, object a) except -1:
@@ -761,7 +871,10 @@ cdef int enc_ndarray(Writer *w, object a) except -1:
         w_varint_padded(w, <uint64_t>a.ndim, pad if pad > 0 else 0)
         for d in shape:
             w_varint(w, <uint64_t>d)
-        if w.sg_ok and w.sg_ptr == NULL and <size_t>view.len >= OOB_MIN and view.len % 16 == 0:
+        if w.xch != NULL and <size_t>view.len >= OOB_MIN and \
+                enc_arena(w, view.buf, <size_t>view.len):
+            pass
+        elif w.sg_ok and w.sg_ptr == NULL and <size_t>view.len >= OOB_MIN and view.len % 16 == 0:
             # to another process: the bytes go from the array itself when the message is sent
             # (a multiple of 16, so that what follows keeps its alignment in the message)
             w_byte(w, b'o')

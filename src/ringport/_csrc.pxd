@@ -70,6 +70,7 @@ cdef extern from "rp_channel.h" nogil:
         RP_H_SAB
         RP_H_XSAB
         RP_H_XPORT
+        RP_H_XARENA
         RP_MSG_CODE
     ctypedef struct rp_msg:
         uint32_t nhandles
@@ -137,6 +138,14 @@ cdef extern from "rp_channel.h" nogil:
     void rp_channel_set_unshared(rp_channel *ch)
     int rp_channel_unshared(rp_channel *ch)
     int rp_channel_local_side(const rp_channel *ch)
+    ctypedef struct rp_xmap:
+        pass
+    int64_t rp_channel_arena_alloc(rp_channel *ch, int side, uint64_t n, void **data)
+    rp_xmap *rp_channel_arena_xmap(rp_channel *ch)
+    void *rp_xmap_view(rp_xmap *m, int side, uint64_t off, uint64_t n)
+    void rp_xmap_incref(rp_xmap *m)
+    void rp_xmap_decref(rp_xmap *m)
+    void rp_xmap_free(rp_xmap *m, int side, uint64_t off)
     enum:
         RP_XFD_MAX
         RP_XFD_META

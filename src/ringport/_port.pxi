@@ -603,6 +603,8 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
     cdef rp_node *copy = NULL
     cdef Reader rd
     cdef uint32_t i
+    cdef uint32_t nh
+    cdef rp_handle *hs
     if not rp_msg_valid(m, r.len):
         rp_channel_recv_end(ch, p.side, r)
         raise DecodeError("invalid message: sizes do not agree")
@@ -611,6 +613,8 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
         # runs while this port's consumer lock is held
         copy = rp_node_alloc(r.len)
         if copy == NULL:
+            if r.remote:
+                arena_leftovers(ch, rp_msg_handles(m), m.nhandles)
             rp_channel_recv_end(ch, p.side, r)
             raise MemoryError()
         memcpy(rp_node_body(copy), m, r.len)
@@ -618,11 +622,12 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
             rp_msg_handles(m)[i].release = NULL
         rp_channel_recv_end(ch, p.side, r)
         m = <rp_msg *>rp_node_body(copy)
-        if r.remote:
-            m.nhandles = 0   # the other process's handles: nothing to release here
+    nh = m.nhandles
+    hs = rp_msg_handles(m)
+    if copy != NULL and r.remote:
+        m.nhandles = 0   # the other process's handles: nothing to release here
     # the string cache is guarded by the consumer lock: not used on a private copy
-    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, rp_msg_handles(m), m.nhandles,
-           p.scache if copy == NULL else NULL)
+    r_init(&rd, rp_msg_data(m), <size_t>m.data_len, hs, nh, p.scache if copy == NULL else NULL)
     rd.allow_pickle = p.allow_pickle
     cdef rp_handle *xh = NULL
     if r.remote:
@@ -631,13 +636,13 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
         rd.xch = ch
         if copy == NULL and r.node != NULL:
             rd.xrecv = r   # put together from fragments: big data may stay in place (r_block)
-        if m.nhandles:
-            xh = <rp_handle *>malloc(m.nhandles * sizeof(rp_handle))
+        if nh:
+            xh = <rp_handle *>malloc(nh * sizeof(rp_handle))
             if xh == NULL:
                 rd.nhandles = 0
             else:
-                memcpy(xh, rp_msg_handles(m), m.nhandles * sizeof(rp_handle))
-                for i in range(m.nhandles):
+                memcpy(xh, hs, nh * sizeof(rp_handle))
+                for i in range(nh):
                     xh[i].release = NULL
                     xh[i].ptr = NULL
                     xh[i].reserved = 0
@@ -645,6 +650,9 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
     try:
         return decode_checked(&rd)
     finally:
+        if r.remote and nh:
+            # arena records the value did not take (decoding failed) are free again
+            arena_leftovers(ch, xh if xh != NULL else hs, nh)
         free(xh)
         if copy != NULL:
             rp_msg_release_handles(m)
@@ -818,6 +826,9 @@ cdef object encode_send(object value, dict ports, Dest *d):
     w.remote = d.kind == TO_PORT and rp_channel_shared(d.ch)
     w.allow_handles = d.kind != TO_BYTES and not w.remote
     w.sg_ok = w.remote
+    if w.remote:
+        w.xch = d.ch
+        w.xside = d.side
     w.unshared = d.kind == TO_PORT and rp_channel_unshared(d.ch)
     w.port_hook = d.port_hook if d.kind == TO_BYTES else NULL
     w.allow_pickle = d.allow_pickle
