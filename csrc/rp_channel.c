@@ -231,6 +231,8 @@ struct rp_channel {
     atomic_int zombie;   /* freed here while the flusher works: it frees the struct */
     atomic_int watching; /* a watcher thread is running */
     atomic_int unshared; /* one end reaches another machine: shared memory cannot cross */
+    atomic_int detached; /* shared: this process's side moved to another process (its ring's
+                          * messages are that process's to receive now) */
 };
 
 /* A ring shared with another process: the header at the start of the mapping, then ring 0, then
@@ -257,11 +259,20 @@ typedef struct rp_xhdr {
  * of an arena record another, so a received array outlives the channel it came by. */
 struct rp_xmap {
     _Atomic long refs;
+    long pid; /* the process that mapped it: a child forked since must not free its records */
     void *map;
     size_t len;
     unsigned char *arena[2]; /* arena[s]: the direction posted by side s */
     _Atomic uint64_t touched[2]; /* arena[s]'s bytes this process has mapped in (arena_touch) */
 };
+
+static long this_pid(void) {
+#if !defined(_WIN32)
+    return (long)getpid();
+#else
+    return 0;
+#endif
+}
 
 /* An arena record: this header, then its data (64-aligned, so 16 as numpy wants).  size: the
  * record's bytes with the header, written by the producer; state: 1 in use, 0 free (the
@@ -404,6 +415,7 @@ rp_channel *rp_channel_new(uint64_t capacity, int64_t max_pending) {
     atomic_init(&ch->sides_alive, 2);
     atomic_init(&ch->closed_own, 0);
     atomic_init(&ch->unshared, 0);
+    atomic_init(&ch->detached, 0);
     ch->closed = &ch->closed_own;
     ch->capacity = capacity;
     ch->max_pending = max_pending;
@@ -498,8 +510,9 @@ static void channel_free(rp_channel *ch) {
 
 static void channel_free_now(rp_channel *ch) {
     if (ch->shared) shared_stop_threads(ch);
-    queue_free(&ch->q[0], ch->capacity, !ch->shared || ch->local == 1);
-    queue_free(&ch->q[1], ch->capacity, !ch->shared || ch->local == 0);
+    int moved = atomic_load_explicit(&ch->detached, memory_order_acquire);
+    queue_free(&ch->q[0], ch->capacity, !ch->shared || (ch->local == 1 && !moved));
+    queue_free(&ch->q[1], ch->capacity, !ch->shared || (ch->local == 0 && !moved));
 #if !defined(_WIN32)
     if (ch->xmap) rp_xmap_decref(ch->xmap);
     else if (ch->map) munmap(ch->map, ch->map_len);
@@ -1328,6 +1341,7 @@ static rp_channel *shared_channel(void *map, size_t len, uint64_t capacity, int6
         return NULL;
     }
     atomic_init(&xm->refs, 1);
+    xm->pid = this_pid();
     atomic_init(&xm->touched[0], 0);
     atomic_init(&xm->touched[1], 0);
     xm->map = map;
@@ -1486,7 +1500,9 @@ void *rp_xmap_view(rp_xmap *m, int side, uint64_t off, uint64_t n) {
 }
 
 void rp_xmap_free(rp_xmap *m, int side, uint64_t off) {
-    if (!arena_span_ok(off, 0)) return;
+    /* (a forked child's copies of the parent's arrays free nothing: the parent still views
+     * them, and frees each record once itself) */
+    if (!arena_span_ok(off, 0) || this_pid() != m->pid) return;
     rp_arec *r = (rp_arec *)(void *)(m->arena[side & 1] + off - RP_ARENA_HDR);
     /* the consumer's reads of the data come before the producer's next writes there */
     atomic_store_explicit(&r->state, 0u, memory_order_release);
@@ -1495,7 +1511,7 @@ void rp_xmap_free(rp_xmap *m, int side, uint64_t off) {
 int64_t rp_channel_arena_alloc(rp_channel *ch, int side, uint64_t n, void **data) {
     side &= 1;
     if (!ch->xmap || side != ch->local || ch->max_pending || n == 0 ||
-        n > RP_ARENA_SIZE / 2 || chan_closed(ch))
+        n > RP_ARENA_SIZE / 2 || chan_closed(ch) || this_pid() != ch->xmap->pid)
         return -1;
     const uint64_t A = RP_ARENA_SIZE;
     uint64_t total = (RP_ARENA_HDR + n + 63u) & ~(uint64_t)63u;
@@ -1671,6 +1687,9 @@ int rp_channel_export(rp_channel *ch, int *memfd, int *sock) {
 void rp_channel_detach(rp_channel *ch, int side) {
     side &= 1;
     if (atomic_fetch_sub_explicit(&ch->refs[side], 1, memory_order_acq_rel) != 1) return;
-    /* the side lives on in another process: free this process's struct without closing */
+    /* the side lives on in another process: free this process's struct without closing, and
+     * without draining the ring it received from (what waits there is the new owner's; a
+     * message this process had begun to put together from fragments is lost with it) */
+    atomic_store_explicit(&ch->detached, 1, memory_order_release);
     channel_free(ch);
 }

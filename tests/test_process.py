@@ -939,3 +939,98 @@ def test_a_shared_buffer_and_a_pickled_value_in_one_message_reach_a_process():
         assert w.join(60) == 0
     finally:
         w.terminate()
+
+
+def _shared_pair(capacity=1 << 18):
+    """Both sides of a channel shared with a process, in this one (what a process worker and
+    its parent each hold), for what needs no second process to show."""
+    from ringport._core import _process_channel, _process_port
+    a, fd, sock = _process_channel(capacity)
+    return a, _process_port(fd, sock, capacity)
+
+
+def test_messages_waiting_in_a_shared_port_move_with_it_to_another_process():
+    """A port whose channel is already shared moves to a third process as its descriptors;
+    what waits in its ring unread went with it.  It used to be drained (lost) by the process
+    that let go of it, and the arena records those messages named stayed in use."""
+    np = pytest.importorskip("numpy")
+    from ringport._core import _in_arena
+    a0, a1 = _shared_pair()
+    x0, x1 = _shared_pair()
+    try:
+        for i in range(3):
+            a0.post_message(np.full(131072, float(i)))
+        a0.post_message("marker")
+        x0.post_message(a1, transfer=[a1])
+        b1 = x1.receive(timeout=10)
+        got = [b1.receive(timeout=10) for _ in range(4)]
+        assert [float(g[0]) for g in got[:3]] == [0.0, 1.0, 2.0] and got[3] == "marker"
+        del got
+        gc.collect()
+        for i in range(20):   # and the arena goes on being reused
+            a0.post_message(np.full(131072, 9.0))
+            b = b1.receive(timeout=10)
+            assert _in_arena(b) and b[0] == 9.0, i
+            del b
+    finally:
+        for p in (a0, x0, x1):
+            p.close()
+
+
+def test_a_received_block_in_a_garbage_cycle_is_freed_by_its_owner():
+    """A memoryview of data received in place (an arena record, a message's own node) inside a
+    reference cycle: the collector must not clear the block's owner before the block frees
+    (that made the block free memory it does not own)."""
+    np = pytest.importorskip("numpy")
+    a0, a1 = _shared_pair()
+    try:
+        for kind in ("arena", "node"):
+            if kind == "arena":
+                a0.post_message(np.arange(131072, dtype=np.float64))
+                got = a1.receive(timeout=10)
+                m = memoryview(got.base if got.base is not None else got)
+            else:
+                a0.post_message(memoryview(bytearray(b"x" * (1 << 19))))
+                m = got = a1.receive(timeout=10)
+            del got
+            cycle = [m]
+            cycle.append(cycle)
+            del m, cycle
+            gc.collect()
+    finally:
+        a0.close()
+        a1.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_dropping_received_arrays_frees_nothing_of_the_parent():
+    """A child forked with arrays received into the arena drops them when it exits: the parent
+    still views them, so the records must stay in use (freed, the producer would write the
+    next arrays over what the parent reads)."""
+    np = pytest.importorskip("numpy")
+    from ringport._core import _in_arena
+    a0, a1 = _shared_pair()
+    try:
+        a0.post_message(np.full(131072, 1.0))
+        kept = a1.receive(timeout=10)
+        assert _in_arena(kept)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # (fork with threads)
+            pid = os.fork()
+        if pid == 0:
+            try:
+                del kept
+                gc.collect()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        for i in range(20):
+            a0.post_message(np.full(131072, 2.0))
+            b = a1.receive(timeout=10)
+            assert b[0] == 2.0
+            del b
+        assert kept[0] == 1.0 and kept[-1] == 1.0 and float(kept.sum()) == 131072.0
+    finally:
+        a0.close()
+        a1.close()

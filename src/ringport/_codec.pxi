@@ -745,8 +745,10 @@ cdef bint enc_arena(Writer *w, const void *buf, size_t n) except -1:
     """n bytes copied into the arena, the message naming the record: a <k> <n>; False when
     the arena has no room (or the channel is bounded): the caller sends them otherwise."""
     cdef void *dst = NULL
-    cdef int64_t off = rp_channel_arena_alloc(w.xch, w.xside, <uint64_t>n, &dst)
+    cdef int64_t off
     cdef uint32_t k
+    with nogil:   # (it may map in the arena's next pages)
+        off = rp_channel_arena_alloc(w.xch, w.xside, <uint64_t>n, &dst)
     if off < 0:
         return False
     try:
@@ -1971,6 +1973,7 @@ cdef object decode_checked(Reader *r):
 # ---------------------------------------------------------------------------- out-of-band blocks
 
 @cython.final
+@cython.no_gc_clear   # (a cleared base would make __dealloc__ free memory the base owns)
 cdef class _Block:
     """A block of bytes that arrived out of band; owns it and exposes it as a writable buffer."""
     cdef void *ptr
