@@ -240,6 +240,7 @@ struct rp_channel {
  * record crosses in pieces (the consumer puts them together), and producers keep what does not
  * fit now in their own overflow list, which they (or their flusher thread) write out as the
  * consumer makes room: the consumer never reads the other process's memory. */
+#define RP_ARENA_WARM (UINT64_C(4) << 20)
 #define RP_XMAGIC UINT64_C(0x31786e6168637072) /* "rpchanx1" */
 #define RP_XHDR_SIZE 4096u
 
@@ -1495,7 +1496,6 @@ static void arena_touch(rp_xmap *m, int side, uint64_t end) {
 void *rp_xmap_view(rp_xmap *m, int side, uint64_t off, uint64_t n) {
     side &= 1;
     if (!arena_span_ok(off, n)) return NULL;
-    arena_touch(m, side, off + n);
     return m->arena[side] + off;
 }
 
@@ -1535,7 +1535,12 @@ int64_t rp_channel_arena_alloc(rp_channel *ch, int side, uint64_t n, void **data
     }
     if (tail == head) head = tail = 0; /* empty: start over where memory is warm */
     uint64_t o = head % A;
-    if (o + total > A) { /* no room before the end: pad to it, go on at the start */
+    /* past the first RP_ARENA_WARM bytes, go back to the start when it is free: a stream whose
+     * receiver keeps up then reuses the same few MiB (pages already mapped in and in cache)
+     * and maps in more only while its receiver lags */
+    int wrap = o + total > A ||
+               (o != 0 && o + total > RP_ARENA_WARM && head - tail + (A - o) + total <= A);
+    if (wrap) { /* pad to the end, go on at the start */
         uint64_t pad = A - o;
         if (head - tail + pad + total > A) goto done;
         rp_arec *p = (rp_arec *)(void *)(base + o);
