@@ -220,9 +220,7 @@ struct rp_channel {
     int shared, local, sock, memfd;
     rp_lock fdlock; /* receivers taking descriptors from sock */
     rp_lock alock;  /* producers here allocating in the arena (rp_channel_arena_alloc) */
-    void *map;
-    size_t map_len;
-    rp_xmap *xmap;  /* the mapping (map), which views of arena records keep alive */
+    rp_xmap *xmap;  /* shared: the mapping, which views of arena records keep alive */
     atomic_int *spinners; /* shared: the header's count of spinners in both processes */
     atomic_int stop;     /* the channel is being freed: helper threads leave */
     atomic_int threads;  /* helper threads running (flusher, watcher) */
@@ -516,7 +514,6 @@ static void channel_free_now(rp_channel *ch) {
     queue_free(&ch->q[1], ch->capacity, !ch->shared || (ch->local == 0 && !moved));
 #if !defined(_WIN32)
     if (ch->xmap) rp_xmap_decref(ch->xmap);
-    else if (ch->map) munmap(ch->map, ch->map_len);
     if (ch->sock >= 0) close(ch->sock);
     if (ch->memfd >= 0) close(ch->memfd);
 #endif
@@ -1352,8 +1349,6 @@ static rp_channel *shared_channel(void *map, size_t len, uint64_t capacity, int6
     ch->xmap = xm;
     ch->shared = 1;
     ch->local = local & 1;
-    ch->map = map;
-    ch->map_len = len;
     ch->closed = &h->closed;
     ch->spinners = &h->spinners;
     atomic_store_explicit(&ch->sides_alive, 1, memory_order_relaxed); /* the other is elsewhere */
@@ -1515,7 +1510,7 @@ int64_t rp_channel_arena_alloc(rp_channel *ch, int side, uint64_t n, void **data
         return -1;
     const uint64_t A = RP_ARENA_SIZE;
     uint64_t total = (RP_ARENA_HDR + n + 63u) & ~(uint64_t)63u;
-    rp_xhdr *h = (rp_xhdr *)ch->map;
+    rp_xhdr *h = (rp_xhdr *)ch->xmap->map;
     unsigned char *base = ch->xmap->arena[side];
     int64_t out = -1;
     rp_lock_acquire(&ch->alock, RP_FOREVER, 0, NULL);

@@ -606,7 +606,6 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
     cdef uint32_t i
     cdef uint32_t nh
     cdef rp_handle *hs
-    cdef bint leftovers = r.remote
     # the header read once: a message from another process may be in a ring that process can
     # still write, so what was checked is what is used
     memcpy(&hdr, m, sizeof(rp_msg))
@@ -614,22 +613,28 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
         rp_channel_recv_end(ch, p.side, r)
         raise DecodeError("invalid message: sizes do not agree")
     nh = hdr.nhandles
+    hs = <rp_handle *>(rp_msg_data(m) + rp_align8(hdr.data_len))
     if hdr.flags & RP_MSG_CODE:
         # decoding runs user code (unpickling): decode a private copy, so that code never
         # runs while this port's consumer lock is held
         copy = rp_node_alloc(r.len)
         if copy == NULL:
             if r.remote:
-                arena_leftovers(ch, <rp_handle *>(rp_msg_data(m) + rp_align8(hdr.data_len)), nh)
+                arena_leftovers(ch, hs, nh)
             rp_channel_recv_end(ch, p.side, r)
             raise MemoryError()
         memcpy(rp_node_body(copy), m, r.len)
-        rp_channel_recv_end_keep(ch, p.side, r, not r.remote)
+        if not r.remote:
+            # a local message's handles belong to the copy now (another process's are never
+            # released here, and its ring is not this process's to write)
+            for i in range(nh):
+                hs[i].release = NULL
+        rp_channel_recv_end(ch, p.side, r)
         m = <rp_msg *>rp_node_body(copy)
         memcpy(m, &hdr, sizeof(rp_msg))
-    hs = <rp_handle *>(rp_msg_data(m) + rp_align8(hdr.data_len))
-    if copy != NULL and r.remote:
-        m.nhandles = 0   # the other process's handles: nothing to release here
+        if r.remote:
+            m.nhandles = 0   # the other process's handles: nothing to release here
+        hs = <rp_handle *>(rp_msg_data(m) + rp_align8(hdr.data_len))
     # the string cache is guarded by the consumer lock: not used on a private copy
     r_init(&rd, rp_msg_data(m), <size_t>hdr.data_len, hs, nh,
            p.scache if copy == NULL else NULL)
@@ -647,7 +652,6 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
                 # no handles to decode with: the arena records they name are free again now
                 # (decoding may hand the node they are in to a block that dies before the end)
                 arena_leftovers(ch, hs, nh)
-                leftovers = False
                 rd.nhandles = 0
             else:
                 memcpy(xh, hs, nh * sizeof(rp_handle))
@@ -659,7 +663,7 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
     try:
         return decode_checked(&rd)
     finally:
-        if leftovers and xh != NULL:
+        if xh != NULL:
             # arena records the value did not take (decoding failed) are free again
             arena_leftovers(ch, xh, nh)
         free(xh)
@@ -668,17 +672,6 @@ cdef object finish_receive(MessagePort p, rp_channel *ch, rp_recv *r):
             rp_node_free(copy)
         else:
             rp_channel_recv_end(ch, p.side, r)
-
-
-cdef void rp_channel_recv_end_keep(rp_channel *ch, int side, rp_recv *r, bint local) noexcept:
-    """Give a message's slot back once it was copied out: a local message's handles now belong
-    to the copy, so the slot's are cleared first (a message from another process has none that
-    this process would release, and its ring is not this process's to write)."""
-    cdef uint32_t i
-    if local:
-        for i in range(r.msg.nhandles):
-            rp_msg_handles(r.msg)[i].release = NULL
-    rp_channel_recv_end(ch, side, r)
 
 
 # ---------------------------------------------------------------------------- events
