@@ -11,14 +11,22 @@ import socket
 import sys
 
 
+_prctl = None   # libc's prctl, looked up once (in the zygote, before it forks)
+_pdeath_for = None   # the parent this process already dies with
+
+
 def _die_with_parent(ppid):
     """SIGKILL this process when its parent (the zygote that forked it, or the parent's thread
     that spawned it) ends (Linux), and exit now if that parent is already gone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+    global _prctl, _pdeath_for
+    if sys.platform.startswith("linux") and _pdeath_for != (os.getpid(), ppid):
         PR_SET_PDEATHSIG = 1
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            if _prctl is None:
+                import ctypes
+                _prctl = ctypes.CDLL(None, use_errno=True).prctl
+            _prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            _pdeath_for = (os.getpid(), ppid)   # (a forked child does not keep the setting)
         except (OSError, AttributeError):
             pass
     if os.getppid() != ppid:

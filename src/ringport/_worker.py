@@ -149,9 +149,25 @@ class Worker:
         }
         host_ctl = _port_new_ref(ctl.port2)  # the host thread posts 'exit' through it
         host_env = None   # a thread worker's env, when its token does not carry it
+        gate = None
+        thread_name = f"ringport-worker-{self.thread_id}" + (f" ({name})" if name else "")
         if backend == "process":
             token = None
-            self._port = self._start_process(payload, transfer)
+            # The host thread starts first, while the machine is quiet, and waits for the gate:
+            # Thread.start() waits until the new thread runs, and once the process is asked
+            # for, that thread would queue for a core behind the booting worker (and the
+            # zygote's next spare), which put milliseconds on the way to the first message on
+            # two cores.  Opening the gate does not wait for anything.
+            gate = _GatedStart()
+            self._thread = threading.Thread(
+                target=gate.run, args=(self._host, None, func, host_env, host_ctl, list(sys.path)),
+                name=thread_name, daemon=not _context.in_subinterpreter_worker())
+            self._thread.start()
+            try:
+                self._port = self._start_process(payload, transfer)
+            except BaseException:
+                gate.open(False)
+                raise
         elif backend == "ray":
             token = None
             self._port = self._start_ray(spec, func, payload, transfer, ray_options)
@@ -166,20 +182,26 @@ class Worker:
             token = _export(payload, [chan.port2, ctl.port2, *transfer])
             self._port = chan.port1
         self._ctlport = ctl.port1
-        self._thread = threading.Thread(
-            target=self._host, args=(token, func, host_env, host_ctl, list(sys.path)),
-            name=f"ringport-worker-{self.thread_id}" + (f" ({name})" if name else ""),
-            # isolated subinterpreters refuse daemon threads
-            daemon=not _context.in_subinterpreter_worker())
+        if gate is None:
+            self._thread = threading.Thread(
+                target=self._host, args=(token, func, host_env, host_ctl, list(sys.path)),
+                name=thread_name,
+                # isolated subinterpreters refuse daemon threads
+                daemon=not _context.in_subinterpreter_worker())
         with _exit.live_lock:
             _exit.live.add(self)
         parent.children.add(self)
-        self._ctlport.on("message", self._on_ctl)
         try:
-            self._thread.start()
+            self._ctlport.on("message", self._on_ctl)
+            if gate is None:
+                self._thread.start()
+            else:
+                gate.open(True)
         except BaseException:
             if token is not None:
                 _drop_token(token)
+            if gate is not None and gate.open(False):   # (else it runs, and ends the process)
+                self._link.abandon()
             with _exit.live_lock:
                 _exit.live.discard(self)
             self._ctlport.close()
@@ -589,3 +611,28 @@ def _run_subinterpreter(token, ctl, sys_path):
                   "local": None}
         code = 1
     return code, report
+
+
+class _GatedStart:
+    """A host thread started ahead of its work: run() waits until open(go); go=False ends the
+    thread without running anything.  open() is for one call: True if it settled the matter
+    (False: an earlier open did)."""
+
+    __slots__ = ("_lock", "_go")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._go = None
+
+    def open(self, go):
+        if self._go is not None:
+            return False
+        self._go = go
+        self._lock.release()
+        return True
+
+    def run(self, fn, *args):
+        self._lock.acquire()
+        if self._go:
+            fn(*args)
