@@ -7,6 +7,7 @@ subinterpreter backend), then posts 'exit' on the control channel.  Listeners ru
 parent's event loop (``ringport._loop``); the per-worker context is ``ringport._context``,
 backend choice ``ringport._backends``, interpreter exit ``ringport._exit``.
 """
+import _thread
 import os
 import sys
 import threading
@@ -149,25 +150,10 @@ class Worker:
         }
         host_ctl = _port_new_ref(ctl.port2)  # the host thread posts 'exit' through it
         host_env = None   # a thread worker's env, when its token does not carry it
-        gate = None
         thread_name = f"ringport-worker-{self.thread_id}" + (f" ({name})" if name else "")
         if backend == "process":
             token = None
-            # The host thread starts first, while the machine is quiet, and waits for the gate:
-            # Thread.start() waits until the new thread runs, and once the process is asked
-            # for, that thread would queue for a core behind the booting worker (and the
-            # zygote's next spare), which put milliseconds on the way to the first message on
-            # two cores.  Opening the gate does not wait for anything.
-            gate = _GatedStart()
-            self._thread = threading.Thread(
-                target=gate.run, args=(self._host, None, func, host_env, host_ctl, list(sys.path)),
-                name=thread_name, daemon=not _context.in_subinterpreter_worker())
-            self._thread.start()
-            try:
-                self._port = self._start_process(payload, transfer)
-            except BaseException:
-                gate.open(False)
-                raise
+            self._port = self._start_process(payload, transfer)
         elif backend == "ray":
             token = None
             self._port = self._start_ray(spec, func, payload, transfer, ray_options)
@@ -182,26 +168,28 @@ class Worker:
             token = _export(payload, [chan.port2, ctl.port2, *transfer])
             self._port = chan.port1
         self._ctlport = ctl.port1
-        if gate is None:
+        host_args = (token, func, host_env, host_ctl, list(sys.path))
+        if backend == "process" and not _context.in_subinterpreter_worker():
+            self._thread = _HostThread(thread_name)
+        else:
             self._thread = threading.Thread(
-                target=self._host, args=(token, func, host_env, host_ctl, list(sys.path)),
-                name=thread_name,
+                target=self._host, args=host_args, name=thread_name,
                 # isolated subinterpreters refuse daemon threads
                 daemon=not _context.in_subinterpreter_worker())
         with _exit.live_lock:
             _exit.live.add(self)
         parent.children.add(self)
+        self._ctlport.on("message", self._on_ctl)
         try:
-            self._ctlport.on("message", self._on_ctl)
-            if gate is None:
-                self._thread.start()
+            if type(self._thread) is _HostThread:
+                self._thread.start(self._host, host_args)
             else:
-                gate.open(True)
+                self._thread.start()
         except BaseException:
             if token is not None:
                 _drop_token(token)
-            if gate is not None and gate.open(False):   # (else it runs, and ends the process)
-                self._link.abandon()
+            if self._link is not None and not self._thread.is_alive():
+                self._link.abandon()   # (the process asked for ends: its link closes)
             with _exit.live_lock:
                 _exit.live.discard(self)
             self._ctlport.close()
@@ -454,7 +442,8 @@ class Worker:
 
     def join(self, timeout=None):
         """Wait for the worker to end; its exit code, or None if timeout (seconds) passed."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread or \
+                getattr(self._thread, "ident", None) == threading.get_ident():
             raise RuntimeError("a worker cannot join itself")
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -613,26 +602,44 @@ def _run_subinterpreter(token, ctl, sys_path):
     return code, report
 
 
-class _GatedStart:
-    """A host thread started ahead of its work: run() waits until open(go); go=False ends the
-    thread without running anything.  open() is for one call: True if it settled the matter
-    (False: an earlier open did)."""
+class _HostThread:
+    """A process worker's host thread, started with _thread rather than threading: Thread.start()
+    waits until the new thread runs, and with the process already asked for, that wait queued
+    for a core behind the booting worker and the zygote's next spare (milliseconds on the way
+    to the first message on two cores).  It has what a Worker uses of a Thread: name, ident,
+    is_alive() and join().  (Isolated subinterpreters refuse such threads: workers started
+    there keep a threading.Thread.)"""
 
-    __slots__ = ("_lock", "_go")
+    __slots__ = ("name", "ident", "_done", "_started")
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._go = None
+    def __init__(self, name):
+        self.name = name
+        self.ident = None
+        self._done = threading.Event()
+        self._started = False
 
-    def open(self, go):
-        if self._go is not None:
-            return False
-        self._go = go
-        self._lock.release()
-        return True
+    def start(self, fn, args):
+        self._started = True
+        try:
+            _thread.start_new_thread(self._run, (fn, args))
+        except BaseException:
+            self._started = False
+            raise
 
-    def run(self, fn, *args):
-        self._lock.acquire()
-        if self._go:
+    def _run(self, fn, args):
+        self.ident = _thread.get_ident()
+        try:
             fn(*args)
+        finally:
+            self._done.set()
+
+    def is_alive(self):
+        return self._started and not self._done.is_set()
+
+    def join(self, timeout=None):
+        if not self._started:
+            raise RuntimeError("cannot join thread before it is started")
+        self._done.wait(timeout)
+
+    def __repr__(self):
+        return f"<_HostThread {self.name!r} {'alive' if self.is_alive() else 'ended'}>"
