@@ -694,6 +694,32 @@ def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor
     assert w.receive(timeout=60) == 2 and w.join(60) == 0
 
 
+def test_a_worker_whose_host_thread_cannot_start_leaves_no_process_or_descriptor(monkeypatch):
+    """The host thread starts after the process was asked for and the payload posted: if it
+    cannot start (no more threads), the constructor raises, and that process ends, is reaped,
+    and leaves nothing open here."""
+    from ringport import _worker, _zygote
+
+    def refuse(self, fn, args):
+        raise RuntimeError("can't start new thread")
+    fds = _fds()
+    maps = _ringport_maps()
+    monkeypatch.setattr(_worker._HostThread, "start", refuse)
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            Worker("import ringport\nringport.parent_port.post_message(1)\n", eval=True,
+                   backend="process")
+    monkeypatch.undo()
+    z = _zygote._zygote
+    if z is not None:   # (RINGPORT_PROCESS_START=spawn: no zygote)
+        wait_until(lambda: not z.children and not z.replies, 10, "the zygote's workers reaped")
+    _settled(_fds, fds, 0, "descriptors")
+    _settled(lambda: len(_ringport_maps() - maps), 0, 0, "ringport mappings")
+    w = Worker("import ringport\nringport.parent_port.post_message(2)\n", eval=True,
+               backend="process")
+    assert w.receive(timeout=60) == 2 and w.join(60) == 0
+
+
 def test_big_arrays_posted_to_a_process_worker_are_copied_before_post_message_returns():
     """A big numpy array posted to another process goes from the array itself into the shared
     ring (no copy into the message first): what arrives is the array as it was when

@@ -168,30 +168,34 @@ class Worker:
             token = _export(payload, [chan.port2, ctl.port2, *transfer])
             self._port = chan.port1
         self._ctlport = ctl.port1
-        host_args = (token, func, host_env, host_ctl, list(sys.path))
-        if backend == "process" and not _context.in_subinterpreter_worker():
-            self._thread = _HostThread(thread_name)
-        else:
-            self._thread = threading.Thread(
-                target=self._host, args=host_args, name=thread_name,
-                # isolated subinterpreters refuse daemon threads
-                daemon=not _context.in_subinterpreter_worker())
-        with _exit.live_lock:
-            _exit.live.add(self)
-        parent.children.add(self)
-        self._ctlport.on("message", self._on_ctl)
+        self._thread = None
         try:
+            host_args = (token, func, host_env, host_ctl, list(sys.path))
+            if backend == "process" and not _context.in_subinterpreter_worker():
+                self._thread = _HostThread(thread_name)
+            else:
+                self._thread = threading.Thread(
+                    target=self._host, args=host_args, name=thread_name,
+                    # isolated subinterpreters refuse daemon threads
+                    daemon=not _context.in_subinterpreter_worker())
+            with _exit.live_lock:
+                _exit.live.add(self)
+            parent.children.add(self)
+            self._ctlport.on("message", self._on_ctl)
             if type(self._thread) is _HostThread:
                 self._thread.start(self._host, host_args)
             else:
                 self._thread.start()
         except BaseException:
-            if token is not None:
-                _drop_token(token)
-            if self._link is not None and not self._thread.is_alive():
-                self._link.abandon()   # (the process asked for ends: its link closes)
+            # (a Ctrl-C may come after the thread started: then it owns the token and the link)
+            if self._thread is None or not self._thread.is_alive():
+                if token is not None:
+                    _drop_token(token)
+                if backend == "process":
+                    self._link.abandon()   # (the process asked for ends: its link closes)
             with _exit.live_lock:
                 _exit.live.discard(self)
+            parent.children.discard(self)
             self._ctlport.close()
             raise
 

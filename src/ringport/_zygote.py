@@ -276,14 +276,15 @@ def serve():
     import select
     if threading.active_count() != 1:   # a fork would copy a thread's locks in any state
         os._exit(1)
-    # A free-threaded interpreter makes its functions and code objects immortal when its first
-    # thread starts, in a pass over the whole heap: done here once, not by each worker on its
-    # way to its first message (when it starts the thread that follows the parent's frames).
-    # The thread has ended before any fork.
-    first = threading.Thread(target=int)
-    first.start()
-    first.join()
-    del first
+    # A free-threaded 3.13 makes its functions and code objects immortal when its first thread
+    # starts, in a pass over the whole heap: done here once, not by each worker on its way to
+    # its first message (when it starts the thread that follows the parent's frames).  The
+    # thread has ended before any fork.
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        first = threading.Thread(target=int)
+        first.start()
+        first.join()   # (3.13+: the OS thread has ended, as a fork wants)
+        del first
     import gc
     gc.freeze()   # what is imported now stays put: a worker's collections leave its pages shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the parent and its workers
