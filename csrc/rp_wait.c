@@ -309,8 +309,8 @@ void rp_spin_feedback(rp_spin *s, int spun_ok, int64_t waited_ns) {
     int64_t b = atomic_load_explicit(&s->budget_ns, memory_order_relaxed), nb;
     if (spun_ok) {
         nb = b + b / 8 + 100; /* spinning paid off: allow a little more next time */
-    } else if (waited_ns < 2 * RP_SPIN_MAX_NS) {
-        nb = 2 * b + 1000; /* slept, but the event came soon: a longer spin would have caught it */
+    } else if (waited_ns < RP_SPIN_MAX_NS) {
+        nb = 2 * b + 1000; /* slept, but a spin within the cap would have caught the event */
     } else {
         nb = b / 2; /* a long wait: the spin was wasted CPU */
     }
