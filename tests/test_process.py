@@ -672,18 +672,10 @@ def test_big_data_from_a_process_worker_arrives_aligned_writable_and_independent
         w.terminate()
 
 
-def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor():
-    """The process is asked for before the start-up payload is posted (it boots meanwhile): a
-    payload that cannot be cloned still raises DataCloneError from the constructor, and the
-    process already asked for ends, is reaped, and leaves nothing open here."""
-    import threading
+def _failed_starts_left_nothing(fds, maps):
+    """After process Worker() calls that raised: the processes they had asked for are reaped,
+    nothing of theirs stays open or mapped here, and a worker still starts and runs."""
     from ringport import _zygote
-    fds = _fds()
-    maps = _ringport_maps()
-    for _ in range(5):
-        with pytest.raises(ringport.DataCloneError):
-            Worker("import ringport\n", eval=True, backend="process",
-                   worker_data=threading.Lock())
     z = _zygote._zygote
     if z is not None:   # (RINGPORT_PROCESS_START=spawn: no zygote)
         wait_until(lambda: not z.children and not z.replies, 10, "the zygote's workers reaped")
@@ -694,13 +686,27 @@ def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor
     assert w.receive(timeout=60) == 2 and w.join(60) == 0
 
 
+def test_a_worker_whose_payload_cannot_be_cloned_leaves_no_process_or_descriptor():
+    """The process is asked for before the start-up payload is posted (it boots meanwhile): a
+    payload that cannot be cloned still raises DataCloneError from the constructor, and the
+    process already asked for ends, is reaped, and leaves nothing open here."""
+    import threading
+    fds = _fds()
+    maps = _ringport_maps()
+    for _ in range(5):
+        with pytest.raises(ringport.DataCloneError):
+            Worker("import ringport\n", eval=True, backend="process",
+                   worker_data=threading.Lock())
+    _failed_starts_left_nothing(fds, maps)
+
+
 def test_a_worker_whose_host_thread_cannot_start_leaves_no_process_or_descriptor(monkeypatch):
     """The host thread starts after the process was asked for and the payload posted: if it
     cannot start (no more threads), the constructor raises, and that process ends, is reaped,
     and leaves nothing open here."""
-    from ringport import _worker, _zygote
+    from ringport import _worker
 
-    def refuse(self, fn, args):
+    def refuse(self):
         raise RuntimeError("can't start new thread")
     fds = _fds()
     maps = _ringport_maps()
@@ -710,14 +716,7 @@ def test_a_worker_whose_host_thread_cannot_start_leaves_no_process_or_descriptor
             Worker("import ringport\nringport.parent_port.post_message(1)\n", eval=True,
                    backend="process")
     monkeypatch.undo()
-    z = _zygote._zygote
-    if z is not None:   # (RINGPORT_PROCESS_START=spawn: no zygote)
-        wait_until(lambda: not z.children and not z.replies, 10, "the zygote's workers reaped")
-    _settled(_fds, fds, 0, "descriptors")
-    _settled(lambda: len(_ringport_maps() - maps), 0, 0, "ringport mappings")
-    w = Worker("import ringport\nringport.parent_port.post_message(2)\n", eval=True,
-               backend="process")
-    assert w.receive(timeout=60) == 2 and w.join(60) == 0
+    _failed_starts_left_nothing(fds, maps)
 
 
 def test_big_arrays_posted_to_a_process_worker_are_copied_before_post_message_returns():

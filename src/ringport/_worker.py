@@ -171,21 +171,15 @@ class Worker:
         self._thread = None
         try:
             host_args = (token, func, host_env, host_ctl, list(sys.path))
-            if backend == "process" and not _context.in_subinterpreter_worker():
-                self._thread = _HostThread(thread_name)
-            else:
-                self._thread = threading.Thread(
-                    target=self._host, args=host_args, name=thread_name,
-                    # isolated subinterpreters refuse daemon threads
-                    daemon=not _context.in_subinterpreter_worker())
+            # (isolated subinterpreters refuse daemon threads, and so _thread's)
+            daemon = not _context.in_subinterpreter_worker()
+            self._thread = (_HostThread if backend == "process" and daemon else threading.Thread)(
+                target=self._host, args=host_args, name=thread_name, daemon=daemon)
             with _exit.live_lock:
                 _exit.live.add(self)
             parent.children.add(self)
             self._ctlport.on("message", self._on_ctl)
-            if type(self._thread) is _HostThread:
-                self._thread.start(self._host, host_args)
-            else:
-                self._thread.start()
+            self._thread.start()
         except BaseException:
             # (a Ctrl-C may come after the thread started: then it owns the token and the link)
             if self._thread is None or not self._thread.is_alive():
@@ -446,8 +440,7 @@ class Worker:
 
     def join(self, timeout=None):
         """Wait for the worker to end; its exit code, or None if timeout (seconds) passed."""
-        if threading.current_thread() is self._thread or \
-                getattr(self._thread, "ident", None) == threading.get_ident():
+        if self._thread.ident == threading.get_ident() and self._thread.is_alive():
             raise RuntimeError("a worker cannot join itself")
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -610,30 +603,32 @@ class _HostThread:
     """A process worker's host thread, started with _thread rather than threading: Thread.start()
     waits until the new thread runs, and with the process already asked for, that wait queued
     for a core behind the booting worker and the zygote's next spare (milliseconds on the way
-    to the first message on two cores).  It has what a Worker uses of a Thread: name, ident,
-    is_alive() and join().  (Isolated subinterpreters refuse such threads: workers started
-    there keep a threading.Thread.)"""
+    to the first message on two cores).  It is made and used as the threading.Thread it
+    replaces: name, ident, start(), is_alive() and join().  (Isolated subinterpreters refuse
+    such threads: workers started there keep a threading.Thread.)"""
 
-    __slots__ = ("name", "ident", "_done", "_started")
+    __slots__ = ("name", "ident", "_target", "_args", "_done", "_started")
 
-    def __init__(self, name):
+    def __init__(self, *, target, args, name, daemon=True):   # (a _thread thread is daemon)
         self.name = name
         self.ident = None
+        self._target, self._args = target, args
         self._done = threading.Event()
         self._started = False
 
-    def start(self, fn, args):
+    def start(self):
         self._started = True
         try:
-            _thread.start_new_thread(self._run, (fn, args))
+            _thread.start_new_thread(self._run, ())
         except BaseException:
             self._started = False
             raise
 
-    def _run(self, fn, args):
+    def _run(self):
         self.ident = _thread.get_ident()
+        target, args, self._target, self._args = self._target, self._args, None, None
         try:
-            fn(*args)
+            target(*args)
         finally:
             self._done.set()
 

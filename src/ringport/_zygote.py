@@ -280,7 +280,8 @@ def serve():
     # starts, in a pass over the whole heap: done here once, not by each worker on its way to
     # its first message (when it starts the thread that follows the parent's frames).  The
     # thread has ended before any fork.
-    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    from ringport._backends import FREE_THREADED
+    if FREE_THREADED:
         first = threading.Thread(target=int)
         first.start()
         first.join()   # (3.13+: the OS thread has ended, as a fork wants)
