@@ -105,3 +105,13 @@ def count_kill_at(sab, i, at):
     if i == at:
         kill_self()
     return i
+
+
+def record(key, value):
+    """Append value to this worker's list `key` (the order its tasks ran in); value back."""
+    state.setdefault(key, []).append(value)
+    return value
+
+
+def recorded(key):
+    return list(state.get(key, ()))

@@ -1,6 +1,7 @@
 """WorkerPool: a concurrent.futures Executor over ringport workers, on every backend."""
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import os
 import sys
 import threading
@@ -573,12 +574,14 @@ def test_done_callbacks_may_submit(make_pool):
 
 
 @pytest.mark.stress
-def test_stress_submit_cancel_abort_from_four_clients(make_pool, backend):
+@pytest.mark.parametrize("max_queue", [64, None])
+def test_stress_submit_cancel_abort_from_four_clients(make_pool, backend, max_queue):
     """Four threads submit 2000 tasks each while a fifth cancels and aborts at random (and, on
     the process backend, kills workers): every future ends, every result that came is right,
-    and the pool still works."""
+    and the pool still works.  Without max_queue, submits that find the pool's lock taken hand
+    their tasks in (_hand_in) instead of waiting for it."""
     import random
-    pool = make_pool(max_workers=2, max_queue=64)
+    pool = make_pool(max_workers=2, max_queue=max_queue)
     futures = [[] for _ in range(4)]
     stop = threading.Event()
 
@@ -810,3 +813,183 @@ def test_statistics_read_while_tasks_finish(make_pool):
         stop.set()
         t.join(60)
     assert not errors, errors[0]
+
+
+# ---------------------------------------------------------------- tasks handed in (_hand_in)
+# A submit() that finds the pool's lock taken (by the collector handling results, most often)
+# puts its task in pool._incoming instead of waiting, when the pool has no max_queue.  Holding
+# the lock in the test makes every submit() take that path.
+
+@contextlib.contextmanager
+def _lock_held(pool):
+    pool._lock.acquire()
+    try:
+        yield
+    finally:
+        pool._lock.release()
+
+
+def test_tasks_handed_in_while_the_lock_is_taken_keep_their_order(make_pool):
+    pool = make_pool(max_workers=1)
+    key = "order"
+    assert pool.submit(poolfuncs.record, key, -1).result(60) == -1   # (the worker is up)
+    for rnd in range(3):
+        base = rnd * 100
+        with _lock_held(pool):
+            early = [pool.submit(poolfuncs.record, key, base + i) for i in range(50)]
+            assert len(pool._incoming) == 50
+            assert pool.queue_size == 50
+        late = [pool.submit(poolfuncs.record, key, base + i) for i in range(50, 100)]
+        assert [f.result(60) for f in early + late] == list(range(base, base + 100))
+    assert pool.submit(poolfuncs.recorded, key).result(60) == [-1] + list(range(300))
+    assert not pool._incoming and pool.queue_size == 0
+
+
+def test_tasks_handed_in_start_workers_on_demand(make_pool):
+    pool = make_pool(max_workers=2)
+    with _lock_held(pool):
+        futs = [pool.submit(poolfuncs.sleep_then, 0.05, i) for i in range(6)]
+        assert not pool._slots and not pool._starting
+    assert [f.result(60) for f in futs] == list(range(6))
+    assert pool.workers == 2
+
+
+@pytest.mark.parametrize("cancel_futures", [False, True])
+def test_shutdown_runs_or_cancels_tasks_handed_in_before_it(make_pool, cancel_futures):
+    """Whichever takes the lock first (the collector, or shutdown), every task handed in
+    before shutdown() runs, or with cancel_futures may be cancelled: none is left pending."""
+    for _ in range(3):
+        pool = make_pool(max_workers=1)
+        with _lock_held(pool):
+            futs = [pool.submit(poolfuncs.square, i) for i in range(20)]
+            stopper = threading.Thread(target=pool.shutdown,
+                                       kwargs={"cancel_futures": cancel_futures})
+            stopper.start()
+            time.sleep(0.02)   # (most often, shutdown() then waits for the lock too)
+        stopper.join(SHUTDOWN_TIMEOUT)
+        assert not stopper.is_alive()
+        for i, f in enumerate(futs):
+            assert f.done()
+            if not cancel_futures or not f.cancelled():
+                assert f.result() == i * i
+        assert not pool._incoming and not pool._queue
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(poolfuncs.square, 1)
+
+
+def test_a_task_handed_in_as_the_pool_shuts_down_is_refused_not_lost(make_pool, backend):
+    """A submit that found the pool open, then the lock taken by shutdown(): its task came
+    after shutdown() took in the others, so submit raises (as after shutdown) and nothing of
+    it stays in the pool."""
+    from ringport import _pool
+    pool = make_pool(max_workers=1)
+    assert pool.submit(poolfuncs.square, 2).result(60) == 4
+    fn, ref = (poolfuncs.square, None) if backend == "thread" else \
+        (None, pool._ref(poolfuncs.square))
+    outcome = []
+
+    def late_submit():   # (past submit()'s own check, as if shutdown began just after it)
+        try:
+            outcome.append(pool._enqueue(fn, _pool._CALL, ref, (3,), None, ()))
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    with _lock_held(pool):
+        pool._shutdown = True   # (what shutdown() sets under the lock, after taking in)
+        t = threading.Thread(target=late_submit)
+        t.start()
+        wait_until(lambda: len(pool._incoming) == 1, timeout=10)
+    t.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+    assert "after shutdown" in str(outcome[0])
+    assert not pool._incoming and not pool._queue
+    if backend == "thread":   # (its function's key was never counted)
+        assert all(f is not poolfuncs.square for f in _pool._local_fns.values())
+
+
+def test_cancel_a_task_handed_in_before_it_is_queued(make_pool):
+    pool = make_pool(max_workers=1)
+    outcome = []
+    with _lock_held(pool):
+        futs = [pool.submit(poolfuncs.square, i) for i in range(5)]
+        t = threading.Thread(target=lambda: outcome.append(futs[2].cancel()))
+        t.start()
+        wait_until(futs[2].cancelled, timeout=10)   # (then it waits for the lock)
+    t.join(30)
+    assert outcome == [True]
+    for i, f in enumerate(futs):
+        if i == 2:
+            with pytest.raises(cf.CancelledError):
+                f.result(0)
+        else:
+            assert f.result(60) == i * i
+    wait_until(lambda: pool.queue_size == 0, timeout=10)
+    assert not pool._incoming
+
+
+def test_tasks_handed_in_fail_when_the_pool_breaks(make_pool):
+    pool = make_pool(initializer=poolfuncs.init_fail)
+    with _lock_held(pool):
+        futs = [pool.submit(poolfuncs.square, i) for i in range(5)]
+    for f in futs:
+        with pytest.raises(ringport.BrokenWorkerPool):
+            f.result(60)
+    with pytest.raises(ringport.BrokenWorkerPool):
+        pool.submit(poolfuncs.square, 2)
+    assert not pool._incoming
+
+
+def test_threads_that_submit_as_the_pool_shuts_down_lose_no_task(make_pool):
+    """Three threads submit until submit() raises, while shutdown() runs: every future they got
+    ends (a task handed in as shutdown() took in the others once stayed pending forever)."""
+    for _ in range(3):
+        pool = make_pool()
+        futures = [[] for _ in range(3)]
+        go = threading.Event()
+
+        def client(k):
+            go.wait()
+            while True:
+                try:
+                    futures[k].append(pool.submit(poolfuncs.add, k, 1))
+                except RuntimeError:
+                    return
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        go.set()
+        time.sleep(0.02)
+        pool.shutdown(wait=True)
+        for t in threads:
+            t.join(60)
+        for k, futs in enumerate(futures):
+            assert all(f.done() for f in futs), f"client {k}: {sum(not f.done() for f in futs)} pending"
+            assert all(f.result() == k + 1 for f in futs)
+        assert not pool._incoming and not pool._queue
+
+
+@pytest.mark.stress
+def test_results_keep_coming_while_threads_flood_submit(make_pool):
+    """Three threads submit no-op tasks as fast as they can: the pool keeps completing them
+    (tasks handed in once came faster than the collector moved them, and it handled no result
+    for seconds)."""
+    pool = make_pool()
+    assert pool.submit(poolfuncs.add, 1).result(60) == 1
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            pool.submit(poolfuncs.add, 1)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        start = pool.completed
+        wait_until(lambda: pool.completed - start >= 2000, timeout=10,
+                   what="2000 tasks completed during the flood")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)

@@ -49,6 +49,12 @@ _MARK_MASK = 0x7FFFFFFF
 #: behind a task that may be long (a function that is fast and then, for other arguments,
 #: slow is the one case where a result waits for one more task).
 _BATCH, _BATCH_S, _SHORT_S = 64, 200e-6, 20e-6
+#: A submit() that finds the pool's lock taken hands its task in while fewer than this many
+#: wait to be moved to the queue, and waits for the lock beyond: threads that submit faster
+#: than the pool runs tasks then wait their turn, as they did before tasks were handed in,
+#: rather than fill the deque faster than the collector can empty it (while it moves them
+#: it handles no results).
+_HAND_IN_MAX = 256
 #: map() submits its tasks this many under one lock.
 _MAP_GROUP = 256
 #: Functions a worker keeps resolved.
@@ -132,7 +138,7 @@ class _Future(_cf.Future):
     """
 
     __slots__ = ("_condition", "_state", "_result", "_rp_pool", "tid", "kind", "ref", "args",
-                 "kwargs", "transfer", "submitted", "local", "started")
+                 "kwargs", "transfer", "submitted", "local", "started", "fn")
 
     # what most futures never set: class defaults, not stored per future (each store costs,
     # on a free-threaded 3.13 most).  Set, they go to the instance's dict (concurrent.futures.
@@ -380,6 +386,7 @@ class WorkerPool(_cf.Executor):
         self._space = threading.Condition(self._lock)   # the queue shrank, or the pool shut down
         self._conditions = [threading.Condition() for _ in range(_CONDITIONS)]
         self._queue = collections.deque()
+        self._incoming = collections.deque()   # tasks handed in while the lock was taken
         self._slots = []
         self._starting = 0
         self._tids = itertools.count(1)
@@ -490,10 +497,17 @@ class WorkerPool(_cf.Executor):
         backend's callable, whose key (ref) is taken here, under the lock this takes anyway."""
         fut = _Future(self._conditions[_get_ident() % _CONDITIONS], self, kind, ref, args,
                       kwargs, transfer)
-        start = False
+        lock = self._lock
+        if not lock.acquire(False):
+            if self.max_queue is None and len(self._incoming) < _HAND_IN_MAX:
+                return self._hand_in(fut, fn)
+            lock.acquire()
+        starts = 0
         deadline = None
         try:
-            with self._lock:
+            try:
+                if self._incoming:
+                    starts = self._take_incoming()
                 while True:
                     if self._broken is not None:
                         raise BrokenWorkerPool(self._broken)
@@ -532,18 +546,104 @@ class WorkerPool(_cf.Executor):
                     queue.append(fut)
                     if self.max_queue is not None and len(queue) >= self.max_queue:
                         self._drain_pending = True
-                    start = len(self._slots) + self._starting < self.max_workers
-                    if start:
+                    if self._room_for_worker():
                         self._starting += 1
+                        starts += 1
+            finally:
+                lock.release()
         except BaseException:
             fut._rp_pool = _NO_POOL
+            self._start_workers(starts)
             raise
-        if start:
+        self._start_workers(starts)
+        return fut
+
+    def _hand_in(self, fut, fn):
+        """Queue the task without waiting for the pool's lock, held by another thread (the
+        collector handling results, most often): it goes into _incoming, which the next
+        holder of the lock moves into the queue before anything else, so tasks keep their
+        order.  On a free-threaded build, waiting for that lock parked the submitting thread
+        about once every ten tasks, for 100 us each.  Only without max_queue, whose
+        backpressure counts the queue under the lock."""
+        fut.fn = fn
+        fut.submitted = _perf()
+        self._incoming.append(fut)
+        self._ws.signal()   # (the collector moves it, if nobody else takes the lock first)
+        if self._shutdown or self._broken is not None:
+            # shutdown() and _break() took in what was handed in before them, under the lock;
+            # a task handed in since is left to this thread to take back
+            with self._lock:
+                try:
+                    self._incoming.remove(fut)
+                except ValueError:   # taken in time: it runs (or fails) with the queue
+                    return fut
+            fut._rp_pool = _NO_POOL
+            self._check_open()
+        return fut
+
+    def _move_incoming(self, everything=False):
+        """(under self._lock) The handed-in tasks to the end of the queue, in order, each with
+        its id and (thread backend) its function's key counted.  Only what was there when it
+        began: submitters hand in more while the lock is held, and chasing them would hold it
+        for as long as they keep up.  everything (shutdown and _break, once their flag is
+        set): until the deque's own lock finds it empty; a submitter hands in at most one
+        more task after that, then sees the flag and takes it back."""
+        incoming = self._incoming
+        queue = self._queue
+        tids = self._tids
+        left = len(incoming)
+        last = entry = None
+        while everything or left > 0:
+            left -= 1
+            try:
+                task = incoming.popleft()
+            except IndexError:
+                break
+            task.tid = next(tids)
+            fn = task.fn
+            if fn is not None:
+                task.fn = None
+                if fn is last:   # (a run of tasks of one function: one lookup for them all)
+                    entry[1] += 1
+                else:
+                    self._local_ref(fn)
+                    entry = self._local_ids[id(fn)]
+                    last = fn
+                task.ref = task.local = entry[3]
+            queue.append(task)
+
+    def _take_incoming(self, closing=False):
+        """(under self._lock) Move the handed-in tasks into the queue and hand them to workers
+        as _enqueue would have: to idle ones, to busy ones with room when no worker more may
+        start; how many workers to start (counted in _starting: the caller starts them, outside
+        the lock).  Once the pool is shut down or broken, nothing (but for shutdown() itself,
+        closing): what is handed in later is its submitter's to take back."""
+        if (self._shutdown and not closing) or self._broken is not None:
+            return 0
+        self._move_incoming(everything=closing)
+        queue = self._queue
+        while queue:
+            slot = self._free_slot()
+            if slot is None or (slot.inflight and self._room_for_worker()):
+                break
+            left = len(queue)
+            self._feed(slot)
+            if len(queue) == left:
+                break
+        # (the workers already starting take queued tasks too)
+        starts = min(len(queue) - self._starting,
+                     self.max_workers - len(self._slots) - self._starting)
+        if starts <= 0:
+            return 0
+        self._starting += starts
+        return starts
+
+    def _start_workers(self, n):
+        for _ in range(n):
             try:
                 self._start_worker(counted=True)
             except BaseException as exc:
                 self._start_failed(exc)
-        return fut
 
     def _enqueue_many(self, fn, kind, ref, argss):
         """map's tasks (kind, ref, args) for each args in argss, under one lock: as _enqueue
@@ -559,6 +659,8 @@ class WorkerPool(_cf.Executor):
                     raise BrokenWorkerPool(self._broken)
                 if self._shutdown:
                     raise RuntimeError("cannot schedule new futures after shutdown")
+                if self._incoming:
+                    starts = self._take_incoming()
                 if fn is not None:
                     ref = self._local_ref(fn, len(futs))
                 queue = self._queue
@@ -584,12 +686,9 @@ class WorkerPool(_cf.Executor):
         except BaseException:
             for fut in futs:
                 fut._rp_pool = _NO_POOL
+            self._start_workers(starts)
             raise
-        for _ in range(starts):
-            try:
-                self._start_worker(counted=True)
-            except BaseException as exc:
-                self._start_failed(exc)
+        self._start_workers(starts)
         return futs
 
     def _start_failed(self, exc):
@@ -678,6 +777,11 @@ class WorkerPool(_cf.Executor):
             try:
                 self._queue.remove(task)
             except ValueError:
+                try:   # (handed in, not moved yet: its function key is not counted yet)
+                    self._incoming.remove(task)
+                    task.fn = None
+                except ValueError:
+                    pass
                 return
             self._release(task.local)
             self._queue_shrank()
@@ -785,6 +889,11 @@ class WorkerPool(_cf.Executor):
         while True:
             seen = ws.seq()
             got = False
+            if self._incoming and not self._shutdown and self._broken is None:
+                with self._lock:
+                    starts = self._take_incoming()
+                self._start_workers(starts)
+                got = True
             resolved = []
             for slot in list(self._slots):
                 if slot.ended:
@@ -947,6 +1056,9 @@ class WorkerPool(_cf.Executor):
                 return self._break(exc, resolved, why=why)
         if self._broken is None:
             self._broken = f"{why} {type(exc).__name__}: {exc}"
+            # what was handed in before, fails with the queue (the flag first: a task handed
+            # in after this is its submitter's to take back)
+            self._move_incoming(everything=True)
         err = BrokenWorkerPool(self._broken)
         err.__cause__ = exc
         while self._queue:
@@ -1066,7 +1178,16 @@ class WorkerPool(_cf.Executor):
         every task ran and every worker ended."""
         cancelled = []
         with self._lock:
+            first = not self._shutdown and self._broken is None
             self._shutdown = True
+            starts = 0
+            if first:
+                # what was handed in before is queued, and runs or is cancelled with the queue
+                # (the flag first: a task handed in after this is its submitter's to take back)
+                if cancel_futures:
+                    self._move_incoming(everything=True)
+                else:
+                    starts = self._take_incoming(closing=True)
             if cancel_futures:
                 while self._queue:
                     task = self._queue.popleft()
@@ -1080,6 +1201,7 @@ class WorkerPool(_cf.Executor):
             self._space.notify_all()
         for task in cancelled:   # (outside the lock: done callbacks may submit)
             _cf.Future.cancel(task)   # (not _Future.cancel: the task left the queue already)
+        self._start_workers(starts)
         self._ws.signal()
         if wait and threading.current_thread() is not self._collector:
             self._collector.join()
@@ -1154,7 +1276,7 @@ class WorkerPool(_cf.Executor):
     @property
     def queue_size(self):
         """Tasks waiting for a worker."""
-        return len(self._queue)
+        return len(self._queue) + len(self._incoming)
 
     @property
     def needs_drain(self):
