@@ -939,10 +939,62 @@ def test_tasks_handed_in_fail_when_the_pool_breaks(make_pool):
     assert not pool._incoming
 
 
+def _submit_during_take_in(pool, caller):
+    """Make the pool's next take-in of handed-in tasks, by caller (shutdown or _break), submit
+    one more task from another thread right after it: what a thread that submits at that moment
+    gets.  The list it returns gets the future, or the exception submit raised."""
+    import sys
+    late = []
+    real = pool._move_incoming
+
+    def move(*args, **kwargs):
+        real(*args, **kwargs)
+        up = sys._getframe(1)   # (who called this, and its caller)
+        names = {up.f_code.co_name, up.f_back.f_code.co_name}
+        if caller in names and not late:
+            def submit():
+                try:
+                    late.append(pool.submit(poolfuncs.square, 7))
+                except (RuntimeError, ringport.BrokenWorkerPool) as exc:
+                    late.append(exc)
+            t = threading.Thread(target=submit)
+            t.start()
+            t.join(30)
+
+    pool._move_incoming = move
+    return late
+
+
+@pytest.mark.parametrize("cancel_futures", [False, True])
+def test_a_submit_while_shutdown_takes_in_is_refused_or_runs(make_pool, cancel_futures):
+    """A task handed in while shutdown() took in the others, before it set its flag, was
+    never run (and shutdown returned): now the flag comes first, and such a submit raises."""
+    pool = make_pool(max_workers=1)
+    assert pool.submit(poolfuncs.square, 2).result(60) == 4
+    late = _submit_during_take_in(pool, "shutdown")
+    pool.shutdown(wait=True, cancel_futures=cancel_futures)
+    assert len(late) == 1
+    if not isinstance(late[0], RuntimeError):
+        assert late[0].result(10) == 49
+    assert not pool._incoming and not pool._queue
+
+
+def test_a_submit_while_a_breaking_pool_takes_in_is_refused_or_fails(make_pool):
+    pool = make_pool(initializer=poolfuncs.init_fail)
+    late = _submit_during_take_in(pool, "_break")
+    with pytest.raises(ringport.BrokenWorkerPool):
+        pool.submit(poolfuncs.square, 2).result(60)
+    wait_until(lambda: late, timeout=30, what="the submit made during _break")
+    if not isinstance(late[0], ringport.BrokenWorkerPool):
+        with pytest.raises(ringport.BrokenWorkerPool):
+            late[0].result(10)
+    assert not pool._incoming
+
+
 def test_threads_that_submit_as_the_pool_shuts_down_lose_no_task(make_pool):
     """Three threads submit until submit() raises, while shutdown() runs: every future they got
     ends (a task handed in as shutdown() took in the others once stayed pending forever)."""
-    for _ in range(3):
+    for _ in range(5):
         pool = make_pool()
         futures = [[] for _ in range(3)]
         go = threading.Event()
