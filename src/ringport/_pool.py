@@ -441,13 +441,18 @@ class WorkerPool(_cf.Executor):
 
     def _local_ref(self, fn, uses=1):
         # (under self._lock) the thread backend's ref of fn, counting uses more tasks of it
+        entry = self._local_entry(fn)
+        entry[1] += uses
+        return entry[3]
+
+    def _local_entry(self, fn):
+        # (under self._lock) [key, tasks using it, id(fn), ref] of fn, made at its first use
         entry = self._local_ids.get(id(fn))
         if entry is None:
             key = next(_keys)
             _local_fns[key] = fn
             entry = self._local_ids[id(fn)] = self._local_keys[key] = [key, 0, id(fn), ("l", key)]
-        entry[1] += uses
-        return entry[3]
+        return entry
 
     def _release(self, ref, uses=1):
         # (under self._lock) uses tasks of ref ended
@@ -514,12 +519,7 @@ class WorkerPool(_cf.Executor):
                     if self._shutdown:
                         raise RuntimeError("cannot schedule new futures after shutdown")
                     queue = self._queue
-                    if queue:
-                        slot = None
-                    else:
-                        slot = self._free_slot()
-                        if slot is not None and slot.inflight and self._room_for_worker():
-                            slot = None   # a new worker rather than a queue behind a busy one
+                    slot = None if queue else self._slot_for_task()
                     if slot is not None or self.max_queue is None or \
                             len(queue) < self.max_queue or not wait:
                         break
@@ -603,12 +603,10 @@ class WorkerPool(_cf.Executor):
             fn = task.fn
             if fn is not None:
                 task.fn = None
-                if fn is last:   # (a run of tasks of one function: one lookup for them all)
-                    entry[1] += 1
-                else:
-                    self._local_ref(fn)
-                    entry = self._local_ids[id(fn)]
+                if fn is not last:   # (a run of tasks of one function: one lookup for them all)
+                    entry = self._local_entry(fn)
                     last = fn
+                entry[1] += 1
                 task.ref = task.local = entry[3]
             queue.append(task)
 
@@ -623,8 +621,8 @@ class WorkerPool(_cf.Executor):
         self._move_incoming(everything=closing)
         queue = self._queue
         while queue:
-            slot = self._free_slot()
-            if slot is None or (slot.inflight and self._room_for_worker()):
+            slot = self._slot_for_task()
+            if slot is None:
                 break
             left = len(queue)
             self._feed(slot)
@@ -671,11 +669,7 @@ class WorkerPool(_cf.Executor):
                         fut.ref = fut.local = ref
                     fut.tid = next(tids)
                     fut.submitted = now
-                    slot = None
-                    if not queue:
-                        slot = self._free_slot()
-                        if slot is not None and slot.inflight and self._room_for_worker():
-                            slot = None
+                    slot = None if queue else self._slot_for_task()
                     if slot is not None:
                         self._dispatch(slot, fut)
                     else:
@@ -718,6 +712,15 @@ class WorkerPool(_cf.Executor):
                 if n == 0:
                     break
         return best
+
+    def _slot_for_task(self):
+        # (under self._lock) the worker a task goes to now, or None: the least loaded one with
+        # room, unless it is busy and a new worker may start (rather than a task queueing
+        # behind a busy one)
+        slot = self._free_slot()
+        if slot is not None and slot.inflight and self._room_for_worker():
+            return None
+        return slot
 
     def _dispatch(self, slot, task):
         # (under self._lock)
